@@ -1,0 +1,279 @@
+"""The `lorakit` command: parses options, calls the core, prints. Nothing else lives here.
+
+Only click is imported at module level so that `lorakit --help` stays fast; each command imports
+the core modules it needs. Every LorakitError becomes a message on stderr and its exit code here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+PATH = click.Path(path_type=Path)
+
+
+class LorakitGroup(click.Group):
+    """Turns lorakit's errors into one clear paragraph and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from lorakit.errors import GateError, LorakitError
+
+        try:
+            return super().invoke(ctx)
+        except GateError as exc:
+            from lorakit.summary import console, print_findings
+
+            err = console(stderr=True)
+            print_findings(err, [f for f in exc.findings if f.level == "error"])
+            click.echo(f"lorakit: {exc.render()} Fix the errors above, or pass --force to write the plan anyway.", err=True)
+            ctx.exit(exc.exit_code)
+        except LorakitError as exc:
+            click.echo(f"lorakit: {exc.render()}", err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"lorakit: {exc.strerror or exc}{where}.", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="lorakit", prog_name="lorakit")
+def cli() -> None:
+    """Plan, fit, launch and watch SDXL LoRA training with kohya-ss sd-scripts.
+
+    \b
+    lorakit probe                      what GPU this machine has
+    lorakit presets                    the presets and what they set
+    lorakit plan DATASET --preset character --target-gpu rtx4090
+    """
+
+
+def _emit_json(data) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+# --- probe ----------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--catalog", is_flag=True, help="List the GPUs --target-gpu knows instead of probing.")
+def probe(as_json: bool, catalog: bool) -> None:
+    """Show this machine's GPUs (pynvml), RAM, CPUs and disk, and the VRAM budget (80%)."""
+    if catalog:
+        from lorakit.gpus import catalog as gpu_catalog
+
+        gpus = list(gpu_catalog().values())
+        if as_json:
+            _emit_json([g.model_dump() | {"vram_gib": round(g.vram_gib, 2), "bf16": g.bf16} for g in gpus])
+            return
+        for g in gpus:
+            click.echo(f"{g.id:16} {g.vram_gib:6.1f} GiB  cc {g.compute_capability:4}  "
+                       f"bf16 {'yes' if g.bf16 else 'no ':3}  {g.bf16_tflops:7.1f} TFLOP/s  {g.name}")
+        return
+    from lorakit.probe import probe as run_probe
+
+    host = run_probe()
+    if as_json:
+        _emit_json(host.model_dump() | {"gpus": [g.model_dump() | {"budget_gib": round(g.budget_gib, 2)} for g in host.gpus]})
+        return
+    from lorakit.summary import console, print_probe
+
+    print_probe(console(), host)
+
+
+# --- presets and keys -----------------------------------------------------------------------------
+
+presets_dir_option = click.option(
+    "--presets-dir", "presets_dirs", multiple=True, type=PATH,
+    help="A folder of extra presets (*.toml); repeatable. The per-user folder is always read.",
+)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--copy-to", type=PATH, help="Copy the preset file here, to edit as your own preset.")
+@presets_dir_option
+def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs: tuple[Path, ...]) -> None:
+    """List the presets, or show NAME's resolved values and where each comes from."""
+    from lorakit.errors import UserError
+    from lorakit.presets import PresetRegistry
+
+    registry = PresetRegistry(list(presets_dirs))
+    if name is None:
+        items = [registry.get(n) for n in registry.names()]
+        if as_json:
+            _emit_json([{"name": p.name, "kind": p.header.kind, "extends": p.header.extends,
+                         "description": p.description, "path": str(p.path), "builtin": p.builtin} for p in items])
+            return
+        from lorakit.summary import console, print_presets
+
+        print_presets(console(), items, {p.name for p in items if registry.shadowed(p.name)})
+        return
+    preset = registry.get(name)
+    if copy_to is not None:
+        import shutil
+
+        target = copy_to / preset.path.name if copy_to.is_dir() else copy_to
+        if target.exists():
+            raise UserError(f"'{target}' already exists; lorakit does not overwrite it.", fix="choose another path")
+        shutil.copyfile(preset.path, target)
+        click.echo(f"Copied {preset.path} to {target}")
+        return
+    from lorakit.resolve import resolve
+
+    resolution = resolve(registry, [name], [])
+    if as_json:
+        _emit_json({"name": name, "chain": [p.name for p in resolution.presets], "description": preset.description,
+                    "requires": resolution.required, "notes": resolution.notes, "values": resolution.values.to_json()})
+        return
+    from lorakit.summary import console, values_table
+
+    out = console()
+    out.print(f"[bold]{name}[/] — {preset.description}")
+    out.print(f"applies: {' → '.join(p.name for p in resolution.presets)} (file: {preset.path})")
+    for key in resolution.required:
+        out.print(f"[yellow]requires[/] --set {key}=...")
+    for note in resolution.notes:
+        out.print(f"[dim]note:[/] {note}")
+    out.print(values_table(resolution.values))
+
+
+@cli.command()
+@click.argument("pattern", required=False, default="")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def keys(pattern: str, as_json: bool) -> None:
+    """List the keys --set accepts (sd-scripts arguments and lorakit keys), optionally filtered."""
+    from lorakit.schema import RESERVED_KEYS, registry
+
+    specs = [s for s in registry().values() if pattern in s.name and s.name not in RESERVED_KEYS]
+    if as_json:
+        _emit_json([{"key": s.name, "type": s.kind, "written_to": s.target, "default": s.default,
+                     "choices": s.choices, "help": s.help} for s in specs])
+        return
+    for s in specs:
+        click.echo(f"{s.name:36} {s.kind:12} {s.target:8} {s.help}")
+
+
+# --- plan -----------------------------------------------------------------------------------------
+
+preset_option = click.option("--preset", "-p", "preset_names", multiple=True,
+                             help="A preset to apply (repeatable, applied in order; default sdxl-base).")
+set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override one value, typed by its key (repeatable): --set network_dim=32.")
+
+
+@cli.command()
+@click.argument("dataset", type=PATH)
+@preset_option
+@set_option
+@click.option("--reg", type=PATH, help="Regularisation images (same folder convention as DATASET).")
+@click.option("--token", help="Class tokens for a flat DATASET folder, e.g. 'sks dog'.")
+@click.option("--target-gpu", help="Plan for this catalog GPU instead of the probed one (see `lorakit probe --catalog`).")
+@click.option("--out", type=PATH, help="The plan folder to write (default: plans/NAME).")
+@click.option("--name", help="The plan's and the LoRA file's name (default: the dataset folder's name).")
+@click.option("--force", is_flag=True, help="Write even with gate errors, and replace an existing plan (kept in .lorakit-history/).")
+@click.option("--json", "as_json", is_flag=True, help="Print plan.json instead of the summary.")
+@click.option("--explain", is_flag=True, help="Show every value with its source and reason.")
+@click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout launch.sh should use.")
+@click.option("--python", help="The trainer's Python launch.sh should use.")
+@presets_dir_option
+def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, name, force, as_json, explain,
+         sd_scripts, python, presets_dirs) -> None:
+    """Check DATASET, resolve presets and overrides, fit the GPU, and write a plan folder for sd-scripts."""
+    from lorakit.findings import has_errors
+    from lorakit.plan import PlanRequest, make_plan, write_plan
+
+    request = PlanRequest(
+        dataset=dataset, presets=list(preset_names), overrides=list(overrides), reg=reg, token=token,
+        target_gpu=target_gpu, out=out, name=name, force=force, presets_dirs=list(presets_dirs),
+        sd_scripts=sd_scripts, python=python,
+    )
+    result = make_plan(request)
+    write_plan(result, force=force)
+    if as_json:
+        click.echo(result.files["plan.json"], nl=False)
+    else:
+        from lorakit.summary import console, print_plan
+
+        print_plan(console(), result.plan, explain=explain)
+    if has_errors(result.plan.findings):
+        sys.exit(1)
+
+
+# --- dataset --------------------------------------------------------------------------------------
+
+@cli.group()
+def dataset() -> None:
+    """Check a dataset folder, or lay a flat folder out as Kohya repeat folders."""
+
+
+@dataset.command("check")
+@click.argument("path", type=PATH)
+@click.option("--reg", type=PATH, help="Regularisation images to check with it.")
+@click.option("--token", help="Class tokens for a flat folder.")
+@preset_option
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def dataset_check(path: Path, reg, token, preset_names, overrides, as_json: bool) -> None:
+    """Gate 1 on PATH: the findings, a per-folder table and a bucket histogram."""
+    from lorakit.datacheck import check_dataset
+    from lorakit.findings import has_errors
+
+    report = check_dataset(path, reg=reg, token=token, presets=list(preset_names), overrides=list(overrides))
+    analysis = report.analysis
+    if as_json:
+        _emit_json({"dataset": analysis.stats().model_dump(), "step_math": analysis.steps.model_dump(),
+                    "findings": [f.model_dump() for f in report.findings]})
+    else:
+        from lorakit.summary import bucket_table, console, print_findings, step_lines, subsets_table
+
+        out = console()
+        out.print(subsets_table(analysis.stats()))
+        out.print(bucket_table(analysis.steps))
+        for line in step_lines(analysis.steps):
+            out.print(line)
+        print_findings(out, report.findings)
+    if has_errors(report.findings):
+        sys.exit(1)
+
+
+@dataset.command("prepare")
+@click.argument("src", type=PATH)
+@click.argument("dest", type=PATH)
+@click.option("--token", required=True, help="Class tokens, e.g. 'sks dog': the folder becomes N_sks dog.")
+@click.option("--repeats", default="auto", show_default=True, help="Repeats per image, or auto (the seeds' step ranges).")
+@click.option("--mode", type=click.Choice(["link", "symlink", "copy"]), default="link", show_default=True,
+              help="Hard-link (copies where linking is impossible), symlink or copy the files.")
+@preset_option
+@set_option
+def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, preset_names, overrides) -> None:
+    """Lay flat folder SRC out as DEST/N_TOKEN (images and captions linked or copied; SRC is untouched)."""
+    from lorakit.errors import UserError
+    from lorakit.prepare import prepare_dataset
+
+    if repeats == "auto":
+        count = None
+    else:
+        try:
+            count = int(repeats)
+        except ValueError:
+            raise UserError(f"--repeats {repeats!r} is neither a whole number nor 'auto'.") from None
+    done = prepare_dataset(src, dest, token=token, repeats=count, mode=mode,
+                           presets=list(preset_names), overrides=list(overrides))
+    click.echo(f"Laid out {done.files} file(s) in {done.folder} ({done.repeats} repeats: {done.repeats_reason}).")
+    if done.copied_instead_of_linked:
+        click.echo(f"{done.copied_instead_of_linked} file(s) were copied: hard links cannot cross file systems.")
+    click.echo(f"Next: lorakit plan {done.folder.parent}")
+
+
+def main() -> None:
+    cli(prog_name="lorakit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""What the commands print for people (rich tables); JSON output is the models' own dump."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lorakit.findings import Finding
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lorakit.plan import Plan
+    from lorakit.presets import Preset
+    from lorakit.probe import HostInfo
+    from lorakit.steps import StepMath
+    from lorakit.values import Values
+
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+# The values a plan summary always shows; --explain shows all of them.
+HEADLINE_KEYS = (
+    "pretrained_model_name_or_path", "resolution", "train_batch_size", "max_train_epochs", "max_train_steps",
+    "network_dim", "network_alpha", "optimizer_type", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler",
+    "mixed_precision", "gradient_checkpointing", "cache_latents", "cache_text_encoder_outputs",
+    "network_train_unet_only", "sample_every_n_steps",
+)
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def show(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def print_findings(out: Console, findings: list[Finding]) -> None:
+    if not findings:
+        out.print("[green]No findings: every gate passed.[/]")
+        return
+    from rich.markup import escape
+
+    for f in findings:
+        out.print(f"[{LEVEL_STYLE[f.level]}]{f.level.upper():7}[/] [dim]{f.code}[/] {escape(f.message)}")
+        if f.fix:
+            out.print(f"        [dim]fix:[/] {escape(f.fix)}")
+        for path in f.paths:
+            out.print(f"        [dim]{escape(path)}[/]")
+
+
+def values_table(values: Values, keys: list[str] | None = None, title: str | None = None, *, why: bool = True):
+    """Value and source side by side; with `why`, the reason and what the value replaced."""
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", style="cyan", no_wrap=True)
+    if why:
+        table.add_column("why", style="dim", overflow="fold")
+    for key in keys if keys is not None else list(values):
+        entry = values.entry(key)
+        if entry is None or entry.value is None:
+            continue
+        row = [key, show(entry.value), entry.source]
+        if why:
+            earlier = [e for e in entry.replaced if e.value != entry.value][-2:]
+            note = entry.note + (" (was " + ", ".join(f"{show(e.value)} from {e.source}" for e in earlier) + ")" if earlier else "")
+            row.append(note.strip())
+        table.add_row(*row)
+    return table
+
+
+def step_lines(steps: StepMath) -> list[str]:
+    lines = [
+        f"{steps.num_train_images} train samples per epoch (images × repeats)"
+        + (f" + {steps.reg_samples} regularisation samples" if steps.reg_samples else ""),
+        f"{len(steps.buckets)} bucket(s) → {steps.batches_per_epoch} batches of {steps.batch_size} per epoch"
+        + (f" ({steps.batches_per_process} per process × {steps.num_processes})" if steps.num_processes > 1 else ""),
+    ]
+    if steps.gradient_accumulation_steps > 1:
+        lines.append(f"gradient accumulation {steps.gradient_accumulation_steps} → {steps.steps_per_epoch} steps per epoch")
+    lines.append(f"{steps.epochs} epochs × {steps.steps_per_epoch} steps = [bold]{steps.total_steps} total steps[/]")
+    return lines
+
+
+def bucket_table(steps: StepMath):
+    from rich.table import Table
+
+    table = Table(title="buckets", show_edge=False, pad_edge=False)
+    for column in ("width", "height", "images", "samples", "batches"):
+        table.add_column(column, justify="right")
+    table.add_column("", style="green")
+    widest = max((b.samples for b in steps.buckets), default=1)
+    for b in steps.buckets:
+        bar = "█" * max(1, round(20 * b.samples / widest))
+        table.add_row(str(b.width), str(b.height), str(b.images), str(b.samples), str(b.batches), bar)
+    return table
+
+
+def subsets_table(plan_dataset: Any):
+    from rich.table import Table
+
+    table = Table(title="folders", show_edge=False, pad_edge=False)
+    for column in ("folder", "images", "captions", "repeats", "from", "class tokens", "seen per image"):
+        table.add_column(column)
+    for s in plan_dataset.subsets:
+        table.add_row(
+            s.folder + (" (reg)" if s.is_reg else ""), str(s.images), str(s.captions), str(s.num_repeats),
+            s.repeats_source, s.class_tokens or "", "" if s.steps_per_image is None else str(s.steps_per_image),
+        )
+    return table
+
+
+def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True) -> None:
+    from rich.markup import escape
+
+    values = plan.value_set
+    target = plan.target
+    out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
+    out.print(f"GPU: {escape(target.name)} ({target.source}), {target.vram_total_gib:.1f} GiB, "
+              f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
+    out.print(subsets_table(plan.dataset))
+    for line in step_lines(plan.step_math):
+        out.print(line)
+    keep = [s for s in plan.saves if s.kept]
+    out.print(f"saves: {len(keep)} file(s), the last [bold]{escape(plan.saves[-1].file)}[/]" if plan.saves else "saves: none")
+    if plan.sample_steps:
+        shown = ", ".join(str(s) for s in plan.sample_steps[:8]) + (" …" if len(plan.sample_steps) > 8 else "")
+        out.print(f"samples at steps: {shown}")
+    for note in plan.notes:
+        out.print(f"[dim]note:[/] {escape(note)}")
+    keys = None if explain else [k for k in HEADLINE_KEYS if k in values]
+    out.print(values_table(values, keys, title="values" if explain else "main values (--explain shows all, with reasons)",
+                           why=explain))
+    print_findings(out, plan.findings)
+    if written:
+        out.print(f"\nWrote {', '.join(plan.files)} to [bold]{escape(plan.plan_dir)}[/]")
+        out.print(f"Next: lorakit launch {escape(plan.plan_dir)}")
+
+
+def print_probe(out: Console, host: HostInfo) -> None:
+    from rich.markup import escape
+
+    if host.gpus:
+        for gpu in host.gpus:
+            known = f", catalog {gpu.catalog_id}" if gpu.catalog_id else ""
+            free = f", {gpu.vram_free_mib / 1024:.1f} GiB free" if gpu.vram_free_mib is not None else ""
+            out.print(f"GPU {gpu.index}: [bold]{escape(gpu.name)}[/] — {gpu.vram_total_gib:.1f} GiB{free}, "
+                      f"compute capability {gpu.compute_capability}, bf16 {'yes' if gpu.bf16 else 'no'}{known}")
+            out.print(f"       VRAM budget for training: {gpu.budget_gib:.1f} GiB (80% of total, 20% safety margin)")
+        out.print(f"driver: {host.driver}")
+    else:
+        out.print(f"[yellow]No NVIDIA GPU:[/] {escape(host.no_gpu_reason or 'none found')}.")
+        out.print("Plan for a card you do not have with --target-gpu (see `lorakit probe --catalog`).")
+    out.print(f"RAM: {host.ram_total_gib:.1f} GiB ({host.ram_available_gib:.1f} available), CPUs: {host.cpu_count}, "
+              f"free disk at {escape(host.disk_path)}: {host.disk_free_gib:.1f} GiB")
+
+
+def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("preset", style="bold")
+    table.add_column("kind")
+    table.add_column("extends")
+    table.add_column("description", overflow="fold")
+    for p in presets:
+        origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")
+        table.add_row(p.name + origin, p.header.kind, ", ".join(p.header.extends), p.description)
+    out.print(table)

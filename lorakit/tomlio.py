@@ -1,0 +1,44 @@
+"""TOML in and out: tomllib to read, tomli-w to write (also for single values in templates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+import tomli_w
+
+TOMLDecodeError = tomllib.TOMLDecodeError
+
+
+def loads(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return tomli_w.dumps(data)
+
+
+def value(obj: Any) -> str:
+    """One TOML value as text, arrays kept on one line (what a `key = ...` line in a template needs)."""
+    if isinstance(obj, (list, tuple)):
+        return "[" + ", ".join(value(item) for item in obj) + "]"
+    if isinstance(obj, dict):
+        return "{ " + ", ".join(f"{key(k)} = {value(v)}" for k, v in obj.items()) + " }"
+    line = tomli_w.dumps({"v": obj})
+    return line.split("=", 1)[1].strip()
+
+
+def key(name: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise."""
+    line = tomli_w.dumps({name: 0})
+    return line.rsplit("=", 1)[0].strip()

@@ -1,0 +1,58 @@
+"""Shared test helpers: tiny real PNG files, dataset folders, and an isolated preset folder."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DOCS = REPO.parent / "shared" / "docs"
+
+
+def write_png(path: Path, width: int, height: int) -> Path:
+    """A valid 1-bit greyscale PNG of the given size (a few hundred bytes, written in microseconds)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    pixels = zlib.compress(row * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+def make_folder(folder: Path, sizes: list[tuple[int, int]], caption: str | None = "{name}", stem: str = "img") -> Path:
+    """Images of the given sizes with captions ({name} is replaced by the folder's class tokens)."""
+    tokens = folder.name.partition("_")[2] or folder.name
+    for i, (w, h) in enumerate(sizes):
+        image = write_png(folder / f"{stem}{i:04d}.png", w, h)
+        if caption is not None:
+            image.with_suffix(".txt").write_text(caption.replace("{name}", tokens) + ", a photo\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_presets(tmp_path_factory, monkeypatch):
+    """Keep the developer's own ~/.config/lorakit presets and fake GPUs out of every test."""
+    monkeypatch.setenv("LORAKIT_PRESETS_DIR", str(tmp_path_factory.mktemp("user-presets")))
+    monkeypatch.delenv("LORAKIT_FAKE_GPU", raising=False)
+    monkeypatch.delenv("LORAKIT_SD_SCRIPTS", raising=False)
+    monkeypatch.delenv("LORAKIT_PYTHON", raising=False)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def character_dataset(tmp_path: Path) -> Path:
+    """A Kohya folder: 20 images in `10_sks dog` at three SDXL bucket sizes."""
+    root = tmp_path / "dogs"
+    make_folder(root / "10_sks dog", [(1024, 1024), (832, 1216), (1216, 832), (1024, 1024)] * 5)
+    return root
