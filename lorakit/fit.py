@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lorakit.findings import Finding, finding
 from lorakit.presets import PresetRegistry
 from lorakit.probe import TargetGpu
 from lorakit.steps import Placed, StepMath, compute_steps
@@ -34,7 +35,8 @@ class FitChange:
     reason: str
 
 
-def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry) -> list[FitChange]:
+def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry) -> tuple[list[FitChange], list[Finding]]:
+    """Change what the user left open to suit the card; returns the changes and the findings they call for."""
     changes: list[FitChange] = []
 
     def change(key: str, value: object, source: str, note: str) -> None:
@@ -44,14 +46,20 @@ def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry) -> l
         changes.append(FitChange(key, value, note))
 
     if target.vram_total_gib < BATCH_TABLE[-1][0]:
-        for key, entry in registry.get(LOW_VRAM_PRESET).values.items():
+        recipe = registry.get(LOW_VRAM_PRESET)
+        for key, entry in recipe.values.items():
             change(key, entry.value, "auto:low-vram", f"{target.vram_total_gib:.0f} GiB card: {entry.from_}")
-        return changes
+        return changes, [finding(
+            "hardware/low-vram-recipe", "warning", 3,
+            f"{target.name} has {target.vram_total_gib:.0f} GiB: lorakit applied seed 000's low-VRAM recipe "
+            f"({', '.join(c.key for c in changes)}). " + " ".join(recipe.header.notes),
+            "train on a card with 12 GB or more for full 1024² quality (or plan for one with --target-gpu)",
+        )] if changes else []
     for min_gib, batch, row in BATCH_TABLE:
         if target.vram_total_gib >= min_gib:
             change("train_batch_size", batch, "auto:vram-table", f"{target.vram_total_gib:.0f} GiB card: {row}")
             break
-    return changes
+    return changes, []
 
 
 def steps_for_repeats(placed: Placed, repeats: list[int], values: Values) -> StepMath:

@@ -144,7 +144,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     resolution = resolve(registry, request.presets, request.overrides)
     values = resolution.values
     target = choose_target(request.target_gpu)
-    fit_to_gpu(values, target, registry)
+    _, fit_findings = fit_to_gpu(values, target, registry)
     name = _plan_name(request)
     plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
 
@@ -172,7 +172,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         sample_at_first=bool(values["sample_at_first"]),
     ) if values["sample_prompts"] else []
 
-    findings = data.train.findings + (data.reg.findings if data.reg else [])
+    findings = data.train.findings + (data.reg.findings if data.reg else []) + fit_findings
     findings += check_parameters(data.context(values, target, resolution.required))
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",

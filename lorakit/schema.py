@@ -181,9 +181,9 @@ _FALSE = {"false", "no", "off", "0"}
 
 
 def parse_text(spec: KeySpec, text: str) -> Any:
-    """Parse a `--set KEY=VALUE` string with the key's type. `none` unsets a key."""
+    """Parse a `--set KEY=VALUE` string with the key's type. `none` (or `null`) unsets a key."""
     stripped = text.strip()
-    if stripped.lower() in ("none", "null") and spec.kind != "str":
+    if stripped.lower() in ("none", "null"):
         return None
     if spec.kind == "bool":
         low = stripped.lower()

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from imagegen import write_png
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DOCS = REPO.parent / "shared" / "docs"
-
-
-def write_png(path: Path, width: int, height: int) -> Path:
-    """A valid 1-bit greyscale PNG of the given size (a few hundred bytes, written in microseconds)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    pixels = zlib.compress(row * height, 9)
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
-    return path
 
 
 def make_folder(folder: Path, sizes: list[tuple[int, int]], caption: str | None = "{name}", stem: str = "img") -> Path:
