@@ -404,7 +404,7 @@ def step_targets(ctx: CheckContext) -> list[Finding]:
                            f"train {direction} epochs (max_train_epochs) or change the folders' repeats", key="max_train_epochs"))
     lo_img, hi_img = v["steps_per_image_min"], v["steps_per_image_max"]
     subsets = ctx.dataset.subsets
-    for subset, repeats in zip(subsets, ctx.repeats):
+    for subset, repeats in zip(subsets, ctx.repeats[: len(subsets)], strict=True):
         seen = repeats * ctx.steps.epochs
         if subset.images and not lo_img <= seen <= hi_img:
             direction = "under-trains" if seen < lo_img else "over-trains"

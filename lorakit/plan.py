@@ -31,7 +31,7 @@ from lorakit.render import render_config, render_dataset, render_launch, render_
 from lorakit.resolve import resolve
 from lorakit.schema import resolution_tuple
 from lorakit.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
-from lorakit.trainer import accelerate_flags, find_python, find_sd_scripts, trainer_command
+from lorakit.trainer import find_python, find_sd_scripts, trainer_command
 from lorakit.values import ResolvedValue, Values
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
@@ -206,8 +206,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     files = {
         "config.toml": render_config(plan, values, config_path),
         "dataset.toml": render_dataset(plan, values, subsets),
-        "launch.sh": render_launch(plan, plan_dir=plan_dir, python=python, sd_scripts=sd_scripts,
-                                   accelerate_flags=accelerate_flags(values), config_path=config_path),
+        "launch.sh": render_launch(plan, plan_dir=plan_dir, command=plan.command),
     }
     if prompt_lines:
         files["sample_prompts.txt"] = render_prompts(plan, prompt_lines)
@@ -246,7 +245,7 @@ class DatasetAnalysis:
                     captions=sum(1 for img in s.images if img.caption is not None),
                     steps_per_image=None if s.is_reg else r * self.steps.epochs,
                 )
-                for s, r in zip(self.subsets, self.repeats)
+                for s, r in zip(self.subsets, self.repeats, strict=True)
             ],
         )
 
@@ -265,7 +264,7 @@ def analyse_dataset(values: Values, dataset: Path, reg_dir: Path | None, token: 
                    "you set max_train_steps; sd-scripts would let epochs override it")
     placed = Placed(subsets, _bucket_settings(values))
     repeats = _repeats(subsets, placed, values)
-    for subset, r in zip(subsets, repeats):
+    for subset, r in zip(subsets, repeats, strict=True):
         subset.num_repeats = r
     return DatasetAnalysis(train, reg, subsets, repeats, steps_for_repeats(placed, repeats, values))
 

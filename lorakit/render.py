@@ -72,6 +72,7 @@ def environment():
     env.filters["toml_key"] = tomlio.key
     env.filters["comment"] = _comment
     env.filters["shquote"] = lambda v: shlex.quote(str(v))
+    env.filters["shjoin"] = lambda argv: shlex.join(str(a) for a in argv)
     return env
 
 
@@ -134,7 +135,5 @@ def render_prompts(plan: Any, lines: list[str]) -> str:
     return render("sample_prompts.txt.j2", plan=plan, lines=lines)
 
 
-def render_launch(plan: Any, *, plan_dir: Path, python: str, sd_scripts: Path, accelerate_flags: list[str],
-                  config_path: Path) -> str:
-    return render("launch.sh.j2", plan=plan, plan_dir=str(plan_dir), python=python, sd_scripts=str(sd_scripts),
-                  accelerate_flags=accelerate_flags, config_path=str(config_path))
+def render_launch(plan: Any, *, plan_dir: Path, command: list[str]) -> str:
+    return render("launch.sh.j2", plan=plan, plan_dir=str(plan_dir), command=command)

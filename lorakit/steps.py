@@ -93,7 +93,7 @@ def compute_steps(
     unique: Counter = Counter()
     num_train = 0
     num_reg = 0
-    for subset, count, rep in zip(placed.subsets, placed.train_counts, repeats):
+    for subset, count, rep in zip(placed.subsets, placed.train_counts, repeats, strict=True):
         if rep < 1:
             continue
         if subset.is_reg:
@@ -106,7 +106,7 @@ def compute_steps(
     reg_repeats = _balance_reg([repeats[i] for i, _ in placed.reg_order], num_train)
     reg_samples = 0
     unused = 0
-    for (index, bucket), rep in zip(placed.reg_order, reg_repeats):
+    for (index, bucket), rep in zip(placed.reg_order, reg_repeats, strict=True):
         if repeats[index] < 1:
             continue
         if rep == 0:

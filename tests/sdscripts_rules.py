@@ -90,6 +90,8 @@ def dataset_problems(text: str) -> list[str]:
                 continue
             if key not in GENERAL_KEYS:
                 problems.append(f"datasets[{i}]: extra key {key}")
+            elif not _type_ok(value, GENERAL_KEYS[key]):
+                problems.append(f"datasets[{i}].{key}: wrong type {value!r}")
         for j, subset in enumerate(dataset.get("subsets", [])):
             if "image_dir" not in subset:
                 problems.append(f"datasets[{i}].subsets[{j}]: image_dir is required")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
@@ -83,15 +81,16 @@ def test_sample_prompts_use_class_tokens_and_training_size(runner, character_dat
 
 
 def test_launch_sh_runs_the_same_command_plan_json_records(runner, character_dataset, tmp_path):
-    out = tmp_path / "plan"
-    plan(runner, str(character_dataset), "--target-gpu", "rtx4090", "--out", str(out), "--sd-scripts", str(tmp_path / "sd scripts"))
-    recorder = tmp_path / "fake python"
-    recorder.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    recorder = tmp_path / "fake 'python'"
+    recorder.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv))\n")
     recorder.chmod(0o755)
-    env = {**os.environ, "LORAKIT_PYTHON": str(recorder)}
-    done = subprocess.run(["bash", str(out / "launch.sh")], capture_output=True, text=True, env=env, check=True)
+    out = tmp_path / "plan"
+    plan(runner, str(character_dataset), "--target-gpu", "rtx4090", "--out", str(out),
+         "--sd-scripts", str(tmp_path / "sd scripts"), "--python", str(recorder))
+    done = subprocess.run(["bash", str(out / "launch.sh")], capture_output=True, text=True, check=True)
     command = json.loads((out / "plan.json").read_text())["command"]
-    assert json.loads(done.stdout) == command[1:]
+    assert command[0] == str(recorder)
+    assert json.loads(done.stdout)[1:] == command[1:]
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[-3:] == [str(tmp_path / "sd scripts" / "sdxl_train_network.py"), "--config_file", str(out / "config.toml")]
     assert "--mixed_precision" in command and "--dynamo_backend" in command

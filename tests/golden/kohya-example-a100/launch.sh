@@ -1,12 +1,6 @@
 #!/usr/bin/env bash
-# Train plan "dogs" with sd-scripts, exactly as `lorakit launch` starts it
-# (lorakit launch also watches the run, writes TensorBoard summaries and records run.json):
-#   lorakit launch <PLAN>
-# Set LORAKIT_PYTHON or LORAKIT_SD_SCRIPTS to use another trainer Python or sd-scripts checkout.
+# Train plan "dogs" with sd-scripts: the exact command `lorakit launch` starts.
+# `lorakit launch <PLAN>` also watches the run, writes TensorBoard
+# summaries and records run.json; `lorakit launch --python ... --sd-scripts ...` runs it elsewhere.
 set -euo pipefail
-PYTHON=/opt/venv/bin/python
-SD_SCRIPTS=/opt/sd-scripts
-PYTHON="${LORAKIT_PYTHON:-$PYTHON}"
-SD_SCRIPTS="${LORAKIT_SD_SCRIPTS:-$SD_SCRIPTS}"
-exec "$PYTHON" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no --num_cpu_threads_per_process 1 \
-  "$SD_SCRIPTS/sdxl_train_network.py" --config_file <PLAN>/config.toml
+exec /opt/venv/bin/python -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no --num_cpu_threads_per_process 1 /opt/sd-scripts/sdxl_train_network.py --config_file <PLAN>/config.toml
