@@ -271,6 +271,68 @@ def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, 
     click.echo(f"Next: lorakit plan {done.folder.parent}")
 
 
+# --- batch ----------------------------------------------------------------------------------------
+
+@cli.group()
+def batch() -> None:
+    """Plan, run and compare many trainings: presets × sweeps, resumable, one run per GPU."""
+
+
+@batch.command("plan")
+@click.argument("dataset", type=PATH)
+@click.option("--preset", "-p", "preset_names", multiple=True,
+              help="One alternative per --preset (repeatable); join presets with + to combine them, e.g. pony+character.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="Try each value of KEY (repeatable; the batch is every combination). Separate values with | if they contain commas.")
+@set_option
+@click.option("--reg", type=PATH, help="Regularisation images (same folder convention as DATASET).")
+@click.option("--token", help="Class tokens for a flat DATASET folder.")
+@click.option("--target-gpu", help="Plan every run for this catalog GPU instead of the probed one.")
+@click.option("--out", type=PATH, required=True, help="The batch folder: one plan folder per run plus batch.json.")
+@click.option("--name", help="Base name of the LoRA files (default: the dataset folder's name).")
+@click.option("--force", is_flag=True, help="Plan combinations with gate errors too, and re-plan an existing batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print batch.json instead of the summary.")
+@click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout the plans should use.")
+@click.option("--python", help="The trainer's Python the plans should use.")
+@presets_dir_option
+def batch_plan(dataset: Path, preset_names, sweeps, overrides, reg, token, target_gpu, out, name, force, as_json,
+               sd_scripts, python, presets_dirs) -> None:
+    """Write one plan folder per combination of the --preset alternatives and --sweep values."""
+    from lorakit.batch import BatchRequest, plan_batch
+
+    manifest = plan_batch(BatchRequest(
+        dataset=dataset, out=out, presets=list(preset_names), sweeps=list(sweeps), overrides=list(overrides),
+        reg=reg, token=token, target_gpu=target_gpu, name=name, force=force, presets_dirs=list(presets_dirs),
+        sd_scripts=sd_scripts, python=python,
+    ))
+    if as_json:
+        _emit_json(manifest.model_dump(mode="json"))
+        return
+    for run in manifest.runs:
+        mark = "planned" if run.status == "planned" else "[skipped: gate errors]"
+        click.echo(f"{run.id}  {mark}")
+        for finding in run.findings:
+            click.echo(f"    {finding.code}: {finding.message}")
+    planned = len(manifest.planned())
+    click.echo(f"{planned} of {len(manifest.runs)} run(s) planned in {out}. Next: lorakit batch run {out}")
+
+
+@batch.command("export-slurm")
+@click.argument("batch_dir", type=PATH)
+@click.option("-o", "--output", "script", type=PATH, required=True, help="The sbatch script to write.")
+@click.option("--partition", help="Slurm partition (#SBATCH --partition).")
+@click.option("--gpus-per-task", type=int, default=1, show_default=True, help="GPUs per array task.")
+@click.option("--time", "time_limit", help="Time limit per run, e.g. 12:00:00.")
+@click.option("--cpus-per-task", type=int, help="CPUs per array task.")
+@click.option("--mem", help="Memory per array task, e.g. 64G.")
+def batch_export_slurm(batch_dir: Path, script: Path, partition, gpus_per_task, time_limit, cpus_per_task, mem) -> None:
+    """Write an sbatch array script: one array task per planned run, each running `lorakit launch PLAN`."""
+    from lorakit.batch import SlurmOptions, export_slurm
+
+    count = export_slurm(batch_dir, script, SlurmOptions(partition, gpus_per_task, time_limit, cpus_per_task, mem))
+    click.echo(f"Wrote {script}: an array of {count} task(s). Submit it with: sbatch {script}")
+
+
 def main() -> None:
     cli(prog_name="lorakit")
 
