@@ -8,5 +8,5 @@ PYTHON=/opt/venv/bin/python
 SD_SCRIPTS=/opt/sd-scripts
 PYTHON="${LORAKIT_PYTHON:-$PYTHON}"
 SD_SCRIPTS="${LORAKIT_SD_SCRIPTS:-$SD_SCRIPTS}"
-exec "$PYTHON" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision fp16 --dynamo_backend no --num_cpu_threads_per_process 1 \
+exec "$PYTHON" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no --num_cpu_threads_per_process 1 \
   "$SD_SCRIPTS/sdxl_train_network.py" --config_file <PLAN>/config.toml
