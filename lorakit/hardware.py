@@ -66,7 +66,8 @@ class Advice:
 def smallest_change(values: Values, setup: TrainingSetup, budget_gib: float, overhead_gib: float,
                     registry: PresetRegistry | None = None) -> Advice | None:
     """The cheapest set of changes (yours included) that fits: fewest quality losses, then fewest --set."""
-    levers = free_levers(values, setup) + memory_levers(values, setup, registry or PresetRegistry(), respect_user=False)
+    levers = free_levers(values, setup) + memory_levers(values, setup, registry or PresetRegistry(include_user_dir=False),
+                                                        respect_user=False)
     best: tuple[tuple[int, int], Advice] | None = None
     for combo in combinations(levers, MAX_ADVICE_LEVERS):
         changed = apply_levers(setup, combo)

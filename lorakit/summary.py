@@ -172,13 +172,13 @@ def print_calibration(out: Console, update: CalibrationUpdate) -> None:
     out.print(runs)
     changed = [gpu for gpu in update.after if update.after[gpu] != update.before.get(gpu)]
     if not changed:
-        out.print(f"Nothing to calibrate; {escape(str(update.path))} is unchanged.")
+        out.print(f"Nothing to calibrate; {escape(str(update.path))} is unchanged.", soft_wrap=True)
         return
     for gpu in changed:
         new, old = update.after[gpu], update.before.get(gpu)
         was = f" (was {old.overhead_gib} GiB, {old.efficiency})" if old else ""
         out.print(f"{gpu}: overhead {new.overhead_gib} GiB, efficiency {new.efficiency} at batch 1{was}")
-    out.print(f"Wrote {escape(str(update.path))}; `lorakit plan` uses it from now on.")
+    out.print(f"Wrote {escape(str(update.path))}; `lorakit plan` uses it from now on.", soft_wrap=True)
 
 
 def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True, explain_vram: bool = False) -> None:
