@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass, replace
+from functools import cache
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
@@ -185,7 +186,8 @@ UNET_LORA_PER_RANK = sum((i + o) * n for i, o, n, _ in UNET_LORA_MODULES)
 UNET_LORA_MODULE_COUNT = sum(n for *_, n, _ in UNET_LORA_MODULES)
 
 
-def _conv_modules(dim: int, conv_dim: int) -> list[tuple[int, int]]:
+@cache
+def _conv_modules(dim: int, conv_dim: int) -> tuple[tuple[int, int], ...]:
     """(params, where) of each module that conv_dim adds."""
     out = []
     for c_in, c_out, where in UNET_RESNETS:
@@ -195,7 +197,12 @@ def _conv_modules(dim: int, conv_dim: int) -> list[tuple[int, int]]:
         if c_in != c_out:
             out.append((dim * (c_in + c_out), where))
     out += [(conv_dim * (9 * c + c), where) for c, where in UNET_RESAMPLERS]
-    return out
+    return tuple(out)
+
+
+@cache
+def _conv_params(dim: int, conv_dim: int) -> int:
+    return sum(p for p, _ in _conv_modules(dim, conv_dim))
 
 
 def lora_params(setup: TrainingSetup) -> int:
@@ -205,7 +212,7 @@ def lora_params(setup: TrainingSetup) -> int:
     if setup.train_unet:
         total += UNET_LORA_PER_RANK * r
         if setup.conv_dim:
-            total += sum(p for p, _ in _conv_modules(r, setup.conv_dim))
+            total += _conv_params(r, setup.conv_dim)
     if setup.train_text_encoders:
         total += TEXT_ENCODER_LORA_PER_RANK * r
     return total
@@ -326,10 +333,15 @@ def lora_forward_tflop(setup: TrainingSetup) -> float:
     """Forward FLOPs of the UNet's LoRA modules per sample (2 per multiply-add)."""
     if not setup.train_unet:
         return 0.0
-    r = setup.network_dim
-    flops = sum(2 * (i + o) * r * n * _tokens(setup, where) for i, o, n, where in UNET_LORA_MODULES)
-    if setup.conv_dim:
-        flops += sum(2 * p * _tokens(setup, where) for p, where in _conv_modules(r, setup.conv_dim))
+    return _lora_forward_tflop(setup.network_dim, setup.conv_dim, setup.width, setup.height)
+
+
+@cache
+def _lora_forward_tflop(r: int, conv: int | None, width: int, height: int) -> float:
+    size = TrainingSetup(width=width, height=height)
+    flops = sum(2 * (i + o) * r * n * _tokens(size, where) for i, o, n, where in UNET_LORA_MODULES)
+    if conv:
+        flops += sum(2 * p * _tokens(size, where) for p, where in _conv_modules(r, conv))
     return flops / 1e12
 
 
