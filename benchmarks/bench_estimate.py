@@ -28,7 +28,7 @@ from lorakit.presets import PresetRegistry  # noqa: E402
 from lorakit.probe import choose_target  # noqa: E402
 from lorakit.resolve import resolve  # noqa: E402
 
-ASSUMED = Assumptions(1.0, None, False, False, None)
+ASSUMED = Assumptions.uncalibrated()
 CASES = [  # (presets, overrides, GPU): typical plans, low-VRAM searches, and one that cannot fit
     (["character"], [], "rtx4090"),
     (["style"], [], "rtx3060-12gb"),
@@ -52,7 +52,7 @@ def fit_ms(registry: PresetRegistry, presets: list[str], overrides: list[str], g
     for _ in range(runs):
         values = resolve(registry, presets, overrides).values
         start = time.perf_counter()
-        fit_to_gpu(values, target, registry, ASSUMED, images=40)
+        fit_to_gpu(values, target, ASSUMED, images=40)
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times), max(times)
 
@@ -81,7 +81,7 @@ def main() -> None:
     stuck = resolve(registry, ["character"], ["train_batch_size=16", "gradient_checkpointing=false"]).values
     stuck_setup = setup_from_values(stuck)
     budget = choose_target("rtx3070-8gb").budget_gib
-    advice = per_call_us(lambda: smallest_change(stuck, stuck_setup, budget, 1.0, registry), 50) / 1e3
+    advice = per_call_us(lambda: smallest_change(stuck, stuck_setup, budget, 1.0), 50) / 1e3
     print(f"Gate 3 advice (smallest change that fits), cannot-fit case: {advice:6.2f} ms")
 
 

@@ -69,6 +69,10 @@ class Assumptions:
     time_calibrated: bool
     source: str | None  # the calibration file, when it had an entry for this GPU
 
+    @classmethod
+    def uncalibrated(cls) -> Assumptions:
+        return cls(default_overhead_gib(), None, False, False, None)
+
 
 def calibration_path() -> Path:
     if os.environ.get(CALIBRATION_ENV):

@@ -27,6 +27,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Literal
 
 from lorakit.calibration import Assumptions
@@ -102,13 +103,17 @@ def _flag(value: object) -> str:
 
 # --- levers ---------------------------------------------------------------------------------------
 
-def free_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
-    """Changes that cost nothing in quality: gradient checkpointing, an attention backend, caching."""
+def checkpointing_lever(setup: TrainingSetup) -> list[Lever]:
+    if setup.gradient_checkpointing:
+        return []
+    return [Lever("gradient checkpointing", 0, (
+        ("gradient_checkpointing", True, "recomputes activations in the backward pass: ~13× less activation memory"),),
+        lambda s: s.with_(gradient_checkpointing=True))]
+
+
+def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
+    """Changes that save memory and time at no cost in quality: an attention backend, caching."""
     out = []
-    if not setup.gradient_checkpointing:
-        out.append(Lever("gradient checkpointing", 0, (
-            ("gradient_checkpointing", True, "recomputes activations in the backward pass: ~13× less activation memory"),),
-            lambda s: s.with_(gradient_checkpointing=True)))
     if setup.attention == "none":
         out.append(Lever("SDPA attention", 0, (
             ("sdpa", True, "no attention backend was set; plain attention needs ~17 GiB more at 1024² and runs "
@@ -127,7 +132,13 @@ def free_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
     return out
 
 
-def memory_levers(values: Values, setup: TrainingSetup, registry: PresetRegistry, *, respect_user: bool) -> list[Lever]:
+@cache
+def _seed_recipe() -> dict[str, str]:
+    """Where the low-VRAM steps come from: the built-in lowvram-8gb preset's citations of seed 000."""
+    return {key: entry.from_ for key, entry in PresetRegistry(include_user_dir=False).get(LOW_VRAM_PRESET).values.items()}
+
+
+def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -> list[Lever]:
     """Changes that trade quality for memory, cheapest first; with `respect_user`, none touches a value you set."""
     out = []
     if setup.train_text_encoders and setup.train_unet:
@@ -151,11 +162,11 @@ def memory_levers(values: Values, setup: TrainingSetup, registry: PresetRegistry
         out.append(Lever(f"{key}", 2, (
             (key, True, "LoRA weights, gradients and optimizer states in 16 bits"),),
             lambda s: s.with_(full_half=True)))
-    recipe = registry.get(LOW_VRAM_PRESET).values
+    recipe = _seed_recipe()
     if setup.network_dim > 16:
         out.append(Lever("rank 16, alpha 1", 2, (
-            ("network_dim", 16, recipe["network_dim"].from_),
-            ("network_alpha", 1.0, recipe["network_alpha"].from_)),
+            ("network_dim", 16, recipe["network_dim"]),
+            ("network_alpha", 1.0, recipe["network_alpha"])),
             lambda s: s.with_(network_dim=16), fit_uses="low-vram",
             quality="rank 16 holds less detail, and alpha 1 scales each update down"))
     if not setup.fp8_unet and setup.mixed_precision != "no":
@@ -166,11 +177,10 @@ def memory_levers(values: Values, setup: TrainingSetup, registry: PresetRegistry
             quality="the LoRA trains against fp8 copies of the frozen weights (experimental in sd-scripts)"))
     for side, cost, low, high in ((768, 5, 256, 1536), (512, 8, 256, 1024)):
         if setup.megapixels > side * side / 1e6 + 1e-9:
-            why = recipe["resolution"].from_
             out.append(Lever(f"{side}² resolution", cost, (
-                ("resolution", f"{side},{side}", why),
-                ("min_bucket_reso", low, recipe["min_bucket_reso"].from_),
-                ("max_bucket_reso", high, recipe["max_bucket_reso"].from_)),
+                ("resolution", f"{side},{side}", recipe["resolution"]),
+                ("min_bucket_reso", low, recipe["min_bucket_reso"]),
+                ("max_bucket_reso", high, recipe["max_bucket_reso"])),
                 lambda s, side=side: s.with_(width=side, height=side), fit_uses="low-vram", group="resolution",
                 quality=f"{side}² images lose detail against SDXL's native 1024²"))
     if respect_user:
@@ -205,8 +215,8 @@ class Choice:
     seconds_per_sample: float
 
 
-def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry, assumptions: Assumptions, *,
-               mode: str = "speed", images: int = 0) -> FitResult:
+def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, mode: str = "speed",
+               images: int = 0) -> FitResult:
     """Change what the user left open to suit the card; returns the changes and the findings they call for."""
     result = FitResult(mode=mode)
     if mode == "off":
@@ -220,17 +230,16 @@ def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry, assu
         result.changes.append(FitChange(key, value, note))
 
     result.findings += _precision_for_card(values, target, change)
-    for lever in free_levers(values, setup_from_values(values)):
-        if lever.name != "gradient checkpointing":
-            for key, value, why in lever.settings:
-                change(key, value, source, why)
+    for lever in speedup_levers(values, setup_from_values(values)):
+        for key, value, why in lever.settings:
+            change(key, value, source, why)
     if images >= LARGE_DATASET_IMAGES and values["cache_latents"] and not values["cache_latents_to_disk"]:
         change("cache_latents_to_disk", True, "auto:large-dataset",
                f"{images} images: latents are cached to disk (sd-scripts writes *_sdxl.npz files beside the images), "
                "so later runs skip encoding them and RAM stays free")
 
     base = setup_from_values(values)
-    choice = _search(values, base, target, registry, assumptions, mode)
+    choice = _search(values, base, target, assumptions, mode)
     if choice is None:
         result.fits = False
         # nothing fits: keep the least memory the open settings allow, so Gate 3's advice starts from there
@@ -242,7 +251,8 @@ def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry, assu
             change(key, value, lever_source, why)
     budget = target.budget_gib
     how = "fastest per image" if mode == "speed" else "least memory"
-    fits = f"est. {choice.vram_gib:.1f} of {budget:.1f} GiB" if result.fits else f"est. {choice.vram_gib:.1f} GiB, over the {budget:.1f} GiB budget"
+    fits = f"est. {choice.vram_gib:.1f} of {budget:.1f} GiB" if result.fits else \
+        f"est. {choice.vram_gib:.1f} GiB, over the {budget:.1f} GiB budget"
     gc = choice.setup.gradient_checkpointing
     gc_text = "with" if gc else "without"
     change("train_batch_size", choice.setup.batch_size, source,
@@ -255,11 +265,10 @@ def fit_to_gpu(values: Values, target: TargetGpu, registry: PresetRegistry, assu
     return result
 
 
-def _search(values: Values, base: TrainingSetup, target: TargetGpu, registry: PresetRegistry,
-            assumptions: Assumptions, mode: str) -> Choice | None:
+def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions: Assumptions, mode: str) -> Choice | None:
     """The cheapest set of memory levers with which something fits, and in it the best batch and checkpointing."""
     allowed = ("any", "low-vram") if _on_low_vram_card(target) else ("any",)
-    levers = [lever for lever in memory_levers(values, base, registry, respect_user=True) if lever.fit_uses in allowed]
+    levers = [lever for lever in memory_levers(values, base, respect_user=True) if lever.fit_uses in allowed]
     budget = target.budget_gib
     peak = target.bf16_tflops or NOMINAL_TFLOPS
     gc_options = [base.gradient_checkpointing] if values.user_set("gradient_checkpointing") else [True, False]

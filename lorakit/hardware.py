@@ -13,7 +13,6 @@ from lorakit.check import CheckContext
 from lorakit.estimate import (
     GIB,
     TrainingSetup,
-    default_overhead_gib,
     largest_batch,
     lora_file_bytes,
     lora_params,
@@ -22,8 +21,7 @@ from lorakit.estimate import (
     vram_gib,
 )
 from lorakit.findings import Finding, finding
-from lorakit.fit import Lever, apply_levers, combinations, free_levers, memory_levers
-from lorakit.presets import PresetRegistry
+from lorakit.fit import Lever, apply_levers, checkpointing_lever, combinations, memory_levers, speedup_levers
 from lorakit.probe import VRAM_MARGIN
 from lorakit.values import Values
 
@@ -46,10 +44,6 @@ def check_hardware(ctx: CheckContext) -> list[Finding]:
     return found
 
 
-def _assumptions(ctx: CheckContext) -> Assumptions:
-    return ctx.assumptions or Assumptions(default_overhead_gib(), None, False, False, None)
-
-
 @dataclass
 class Advice:
     levers: tuple[Lever, ...]
@@ -63,11 +57,9 @@ class Advice:
         return " ".join(parts)
 
 
-def smallest_change(values: Values, setup: TrainingSetup, budget_gib: float, overhead_gib: float,
-                    registry: PresetRegistry | None = None) -> Advice | None:
+def smallest_change(values: Values, setup: TrainingSetup, budget_gib: float, overhead_gib: float) -> Advice | None:
     """The cheapest set of changes (yours included) that fits: fewest quality losses, then fewest --set."""
-    levers = free_levers(values, setup) + memory_levers(values, setup, registry or PresetRegistry(include_user_dir=False),
-                                                        respect_user=False)
+    levers = checkpointing_lever(setup) + speedup_levers(values, setup) + memory_levers(values, setup, respect_user=False)
     best: tuple[tuple[int, int], Advice] | None = None
     for combo in combinations(levers, MAX_ADVICE_LEVERS):
         changed = apply_levers(setup, combo)
@@ -87,7 +79,7 @@ def smallest_change(values: Values, setup: TrainingSetup, budget_gib: float, ove
 
 def vram_budget(ctx: CheckContext) -> list[Finding]:
     target = ctx.target
-    assumptions = _assumptions(ctx)
+    assumptions = ctx.assumptions or Assumptions.uncalibrated()
     setup = setup_from_values(ctx.values)
     estimate = vram_gib(setup, assumptions.overhead_gib)
     budget = target.budget_gib
@@ -104,7 +96,7 @@ def vram_budget(ctx: CheckContext) -> list[Finding]:
         fix = f"the smallest change that fits: {advice.flags()} (est. {advice.vram_gib:.1f} GiB); or plan for {card}"
     else:
         fix = f"no change of up to {MAX_ADVICE_LEVERS} settings fits this card; plan for {card}"
-    return [finding("hardware/vram-over-budget", "error", GATE, message, fix, key="train_batch_size")]
+    return [finding("hardware/vram-over-budget", "error", GATE, message, fix)]
 
 
 def bf16_support(ctx: CheckContext) -> list[Finding]:

@@ -157,8 +157,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
 
     train, reg = scan_folders(values, request.dataset, request.reg, request.token)
-    fit = fit_to_gpu(values, target, registry, assumptions, mode=request.fit,
-                     images=train.image_count + (reg.image_count if reg else 0))
+    fit = fit_to_gpu(values, target, assumptions, mode=request.fit, images=train.image_count + (reg.image_count if reg else 0))
     data = analyse_scans(values, train, reg)
     subsets, steps = data.subsets, data.steps
 
@@ -184,9 +183,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
     ) if values["sample_prompts"] else []
 
     findings = data.train.findings + (data.reg.findings if data.reg else []) + fit.findings
-    context = data.context(values, target, resolution.required)
-    context.saves, context.assumptions = saves, assumptions
-    context.disk_free_gib = free_disk_gib(Path(values["output_dir"]))
+    context = data.context(values, target, resolution.required, saves=saves, assumptions=assumptions,
+                           disk_free_gib=free_disk_gib(Path(values["output_dir"])))
     findings += check_parameters(context) + check_hardware(context)
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
@@ -239,8 +237,8 @@ class DatasetAnalysis:
     repeats: list[int]
     steps: StepMath
 
-    def context(self, values: Values, target: TargetGpu | None, required: list[str]) -> CheckContext:
-        return CheckContext(values, self.train, self.reg, self.repeats, self.steps, target, required)
+    def context(self, values: Values, target: TargetGpu | None, required: list[str], **hardware) -> CheckContext:
+        return CheckContext(values, self.train, self.reg, self.repeats, self.steps, target, required, **hardware)
 
     def stats(self) -> DatasetStats:
         return DatasetStats(

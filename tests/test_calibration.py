@@ -47,7 +47,8 @@ def test_calibrate_derives_overhead_and_efficiency_that_reproduce_the_run(runner
     result = runner.invoke(cli, ["calibrate", str(plan_dir), "--file", str(calibration)])
     assert result.exit_code == 0, result.output
     entry = tomllib.loads(calibration.read_text(encoding="utf-8"))["gpus"]["rtx4090"]
-    assert entry["overhead_gib"] == pytest.approx(14.0 - (first["vram"]["estimate_gib"] - 1.0), abs=1e-3)
+    rest = first["vram"]["estimate_gib"] - first["vram"]["components"]["cuda_overhead"]
+    assert entry["overhead_gib"] == pytest.approx(14.0 - rest, abs=1e-3)
     assert entry["runs"] == [str(plan_dir)]
     assert "rtx4090" in result.output and str(calibration) in result.output
     monkeypatch.setenv("LORAKIT_CALIBRATION", str(calibration))

@@ -152,7 +152,7 @@ def test_no_attention_backend_gets_sdpa_and_a_large_dataset_caches_latents_to_di
     registry = PresetRegistry()
     values = resolve(registry, ["kohya-example"], ["xformers=false"]).values
     target = choose_target("rtx4090")
-    fit = fit_to_gpu(values, target, registry, Assumptions(1.0, None, False, False, None), images=1500)
+    fit = fit_to_gpu(values, target, Assumptions.uncalibrated(), images=1500)
     assert (values["sdpa"], values.source("sdpa")) == (True, "auto:fit-speed")
     assert (values["cache_latents_to_disk"], values.source("cache_latents_to_disk")) == (True, "auto:large-dataset")
     assert "1500 images" in values.entry("cache_latents_to_disk").note
@@ -176,7 +176,7 @@ def test_batch_rule_scales_a_warmup_in_steps_and_leaves_your_learning_rates(char
     registry = PresetRegistry()
     values = resolve(registry, ["character"], []).values
     values.set("lr_warmup_steps", 200, "preset:test")
-    fit_to_gpu(values, choose_target("rtx4090"), registry, Assumptions(1.0, None, False, False, None))
+    fit_to_gpu(values, choose_target("rtx4090"), Assumptions.uncalibrated())
     assert values["lr_warmup_steps"] == 200 // values["train_batch_size"]
     mine = make(character_dataset, tmp_path, "learning_rate=3e-4", gpu="rtx4090")
     assert mine.values["learning_rate"].value == 3e-4
@@ -220,8 +220,8 @@ def test_plan_json_has_vram_and_time(runner, character_dataset, tmp_path):
     assert {"cuda_overhead", "unet_weights", "optimizer_state", "unet_activations"} <= set(vram["components"])
     assert vram["calibrated"] is False and time["calibrated"] is False
     assert time["total_hours"] == pytest.approx(time["seconds_per_step"] * data["total_steps"] / 3600, rel=1e-3)
-    values = plan_module.load_plan(out).value_set
-    assert vram["estimate_gib"] == pytest.approx(vram_gib(setup_from_values(values), 1.0), abs=1e-3)
+    setup = setup_from_values(plan_module.load_plan(out).value_set)
+    assert vram["estimate_gib"] == pytest.approx(vram_gib(setup, vram["components"]["cuda_overhead"]), abs=1e-3)
 
 
 def test_summary_prints_the_estimate_the_eta_and_explains_vram(runner, character_dataset, tmp_path):
