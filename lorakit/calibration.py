@@ -36,6 +36,7 @@ from lorakit.estimate import (
     step_time,
 )
 from lorakit.probe import TargetGpu
+from lorakit.resources import user_config_dir
 
 CALIBRATION_ENV = "LORAKIT_CALIBRATION"
 # C cannot be smaller than a CUDA context; an efficiency outside this range is a broken measurement.
@@ -77,8 +78,7 @@ class Assumptions:
 def calibration_path() -> Path:
     if os.environ.get(CALIBRATION_ENV):
         return Path(os.environ[CALIBRATION_ENV]).expanduser()
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config_home / "lorakit" / "calibration.toml"
+    return user_config_dir() / "calibration.toml"
 
 
 def load_calibration(path: Path | None = None) -> CalibrationFile:
@@ -101,7 +101,7 @@ def assumptions_for(target: TargetGpu, path: Path | None = None) -> Assumptions:
     """The calibrated overhead and efficiency for this GPU where the file has them, else the defaults."""
     path = path or calibration_path()
     entry = load_calibration(path).gpus.get(gpu_key(target))
-    overhead = entry.overhead_gib if entry and entry.overhead_gib is not None else None
+    overhead = entry.overhead_gib if entry else None
     efficiency = entry.efficiency if entry else None
     return Assumptions(
         overhead_gib=overhead if overhead is not None else default_overhead_gib(),

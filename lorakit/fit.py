@@ -152,7 +152,7 @@ def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -
                              "frozen text encoders: their outputs are cached and their weights leave the GPU"))
         out.append(Lever("train the U-Net only", 1, tuple(settings),
                          lambda s: s.with_(train_text_encoders=False, cache_text_encoder_outputs=can_cache or s.cache_text_encoder_outputs),
-                         fit_uses="any", quality="the text encoders do not learn the trigger word; the U-Net alone does"))
+                         fit_uses="any", quality="the text encoders do not learn the trigger word (the U-Net alone does)"))
     if canonical_optimizer(setup.optimizer) == "adamw":
         out.append(Lever("8-bit AdamW", 1, (
             ("optimizer_type", "AdamW8bit", "8-bit optimizer states (bitsandbytes): 2 bytes per parameter instead of 8"),),
