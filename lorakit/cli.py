@@ -179,11 +179,14 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
 @click.option("--force", is_flag=True, help="Write even with gate errors, and replace an existing plan (kept in .lorakit-history/).")
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json instead of the summary.")
 @click.option("--explain", is_flag=True, help="Show every value with its source and reason.")
+@click.option("--fit", "fit_mode", type=click.Choice(["speed", "memory", "off"]), default="speed", show_default=True,
+              help="Fit what you did not --set to the GPU: the fastest settings that fit, the least memory, or nothing.")
+@click.option("--explain-vram", is_flag=True, help="Show the VRAM estimate component by component.")
 @click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout launch.sh should use.")
 @click.option("--python", help="The trainer's Python launch.sh should use.")
 @presets_dir_option
 def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, name, force, as_json, explain,
-         sd_scripts, python, presets_dirs) -> None:
+         fit_mode, explain_vram, sd_scripts, python, presets_dirs) -> None:
     """Check DATASET, resolve presets and overrides, fit the GPU, and write a plan folder for sd-scripts."""
     from lorakit.findings import has_errors
     from lorakit.plan import PlanRequest, make_plan, write_plan
@@ -191,7 +194,7 @@ def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, na
     request = PlanRequest(
         dataset=dataset, presets=list(preset_names), overrides=list(overrides), reg=reg, token=token,
         target_gpu=target_gpu, out=out, name=name, force=force, presets_dirs=list(presets_dirs),
-        sd_scripts=sd_scripts, python=python,
+        sd_scripts=sd_scripts, python=python, fit=fit_mode,
     )
     result = make_plan(request)
     write_plan(result, force=force)
@@ -200,9 +203,31 @@ def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, na
     else:
         from lorakit.summary import console, print_plan
 
-        print_plan(console(), result.plan, explain=explain)
+        print_plan(console(), result.plan, explain=explain, explain_vram=explain_vram)
     if has_errors(result.plan.findings):
         sys.exit(1)
+
+
+# --- calibrate ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("plans", nargs=-1, required=True, type=PATH)
+@click.option("--file", "path", type=PATH, help="The calibration file (default: $LORAKIT_CALIBRATION, else "
+              "~/.config/lorakit/calibration.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def calibrate(plans: tuple[Path, ...], path: Path | None, as_json: bool) -> None:
+    """Measure the estimator's overhead and efficiency for each GPU from launched PLANS (their run.json)."""
+    from lorakit.calibration import calibrate as run_calibration
+
+    update = run_calibration(list(plans), path)
+    if as_json:
+        _emit_json({"file": str(update.path), "gpus": {k: v.model_dump() for k, v in update.after.items()},
+                    "runs": [{"plan": str(r.plan_dir), "gpu": r.gpu, "overhead_gib": r.overhead_gib,
+                              "efficiency": r.efficiency, "skipped": r.skipped} for r in update.runs]})
+        return
+    from lorakit.summary import console, print_calibration
+
+    print_calibration(console(), update)
 
 
 # --- dataset --------------------------------------------------------------------------------------

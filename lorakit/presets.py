@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lorakit import tomlio
 from lorakit.errors import ConfigError, UserError
-from lorakit.resources import presets_dir
+from lorakit.resources import presets_dir, user_config_dir
 from lorakit.schema import RESERVED_KEYS, ValueProblem, coerce, spec_for
 
 BASE_PRESET = "sdxl-base"
@@ -66,8 +66,7 @@ class Preset:
 def user_presets_dir() -> Path:
     if os.environ.get("LORAKIT_PRESETS_DIR"):
         return Path(os.environ["LORAKIT_PRESETS_DIR"]).expanduser()
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config_home / "lorakit" / "presets"
+    return user_config_dir() / "presets"
 
 
 class PresetRegistry:

@@ -9,6 +9,7 @@ from lorakit.findings import Finding
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from lorakit.calibration import CalibrationUpdate
     from lorakit.plan import Plan
     from lorakit.presets import Preset
     from lorakit.probe import HostInfo
@@ -117,7 +118,70 @@ def subsets_table(plan_dataset: Any):
     return table
 
 
-def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True) -> None:
+def estimate_lines(plan: Plan) -> list[str]:
+    """The VRAM estimate against the budget, and the ETA."""
+    lines = []
+    vram, time = plan.vram, plan.time
+    if vram is not None:
+        verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
+        lines.append(f"VRAM: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
+                     f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
+    if time is not None and time.seconds_per_step is not None:
+        where = "calibrated" if time.calibrated else f"assumed {time.mfu:.0%} of {time.peak_tflops:g} TFLOP/s"
+        lines.append(f"ETA: ~{time.seconds_per_step:.2f} s/step × {plan.total_steps} steps ≈ [bold]{_hours(time.total_hours)}[/] "
+                     f"of training ({where})")
+    elif time is not None:
+        lines.append("ETA: unknown (the GPU is not in the catalog, so its peak FLOP/s is unknown)")
+    return lines
+
+
+def _hours(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def vram_table(plan: Plan):
+    """Each component of the VRAM estimate with how it was counted (`lorakit plan --explain-vram`)."""
+    from rich.table import Table
+
+    from lorakit.estimate import estimate_vram, explain_vram, setup_from_values
+
+    vram = plan.vram
+    setup = setup_from_values(plan.value_set)
+    breakdown = estimate_vram(setup, vram.components["cuda_overhead"])
+    table = Table(title=f"VRAM estimate on {plan.target.name}", show_edge=False, pad_edge=False)
+    table.add_column("component", style="bold", no_wrap=True)
+    table.add_column("GiB", justify="right")
+    table.add_column("how", style="dim", overflow="fold")
+    for name, gib, how in explain_vram(setup, breakdown, vram.overhead_source):
+        table.add_row(name, f"{gib:.2f}", how)
+    table.add_row("[bold]estimate[/]", f"[bold]{vram.estimate_gib:.2f}[/]", "peak of one training step")
+    table.add_row("budget", f"{vram.budget_gib:.2f}", f"{vram.vram_total_gib:.1f} GiB less the 20% safety margin (free VRAM, if less)")
+    return table
+
+
+def print_calibration(out: Console, update: CalibrationUpdate) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    runs = Table(title="runs", show_edge=False, pad_edge=False)
+    for column in ("plan", "GPU", "overhead GiB", "efficiency", "not derived"):
+        runs.add_column(column, overflow="fold")
+    for r in update.runs:
+        runs.add_row(escape(str(r.plan_dir)), r.gpu or "", "" if r.overhead_gib is None else f"{r.overhead_gib:.2f}",
+                     "" if r.efficiency is None else f"{r.efficiency:.1%}", escape("; ".join(r.skipped)))
+    out.print(runs)
+    changed = [gpu for gpu in update.after if update.after[gpu] != update.before.get(gpu)]
+    if not changed:
+        out.print(f"Nothing to calibrate; {escape(str(update.path))} is unchanged.", soft_wrap=True)
+        return
+    for gpu in changed:
+        new, old = update.after[gpu], update.before.get(gpu)
+        was = f" (was {old.overhead_gib} GiB, {old.efficiency})" if old else ""
+        out.print(f"{gpu}: overhead {new.overhead_gib} GiB, efficiency {new.efficiency} at batch 1{was}")
+    out.print(f"Wrote {escape(str(update.path))}; `lorakit plan` uses it from now on.", soft_wrap=True)
+
+
+def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True, explain_vram: bool = False) -> None:
     from rich.markup import escape
 
     values = plan.value_set
@@ -133,6 +197,10 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     if plan.sample_steps:
         shown = ", ".join(str(s) for s in plan.sample_steps[:8]) + (" …" if len(plan.sample_steps) > 8 else "")
         out.print(f"samples at steps: {shown}")
+    for line in estimate_lines(plan):
+        out.print(line)
+    if explain_vram and plan.vram is not None:
+        out.print(vram_table(plan))
     for note in plan.notes:
         out.print(f"[dim]note:[/] {escape(note)}")
     keys = None if explain else [k for k in HEADLINE_KEYS if k in values]

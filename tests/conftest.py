@@ -25,8 +25,9 @@ def make_folder(folder: Path, sizes: list[tuple[int, int]], caption: str | None 
 
 @pytest.fixture(autouse=True)
 def isolated_user_presets(tmp_path_factory, monkeypatch):
-    """Keep the developer's own ~/.config/lorakit presets and fake GPUs out of every test."""
+    """Keep the developer's own ~/.config/lorakit presets and calibration, and fake GPUs, out of every test."""
     monkeypatch.setenv("LORAKIT_PRESETS_DIR", str(tmp_path_factory.mktemp("user-presets")))
+    monkeypatch.setenv("LORAKIT_CALIBRATION", str(tmp_path_factory.mktemp("calibration") / "calibration.toml"))
     monkeypatch.delenv("LORAKIT_FAKE_GPU", raising=False)
     monkeypatch.delenv("LORAKIT_SD_SCRIPTS", raising=False)
     monkeypatch.delenv("LORAKIT_PYTHON", raising=False)
