@@ -24,6 +24,7 @@ from lorakit.dataset import DatasetScan, Subset, scan_dataset
 from lorakit.errors import GateError, UserError
 from lorakit.findings import Finding, finding, has_errors, sort_findings
 from lorakit.fit import choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.modelsource import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.presets import PresetRegistry
 from lorakit.probe import TargetGpu, choose_target
 from lorakit.prompts import sample_prompt_lines
@@ -93,6 +94,7 @@ class Plan(BaseModel):
     presets: list[str]
     notes: list[str]
     target: TargetGpu
+    model: ModelSection
     dataset: DatasetStats
     total_steps: int
     epochs: int
@@ -174,6 +176,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
 
     findings = data.train.findings + (data.reg.findings if data.reg else []) + fit_findings
     findings += check_parameters(data.context(values, target, resolution.required))
+    models, model_findings = resolve_models(values, plan_dir=plan_dir)
+    findings += model_findings
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
                                 "check the dataset folder"))
@@ -190,6 +194,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         presets=[p.name for p in resolution.presets],
         notes=resolution.notes,
         target=target,
+        model=models,
         dataset=data.stats(),
         total_steps=steps.total_steps,
         epochs=steps.epochs,
@@ -204,7 +209,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         files=[],
     )
     files = {
-        "config.toml": render_config(plan, values, config_path),
+        "config.toml": render_config(plan, trainer_values(values, models), config_path),
         "dataset.toml": render_dataset(plan, values, subsets),
         "launch.sh": render_launch(plan, plan_dir=plan_dir, python=python, sd_scripts=sd_scripts,
                                    accelerate_flags=accelerate_flags(values), config_path=config_path),
@@ -352,6 +357,7 @@ def write_plan(result: PlanResult, *, force: bool = False) -> Path:
     for name, text in result.files.items():
         _atomic_write(plan_dir / name, text)
     os.chmod(plan_dir / "launch.sh", 0o755)
+    make_links(result.plan.model)
     return plan_dir
 
 

@@ -32,6 +32,18 @@ def isolated_user_presets(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("LORAKIT_PYTHON", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def isolated_hub(tmp_path_factory, monkeypatch) -> Path:
+    """An empty Hugging Face cache and lorakit cache, online, with no token: never the developer's own."""
+    home = tmp_path_factory.mktemp("hf-home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("LORAKIT_CACHE_DIR", str(tmp_path_factory.mktemp("lorakit-cache")))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN",
+                 "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
