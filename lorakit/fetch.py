@@ -1,8 +1,8 @@
 """Make a plan's models local before training: the seam launch calls, and `lorakit fetch-model PLAN`.
 
 `ensure_local(plan)` looks again (the cache may have changed since the plan was made), stops on
-what would stop the run (Gate 4: a missing local model, offline and not cached, huggingface_hub
-missing), downloads what is missing with huggingface_hub's own progress bars, points lorakit's
+what would stop the run (`gate_findings`, Gate 4: a missing local model, offline and not cached,
+huggingface_hub missing), downloads what is missing with huggingface_hub's own progress bars, points lorakit's
 links (lorakit.modellinks) and returns what sd-scripts is given (`trainer_args`) and what run.json
 records (`LocalModels`, with each file's SHA-256).
 """
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit.errors import ConfigError, UserError
 from lorakit.filehash import sha256_file, sha256_folder
+from lorakit.findings import Finding
+from lorakit.hub import hub_installed
 from lorakit.hubcache import hub_cache_dir, hub_offline, repo_dir, snapshot
 from lorakit.modelref import DEFAULT_REVISION
 from lorakit.modelsource import (
@@ -74,20 +76,24 @@ def relocate(section: ModelSection) -> ModelSection:
     )
 
 
-def ensure_local(plan: Plan, *, download: bool = True) -> LocalModels:
-    """Every model input of the plan on this machine, downloading what is missing unless `download` is False."""
-    plan_dir = Path(plan.plan_dir)
+def gate_findings(plan: Plan) -> list[Finding]:
+    """Gate 4 for the plan's models as this machine has them now; errors stop a launch (ensure_local raises them)."""
+    return launch_findings(relocate(plan.model), Path(plan.plan_dir))
+
+
+def ensure_local(plan: Plan) -> LocalModels:
+    """Every model input of the plan on this machine, downloading what is missing."""
+    errors = [f for f in gate_findings(plan) if f.level == "error"]
+    if errors:
+        raise ConfigError([f"{f.message} Fix: {f.fix}" if f.fix else f.message for f in errors],
+                          context="the plan's models (Gate 4)")
     section = relocate(plan.model)
-    _stop_on_errors(section, plan_dir)
     cache = Path(section.hub_cache)
     downloaded: set[str] = set()
     for source in section.sources():
         # Online, sd-scripts fetches missing tokenizers itself; lorakit does it first when it can.
-        if source.status != "download" or source.role == "tokenizer" and not _hub_installed():
+        if source.status != "download" or source.role == "tokenizer" and not hub_installed():
             continue
-        if not download:
-            raise UserError(f"the {source.label} {source.reference} is not in the Hub cache ({cache}).",
-                            fix=f"run `lorakit fetch-model {plan_dir}`")
         _download(source, cache)
         if locate(source, cache).status != "cached":
             raise _not_a_diffusers_repo(source, cache)
@@ -99,19 +105,6 @@ def ensure_local(plan: Plan, *, download: bool = True) -> LocalModels:
         vae=_local_model(section.vae, downloaded) if section.vae else None,
         tokenizers=[_local_model(t, downloaded) for t in section.tokenizers if t.status in ("local", "cached")],
     )
-
-
-def _stop_on_errors(section: ModelSection, plan_dir: Path) -> None:
-    errors = [f for f in launch_findings(section, plan_dir) if f.level == "error"]
-    if errors:
-        raise ConfigError([f"{f.message} Fix: {f.fix}" if f.fix else f.message for f in errors],
-                          context="the plan's models (Gate 4)")
-
-
-def _hub_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("huggingface_hub") is not None
 
 
 def _download(source: ModelSource, cache: Path) -> None:

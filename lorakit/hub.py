@@ -14,6 +14,13 @@ INSTALL = "pip install 'lorakit[hub]'"
 TOKEN_HELP = "set HF_TOKEN to an access token from https://huggingface.co/settings/tokens, or run `hf auth login`"
 
 
+def hub_installed() -> bool:
+    """Whether huggingface_hub can be imported, found without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("huggingface_hub") is not None
+
+
 def require_hub() -> ModuleType:
     try:
         import huggingface_hub

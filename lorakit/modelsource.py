@@ -19,7 +19,6 @@ downloaded at launch (size if known)"; plan.json keeps the reference (id, revisi
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import shlex
 import shutil
@@ -30,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from lorakit.findings import Finding, finding
+from lorakit.hub import INSTALL, hub_installed
 from lorakit.hubcache import hub_cache_dir, hub_offline, size_of, snapshot
 from lorakit.modellinks import hub_link, local_link, needs_local_link
 from lorakit.modelref import DEFAULT_REVISION, SYNTAX, WEIGHT_SUFFIXES, Kind, ModelRef, parse_model_ref
@@ -290,10 +290,10 @@ def _source_findings(source: ModelSource, section: ModelSection, plan_dir: Path 
     if source.role == "tokenizer":
         return []  # sd-scripts downloads them itself when online
     found = []
-    if importlib.util.find_spec("huggingface_hub") is None:
+    if not hub_installed():
         found.append(finding("model/hub-package-missing", "warning", GATE,
                              f"the {source.label} {source.reference} must be downloaded, which needs huggingface_hub.",
-                             "pip install 'lorakit[hub]'", key=source.key))
+                             INSTALL, key=source.key))
     free = _free_bytes(Path(section.hub_cache))
     if source.bytes and free is not None and free < source.bytes:
         found.append(finding("model/disk-space", "warning", GATE,

@@ -13,7 +13,7 @@ import pytest
 from hubgen import cache_files, diffusers_files, fake_checkpoint, tokenizer_files
 from lorakit.cli import cli
 from lorakit.errors import UserError
-from lorakit.fetch import ensure_local
+from lorakit.fetch import ensure_local, gate_findings
 from lorakit.filehash import sha256_file
 from lorakit.modelsource import TOKENIZER_REPOS
 from lorakit.plan import PlanRequest, load_plan, make_plan, write_plan
@@ -149,3 +149,13 @@ def test_file_hashes_are_remembered_until_the_file_changes(tmp_path):
         assert sha256_file(path) == hashlib.sha256(b"one").hexdigest()
     path.write_bytes(b"second")
     assert sha256_file(path) == hashlib.sha256(b"second").hexdigest()
+
+
+def test_without_huggingface_hub_a_needed_download_stops_the_launch(character_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("lorakit.modelsource.hub_installed", lambda: False)
+    plan = load_plan(make(character_dataset, tmp_path / "plan"))
+    planned = next(f for f in plan.findings if f.code == "model/hub-package-missing")
+    assert planned.level == "warning"  # the plan may be for a machine that has it
+    assert [f.level for f in gate_findings(plan) if f.code == "model/hub-package-missing"] == ["error"]
+    with pytest.raises(UserError, match=r"pip install 'lorakit\[hub\]'"):
+        ensure_local(plan)

@@ -6,6 +6,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -196,3 +197,11 @@ def test_a_folder_that_is_not_a_diffusers_pipeline_is_an_error(runner, character
     result = plan(runner, character_dataset, tmp_path / "plan", "--set", f"pretrained_model_name_or_path={folder}")
     assert result.exit_code == 1
     assert "model/incomplete-folder" in result.output and "model_index.json" in result.output
+
+
+def test_a_download_larger_than_the_free_space_warns(runner, character_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("lorakit.modelsource.shutil.disk_usage", lambda path: SimpleNamespace(free=10**9))
+    out = tmp_path / "plan"
+    plan(runner, character_dataset, out)
+    warning = next(f for f in plan_json(out)["findings"] if f["code"] == "model/disk-space")
+    assert "needs about 6.94 GB" in warning["message"] and "has 1.00 GB free" in warning["message"]
