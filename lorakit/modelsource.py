@@ -132,7 +132,7 @@ class ModelSection(BaseModel):
 def resolve_models(values: Values, base_dir: Path | None = None, plan_dir: Path | None = None,
                    ) -> tuple[ModelSection, list[Finding]]:
     cache = hub_cache_dir()
-    base = locate(describe("base", BASE_KEY, str(values[BASE_KEY]), base_dir), cache)
+    base = locate(describe("base", BASE_KEY, values[BASE_KEY] or "", base_dir), cache)
     vae = locate(describe("vae", VAE_KEY, str(values[VAE_KEY]), base_dir), cache) if values[VAE_KEY] else None
     tokenizers = [locate(tokenizer_source(repo, values[TOKENIZER_CACHE_KEY], base_dir), cache) for repo in TOKENIZER_REPOS]
     section = ModelSection(hub_cache=str(cache), offline=hub_offline(), base=base, vae=vae, tokenizers=tokenizers)
@@ -141,6 +141,8 @@ def resolve_models(values: Values, base_dir: Path | None = None, plan_dir: Path 
 
 def describe(role: Role, key: str, value: str, base_dir: Path | None = None) -> ModelSource:
     """What the value asks for, and which file or folder lorakit takes for it (not yet located)."""
+    if not value.strip():
+        return ModelSource(role=role, key=key, value=value, kind="missing", layout="checkpoint", rule="not set")
     ref = parse_model_ref(value, base_dir)
     folder: Layout = "diffusers" if role == "base" else "diffusers-vae"
     fields = dict(role=role, key=key, value=value, kind=ref.kind, path=str(ref.path) if ref.path else None)
@@ -191,11 +193,11 @@ def locate(source: ModelSource, cache: Path | None = None) -> ModelSource:
 
 
 def _locate_local(source: ModelSource) -> ModelSource:
-    path = Path(source.path or source.value)
-    if path.is_file():
+    path = Path(source.path or "")
+    if source.path and path.is_file():
         trainer = local_link(path) if source.role == "base" and needs_local_link(path) else path
         return source.model_copy(update=dict(kind="file", status="local", bytes=path.stat().st_size, trainer_path=str(trainer)))
-    if path.is_dir():
+    if source.path and path.is_dir():
         return source.model_copy(update=dict(kind="folder", status="local", bytes=size_of(_files(path)), trainer_path=str(path)))
     return source.model_copy(update=dict(kind="missing", status="missing", bytes=None, trainer_path=None))
 
@@ -271,6 +273,9 @@ def launch_findings(section: ModelSection, plan_dir: Path | None = None) -> list
 
 
 def _source_findings(source: ModelSource, section: ModelSection, plan_dir: Path | None) -> list[Finding]:
+    if source.status == "missing" and not source.value.strip():
+        return [finding("model/not-set", "error", GATE, f"{source.key} is not set; sd-scripts needs a base model.",
+                        f"--set {source.key}=stabilityai/stable-diffusion-xl-base-1.0, or another SDXL model", key=source.key)]
     if source.status == "missing":
         return [finding("model/not-found", "warning", GATE,
                         f"{source.key} '{source.value}' is neither on this machine nor a Hub reference; launch stops here.",
@@ -304,7 +309,7 @@ def _source_findings(source: ModelSource, section: ModelSection, plan_dir: Path 
 
 
 def _local_findings(source: ModelSource) -> list[Finding]:
-    path = Path(source.path or source.value)
+    path = Path(source.path or "")
     if source.role == "tokenizer":
         return []
     if source.kind == "folder":

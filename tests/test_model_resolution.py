@@ -205,3 +205,9 @@ def test_a_download_larger_than_the_free_space_warns(runner, character_dataset, 
     plan(runner, character_dataset, out)
     warning = next(f for f in plan_json(out)["findings"] if f["code"] == "model/disk-space")
     assert "needs about 6.94 GB" in warning["message"] and "has 1.00 GB free" in warning["message"]
+
+
+def test_no_base_model_at_all_is_an_error(runner, character_dataset, tmp_path):
+    result = plan(runner, character_dataset, tmp_path / "plan", "--set", "pretrained_model_name_or_path=none")
+    assert result.exit_code == 1
+    assert "model/not-set" in result.output
