@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hubgen import cache_sdxl
 from imagegen import write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,12 @@ def isolated_hub(tmp_path_factory, monkeypatch) -> Path:
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
         monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
     return home
+
+
+@pytest.fixture
+def cached_sdxl(isolated_hub) -> Path:
+    """The default base model and sd-scripts' tokenizers in the test's Hub cache, so nothing is downloaded."""
+    return cache_sdxl(isolated_hub / "hub")
 
 
 @pytest.fixture

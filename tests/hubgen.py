@@ -8,7 +8,11 @@ import os
 import struct
 from pathlib import Path
 
+from lorakit.modelsource import TOKENIZER_REPOS
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
+SDXL_FILE = "sd_xl_base_1.0.safetensors"
 
 
 def safetensors_bytes(tensors: dict[str, int], metadata: dict[str, str] | None = None) -> bytes:
@@ -84,3 +88,11 @@ def diffusers_files(weights: int = 8) -> dict[str, bytes]:
 
 def tokenizer_files() -> dict[str, bytes]:
     return {"vocab.json": b"{}", "merges.txt": b"#version: 0.2\n", "tokenizer_config.json": b"{}"}
+
+
+def cache_sdxl(cache: Path, *, tokenizers: bool = True) -> Path:
+    """What a default plan needs, cached: a stand-in SDXL checkpoint (and sd-scripts' tokenizers). The snapshot folder."""
+    snapshot = cache_files(cache, SDXL, {SDXL_FILE: fake_checkpoint()})
+    for repo in TOKENIZER_REPOS if tokenizers else ():
+        cache_files(cache, repo, tokenizer_files())
+    return snapshot

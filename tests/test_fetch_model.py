@@ -10,7 +10,7 @@ from unittest import mock
 import huggingface_hub
 import pytest
 
-from hubgen import cache_files, diffusers_files, fake_checkpoint, tokenizer_files
+from hubgen import SDXL, SDXL_FILE, cache_files, diffusers_files, fake_checkpoint, tokenizer_files
 from lorakit.cli import cli
 from lorakit.errors import UserError
 from lorakit.fetch import ensure_local, gate_findings
@@ -18,8 +18,6 @@ from lorakit.filehash import sha256_file
 from lorakit.modelsource import TOKENIZER_REPOS
 from lorakit.plan import PlanRequest, load_plan, make_plan, write_plan
 
-SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
-SDXL_FILE = "sd_xl_base_1.0.safetensors"
 CHECKPOINT = fake_checkpoint(256)
 
 
@@ -82,9 +80,7 @@ def test_ensure_local_returns_what_sd_scripts_gets_and_run_json_records(characte
     assert [t.id for t in models.tokenizers] == list(TOKENIZER_REPOS)
 
 
-def test_what_is_cached_is_not_downloaded_again(character_dataset, tmp_path, hub, isolated_hub, monkeypatch):
-    for repo, files in hub.repos.items():
-        cache_files(isolated_hub / "hub", repo, files)
+def test_what_is_cached_is_not_downloaded_again(character_dataset, tmp_path, hub, cached_sdxl, monkeypatch):
     plan = load_plan(make(character_dataset, tmp_path / "plan"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     models = ensure_local(plan)

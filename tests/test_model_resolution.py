@@ -10,12 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from hubgen import COMMIT, cache_files, diffusers_files, fake_checkpoint, fake_lora, tokenizer_files, write_safetensors
+from hubgen import (
+    COMMIT, SDXL, SDXL_FILE, cache_files, cache_sdxl, diffusers_files, fake_checkpoint, fake_lora, write_safetensors,
+)
 from lorakit.cli import cli
-from lorakit.modelsource import TOKENIZER_REPOS, human_bytes
-
-SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
-SDXL_FILE = "sd_xl_base_1.0.safetensors"
+from lorakit.modelsource import human_bytes
 
 
 def plan(runner, dataset: Path, out: Path, *args: str):
@@ -42,12 +41,11 @@ def loads_like_sd_scripts(path: str) -> bool:
     return os.path.isfile(name) and name.endswith(".safetensors") or os.path.isdir(name)
 
 
-def test_the_default_base_model_is_cached_at_its_snapshot(runner, character_dataset, tmp_path, isolated_hub):
-    cache_files(isolated_hub / "hub", SDXL, {SDXL_FILE: fake_checkpoint()})
+def test_the_default_base_model_is_cached_at_its_snapshot(runner, character_dataset, tmp_path, cached_sdxl):
     out = tmp_path / "plan"
     result = plan(runner, character_dataset, out)
     assert result.exit_code == 0, result.output
-    snapshot_file = isolated_hub / "hub" / f"models--{SDXL.replace('/', '--')}" / "snapshots" / COMMIT / SDXL_FILE
+    snapshot_file = cached_sdxl / SDXL_FILE
     size = snapshot_file.stat().st_size
     assert f"cached at {snapshot_file} ({human_bytes(size)})" in result.output
     base = plan_json(out)["model"]["base"]
@@ -55,8 +53,8 @@ def test_the_default_base_model_is_cached_at_its_snapshot(runner, character_data
     assert plan_json(out)["values"]["pretrained_model_name_or_path"]["value"] == SDXL  # plan.json keeps the id
 
 
-def test_sd_scripts_gets_a_path_it_can_load_not_the_relative_snapshot_link(runner, character_dataset, tmp_path, isolated_hub):
-    snapshot = cache_files(isolated_hub / "hub", SDXL, {SDXL_FILE: fake_checkpoint()})
+def test_sd_scripts_gets_a_path_it_can_load_not_the_relative_snapshot_link(runner, character_dataset, tmp_path, cached_sdxl):
+    snapshot = cached_sdxl
     out = tmp_path / "plan"
     plan(runner, character_dataset, out)
     given = config_value(out, "pretrained_model_name_or_path")
@@ -77,7 +75,7 @@ def test_not_cached_will_be_downloaded_with_the_size_lorakit_knows(runner, chara
 
 def test_hf_hub_cache_wins_over_hf_home(runner, character_dataset, tmp_path, monkeypatch):
     cache = tmp_path / "elsewhere"
-    cache_files(cache, SDXL, {SDXL_FILE: fake_checkpoint()})
+    cache_sdxl(cache)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     out = tmp_path / "plan"
     assert "cached at " + str(cache) in plan(runner, character_dataset, out).output
@@ -140,12 +138,11 @@ def test_offline_and_not_cached_warns_with_the_commands_that_fetch_it(runner, ch
 def test_offline_warns_about_sd_scripts_tokenizers_until_they_are_cached(runner, character_dataset, tmp_path, isolated_hub,
                                                                           monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache_files(isolated_hub / "hub", SDXL, {SDXL_FILE: fake_checkpoint()})
+    cache_sdxl(isolated_hub / "hub", tokenizers=False)
     out = tmp_path / "plan"
     plan(runner, character_dataset, out)
     assert sum(f["code"] == "model/offline-not-cached" for f in plan_json(out)["findings"]) == 2
-    for repo in TOKENIZER_REPOS:
-        cache_files(isolated_hub / "hub", repo, tokenizer_files())
+    cache_sdxl(isolated_hub / "hub")
     plan(runner, character_dataset, out, "--force")
     assert "model/offline-not-cached" not in codes(out)
 
@@ -162,8 +159,8 @@ def test_a_local_checkpoint_is_given_to_sd_scripts_as_an_absolute_path(runner, c
     assert plan_json(out)["values"]["pretrained_model_name_or_path"]["source"] == "set"
 
 
-def test_a_copied_snapshot_path_gets_a_link_sd_scripts_can_follow(runner, character_dataset, tmp_path, isolated_hub):
-    snapshot = cache_files(isolated_hub / "hub", SDXL, {SDXL_FILE: fake_checkpoint()})
+def test_a_copied_snapshot_path_gets_a_link_sd_scripts_can_follow(runner, character_dataset, tmp_path, cached_sdxl):
+    snapshot = cached_sdxl
     out = tmp_path / "plan"
     plan(runner, character_dataset, out, "--set", f"pretrained_model_name_or_path={snapshot / SDXL_FILE}")
     given = config_value(out, "pretrained_model_name_or_path")

@@ -83,9 +83,9 @@ def test_the_card_body_names_trigger_settings_steps_and_file(runner, trained):
     card, _ = dry_run(runner, trained)
     plan = load_plan(trained)
     assert "Put `sks` in your prompt" in card
-    assert f"- `dogs.safetensors`: " in card and f"{plan.total_steps} steps, 12 epoch(s)" in card
+    assert "- `dogs.safetensors`: " in card and f"{plan.total_steps} steps, 12 epoch(s)" in card
     assert "| `network_dim` | `16` |" in card
-    assert f'weight_name=\'dogs.safetensors\'' in card and f"from_pretrained('{SDXL}'" in card
+    assert "weight_name='dogs.safetensors'" in card and f"from_pretrained('{SDXL}'" in card
 
 
 def test_a_dry_run_lists_the_lora_the_card_and_the_latest_samples_only(runner, trained):
