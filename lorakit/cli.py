@@ -296,6 +296,60 @@ def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, 
     click.echo(f"Next: lorakit plan {done.folder.parent}")
 
 
+# --- the Hugging Face Hub -------------------------------------------------------------------------
+
+@cli.command("fetch-model")
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+def fetch_model(plan_dir: Path) -> None:
+    """Download PLAN's base model, VAE and sd-scripts' tokenizers into the Hugging Face cache.
+
+    Uses huggingface_hub's own progress bars and cache (HF_HOME, HF_HUB_CACHE); what is cached
+    already is not downloaded again. Prints the paths sd-scripts will be given and each file's SHA-256.
+    """
+    from lorakit.fetch import ensure_local
+    from lorakit.modelsource import ROLE_LABEL, human_bytes
+    from lorakit.plan import load_plan
+
+    models = ensure_local(load_plan(plan_dir))
+    for model in models.all():
+        what = ROLE_LABEL[model.role]
+        how = "downloaded" if model.downloaded else "already here"
+        click.echo(f"{what} {model.value}: {how}, {human_bytes(model.bytes)}\n  {model.path}\n  sha256 {model.sha256}")
+    click.echo(f"Next: lorakit launch {plan_dir}")
+
+
+@cli.command()
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+@click.option("--repo", "repo_id", required=True, metavar="USER/NAME", help="The Hub model repo to push to (created if missing).")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--file", "lora_file", type=PATH, help="Push this LoRA file instead of the run's final one (e.g. an epoch save).")
+@click.option("--license", "license_id", metavar="ID", help="The card's licence (default: the base model's, openrail++ for SDXL 1.0).")
+@click.option("--base-model", metavar="REPO_ID", help="The base model's Hub id, when training used a local file.")
+@click.option("--dry-run", is_flag=True, help="Print the model card and the files; upload nothing.")
+def push(plan_dir: Path, repo_id: str, private: bool, lora_file: Path | None, license_id: str | None,
+         base_model: str | None, dry_run: bool) -> None:
+    """Upload PLAN's trained LoRA, its latest samples and a model card (README.md) to the Hub.
+
+    The LoRA is the run's final file (from run.json, else where the plan predicts it). The token is
+    HF_TOKEN or your `hf auth login`; it is never printed or written.
+    """
+    from lorakit.modelsource import human_bytes
+    from lorakit.push import PushRequest
+    from lorakit.push import push as push_to_hub
+
+    result = push_to_hub(PushRequest(plan_dir=plan_dir, repo_id=repo_id, private=private, file=lora_file,
+                                     license_id=license_id, base_model=base_model, dry_run=dry_run))
+    if dry_run:
+        click.echo(result.card)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    verb = "Would upload" if dry_run else "Uploaded"
+    for upload in result.uploads:
+        click.echo(f"{verb} {upload.path_in_repo} ({human_bytes(upload.bytes)})")
+    if result.url:
+        click.echo(f"Pushed to {result.url}" + (f" ({result.commit_url})" if result.commit_url else ""))
+
+
 def main() -> None:
     cli(prog_name="lorakit")
 

@@ -27,6 +27,7 @@ from lorakit.estimate import TimeReport, VramReport, setup_from_values, time_rep
 from lorakit.findings import Finding, finding, has_errors, sort_findings
 from lorakit.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.hardware import check_hardware
+from lorakit.modelsource import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.presets import PresetRegistry
 from lorakit.probe import TargetGpu, choose_target, free_disk_gib
 from lorakit.prompts import sample_prompt_lines
@@ -97,6 +98,7 @@ class Plan(BaseModel):
     presets: list[str]
     notes: list[str]
     target: TargetGpu
+    model: ModelSection
     dataset: DatasetStats
     total_steps: int
     epochs: int
@@ -186,6 +188,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
     context = data.context(values, target, resolution.required, saves=saves, assumptions=assumptions,
                            disk_free_gib=free_disk_gib(Path(values["output_dir"])))
     findings += check_parameters(context) + check_hardware(context)
+    models, model_findings = resolve_models(values, plan_dir=plan_dir)
+    findings += model_findings
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
                                 "check the dataset folder"))
@@ -202,6 +206,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         presets=[p.name for p in resolution.presets],
         notes=resolution.notes,
         target=target,
+        model=models,
         dataset=data.stats(),
         total_steps=steps.total_steps,
         epochs=steps.epochs,
@@ -217,7 +222,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         **estimates(values, target, assumptions, steps.total_steps, request.fit),
     )
     files = {
-        "config.toml": render_config(plan, values, config_path),
+        "config.toml": render_config(plan, trainer_values(values, models), config_path),
         "dataset.toml": render_dataset(plan, values, subsets),
         "launch.sh": render_launch(plan, plan_dir=plan_dir, command=plan.command),
     }
@@ -389,6 +394,7 @@ def write_plan(result: PlanResult, *, force: bool = False) -> Path:
     for name, text in result.files.items():
         _atomic_write(plan_dir / name, text)
     os.chmod(plan_dir / "launch.sh", 0o755)
+    make_links(result.plan.model)
     return plan_dir
 
 

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from lorakit.calibration import CalibrationUpdate
+    from lorakit.modelsource import ModelSection
     from lorakit.plan import Plan
     from lorakit.presets import Preset
     from lorakit.probe import HostInfo
@@ -189,6 +190,8 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
     out.print(f"GPU: {escape(target.name)} ({target.source}), {target.vram_total_gib:.1f} GiB, "
               f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
+    for line in model_lines(plan.model):
+        out.print(escape(line))
     out.print(subsets_table(plan.dataset))
     for line in step_lines(plan.step_math):
         out.print(line)
@@ -210,6 +213,17 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     if written:
         out.print(f"\nWrote {', '.join(plan.files)} to [bold]{escape(plan.plan_dir)}[/]")
         out.print(f"Next: lorakit launch {escape(plan.plan_dir)}")
+
+
+def model_lines(section: ModelSection) -> list[str]:
+    """One line per model input: what it is and whether it is cached, local or still to download."""
+    from lorakit.modelsource import status_line
+
+    lines = [f"{s.label}: {s.reference} — {status_line(s)}" for s in (section.base, section.vae) if s is not None]
+    waiting = [s.value for s in section.tokenizers if s.status == "download"]
+    if waiting:
+        lines.append(f"tokenizers: {', '.join(waiting)} not in the Hub cache; sd-scripts downloads them when it starts")
+    return lines
 
 
 def print_probe(out: Console, host: HostInfo) -> None:

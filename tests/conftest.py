@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from hubgen import cache_sdxl
 from imagegen import write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +33,29 @@ def isolated_user_presets(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("LORAKIT_FAKE_GPU", raising=False)
     monkeypatch.delenv("LORAKIT_SD_SCRIPTS", raising=False)
     monkeypatch.delenv("LORAKIT_PYTHON", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def isolated_hub(tmp_path_factory, monkeypatch) -> Path:
+    """An empty Hugging Face cache and lorakit cache, online, with no token: never the developer's own."""
+    home = tmp_path_factory.mktemp("hf-home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("LORAKIT_CACHE_DIR", str(tmp_path_factory.mktemp("lorakit-cache")))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN",
+                 "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    # huggingface_hub reads its token file's path from the environment once, at import.
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    return home
+
+
+@pytest.fixture
+def cached_sdxl(isolated_hub) -> Path:
+    """The default base model and sd-scripts' tokenizers in the test's Hub cache, so nothing is downloaded."""
+    return cache_sdxl(isolated_hub / "hub")
 
 
 @pytest.fixture

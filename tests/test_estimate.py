@@ -64,7 +64,7 @@ COLUMNS = ((512, 1), (768, 1), (1024, 1), (1024, 2), (1024, 4), (1024, 8))
 
 @pytest.mark.parametrize(("optimizer", "gc"), sorted(WORKED))
 def test_worked_predictions_of_section_5_4(optimizer, gc):
-    for (side, batch), published in zip(COLUMNS, WORKED[(optimizer, gc)]):
+    for (side, batch), published in zip(COLUMNS, WORKED[(optimizer, gc)], strict=True):
         setup = R32.with_(optimizer=optimizer, gradient_checkpointing=gc, width=side, height=side, batch_size=batch)
         # the table rounds to 0.1 GiB (86 to 1 GiB) from a pooled C quoted to 0.01 GiB
         rounding = 0.5 if published == 86 else 0.06
@@ -106,7 +106,7 @@ def test_batch_slopes_match_the_fitted_pairs():
 ])
 def test_activation_memory_per_sample_of_section_5_1(gc, attention, saved):
     k = 1.40 if gc else 1.2
-    for side, published in zip((512, 768, 1024, 1536), saved):
+    for side, published in zip((512, 768, 1024, 1536), saved, strict=True):
         setup = R32.with_(gradient_checkpointing=gc, attention=attention, width=side, height=side)
         rel = 0.02 if attention == "sdpa" else 0.05  # §5.1 gives plain attention's MP² term as an addition
         assert activation_gib_per_sample(setup) / k == pytest.approx(published, rel=rel, abs=0.01)

@@ -38,7 +38,7 @@ def test_every_card_gets_settings_that_fit_and_more_vram_buys_speed(character_da
         assert p.vram.fits and not [f for f in p.findings if f.level == "error"]
     chosen = [(v["train_batch_size"], v["gradient_checkpointing"], not v["network_train_unet_only"], v["network_dim"])
               for v in (p.value_set for p in plans)]
-    for (b1, gc1, te1, r1), (b2, gc2, te2, r2) in zip(chosen, chosen[1:]):
+    for (b1, gc1, te1, r1), (b2, gc2, te2, r2) in zip(chosen[:-1], chosen[1:], strict=True):
         assert b2 >= b1 and gc2 <= gc1 and te2 >= te1 and r2 >= r1, chosen
     assert chosen[0] != chosen[-1]
     assert plans[-1].values["gradient_checkpointing"].value is False  # 80 GB: no checkpointing
