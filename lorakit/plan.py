@@ -53,6 +53,7 @@ class PlanRequest:
     presets_dirs: list[Path] = field(default_factory=list)
     sd_scripts: str | None = None
     python: str | None = None
+    from_kohya_gui: Path | None = None  # a Kohya SS GUI config, applied as a preset right after the base
 
 
 class SubsetStats(BaseModel):
@@ -141,7 +142,12 @@ def _plan_name(request: PlanRequest) -> str:
 
 def make_plan(request: PlanRequest) -> PlanResult:
     registry = PresetRegistry(request.presets_dirs)
-    resolution = resolve(registry, request.presets, request.overrides)
+    gui = None
+    if request.from_kohya_gui is not None:
+        from lorakit.kohya_gui.importer import import_gui_config
+
+        gui = import_gui_config(request.from_kohya_gui)
+    resolution = resolve(registry, request.presets, request.overrides, imported=[gui.preset()] if gui else [])
     values = resolution.values
     target = choose_target(request.target_gpu)
     _, fit_findings = fit_to_gpu(values, target, registry)
@@ -173,6 +179,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     ) if values["sample_prompts"] else []
 
     findings = data.train.findings + (data.reg.findings if data.reg else []) + fit_findings
+    findings += gui.findings if gui else []
     findings += check_parameters(data.context(values, target, resolution.required))
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
