@@ -23,6 +23,7 @@ from lorakit.kohya_gui.arguments import command_line_tokens, command_line_values
 from lorakit.kohya_gui.keys import (NEWEST, OTHER_MODEL_FLAGS, SDXL_FLAG, VERSIONS, GuiKey, gui_keys, value_problems,
                                     version_keys)
 from lorakit.kohya_gui.launch import BLOCK_ARGS, LORAPLUS_ARGS, LYCORIS_ALGOS, gui_run
+from lorakit.kohya_gui.load import migrate
 from lorakit.plan import Plan
 from lorakit.schema import registry
 from lorakit.values import Values
@@ -45,6 +46,8 @@ BY_RULE = frozenset({
 # What the GUI field must hold for "unset" when an off value (0, "", false) would not mean that.
 UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "optimizer": "AdamW",
          "network_dim": 4}
+# The GUI drops these from its TOML when 0, so sd-scripts would use its own default (facts §0.8).
+ZERO_DROPPED = frozenset({"max_grad_norm", "prior_loss_weight", "huber_c", "huber_scale", "lr_scheduler_power"})
 # Planning keys of lorakit that are carried by GUI fields (the accelerate launch section).
 ACCELERATE_KEYS = ("num_processes", "num_machines", "gpu_ids", "main_process_port", "machine_rank", "main_process_ip")
 
@@ -92,6 +95,10 @@ def gui_value(key: GuiKey, value: Any) -> Any:
     return number
 
 
+def fits_choices(key: GuiKey, value: Any) -> bool:
+    return key.choices is None or key.custom_allowed or value in key.choices
+
+
 def plan_arguments(plan: Plan) -> dict[str, Any]:
     """The sd-scripts arguments the plan gives sd-scripts: config.toml and dataset.toml's [general]."""
     specs = registry()
@@ -108,6 +115,10 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     config = {name: key.default for name, key in keys.items()}
     for gui, arg in direct_keys().items():
         config[gui] = gui_value(keys[gui], values[arg])
+        if not fits_choices(keys[gui], config[gui]):
+            config[gui] = keys[gui].default  # the GUI would refuse it; the value travels in additional_parameters
+        if gui in ZERO_DROPPED and config[gui] == 0:
+            config[gui] = gui_value(keys[gui], registry()[arg].default)  # the GUI drops 0 (facts §0.8): carried too
     _model(config, values, findings)
     _network(config, values)
     _learning_rates(config, values)
@@ -266,7 +277,8 @@ def _caption_extension(extension: str | None, findings: list[Finding]) -> str:
 
 def gui_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The sd-scripts arguments a GUI config ends up giving (TOML, then additional_parameters) and its prompt text."""
-    run = gui_run(config)
+    loaded, _, _ = migrate(config)  # the GUI loads the file first
+    run = gui_run(loaded)
     extra, _ = command_line_values(run.extra_args)
     return {**run.toml, **extra}, run.sample_prompts_text
 

@@ -25,8 +25,7 @@ from lorakit.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tup
 
 GATE = 2
 # sd-scripts arguments in the GUI's TOML that a lorakit plan sets from its own folder and dataset.
-PLAN_OWNED = frozenset({"output_dir", "output_name", "logging_dir", "sample_prompts", "wandb_run_name",
-                        "dynamo_backend", *RESERVED_KEYS})
+PLAN_OWNED = frozenset({"output_dir", "output_name", "logging_dir", "sample_prompts", "dynamo_backend", *RESERVED_KEYS})
 # Where an sd-scripts argument comes from in the GUI config, when it is not a field of the same name.
 ORIGIN = {
     "network_module": "LoRA_type", "network_args": "LoRA_type and its network fields",
@@ -71,7 +70,10 @@ def import_gui_config(path: Path) -> GuiImport:
                                 "additional_parameters has arguments sd-scripts would reject: " + "; ".join(problems) + ".",
                                 "fix or remove them in the GUI config"))
     origins = {arg: gui for gui, arg in direct_keys().items()} | ORIGIN | {k: "additional_parameters" for k in extra}
-    values = _sd_scripts_values({**run.toml, **extra}, findings)
+    arguments = {**run.toml, **extra}
+    if arguments.get("wandb_run_name") == config.values["output_name"]:
+        del arguments["wandb_run_name"]  # the GUI's stand-in for an empty field
+    values = _sd_scripts_values(arguments, findings)
     _training_length(values, config, run.steps_from_folders, "max_train_steps" in extra or "max_train_epochs" in extra,
                      findings)
     values.update(_accelerate(config.values))
