@@ -73,6 +73,8 @@ def effective(args: dict[str, Any]) -> dict[str, Any]:
         out["text_encoder_lr"] = None
     if out["network_train_text_encoder_only"]:
         out["unet_lr"] = None
+    if out["max_train_epochs"]:
+        out["max_train_steps"] = None  # sd-scripts recomputes the steps from the epochs
     if out["mem_eff_attn"] or out["xformers"]:
         out["sdpa"] = False  # mem_eff_attn > xformers > sdpa: the first one set wins
     if out["mem_eff_attn"]:

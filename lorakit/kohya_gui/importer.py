@@ -8,6 +8,7 @@ GUI. Keys the GUI leaves unset but the base sets are written as `{ unset = true 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -33,6 +34,10 @@ ORIGIN = {
     "lr_warmup_steps": "lr_warmup / lr_warmup_steps", "max_train_steps": "max_train_steps / epoch",
     "max_train_epochs": "max_train_epochs / epoch", "sdpa": "xformers", "xformers": "xformers",
 }
+# Base models for which the GUI unticks SDXL when they are loaded (common_gui V1/V2 model lists, facts §g.3).
+NOT_SDXL_MODELS = frozenset({"CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
+                             "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
+                             "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"})
 SAMPLE_OPTIONS = {"d": "sample_seed", "l": "sample_cfg", "s": "sample_steps", "n": "sample_negative_prompt"}
 # lorakit's learning-rate × steps check states a preset's intent; a GUI config states none.
 NO_INTENT = ("lr_steps_min", "lr_steps_max")
@@ -74,6 +79,7 @@ def import_gui_config(path: Path) -> GuiImport:
     if arguments.get("wandb_run_name") == config.values["output_name"]:
         del arguments["wandb_run_name"]  # the GUI's stand-in for an empty field
     values = _sd_scripts_values(arguments, findings)
+    _base_model(values, config, findings)
     _training_length(values, config, run.steps_from_folders, "max_train_steps" in extra or "max_train_epochs" in extra,
                      findings)
     values.update(_accelerate(config.values))
@@ -86,6 +92,8 @@ def import_gui_config(path: Path) -> GuiImport:
 def _require_sdxl(config: GuiConfig, findings: list[Finding]) -> None:
     c, given = config.values, config.given
     others = [flag for flag in OTHER_MODEL_FLAGS if flag != "v_parameterization" and c[flag]]
+    if c["pretrained_model_name_or_path"] in NOT_SDXL_MODELS and "pretrained_model_name_or_path" in given:
+        others.append(f"the model {c['pretrained_model_name_or_path']}, for which the GUI unticks SDXL")
     if others or c["LoRA_type"] in NON_SDXL_TYPES or ("sdxl" in given and not c["sdxl"]):
         what = ", ".join(others) or (f"LoRA_type {c['LoRA_type']}" if c["LoRA_type"] in NON_SDXL_TYPES else "sdxl false")
         raise UserError(f"{config.path} is not an SDXL LoRA config ({what}); lorakit trains SDXL LoRAs only.",
@@ -96,6 +104,22 @@ def _require_sdxl(config: GuiConfig, findings: list[Finding]) -> None:
                                 "the config does not say whether SDXL is ticked (a partial preset); lorakit assumed "
                                 "SDXL, while the GUI keeps the checkbox as it is.",
                                 "tick SDXL in the GUI when you apply this config there"))
+
+
+def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Finding]) -> None:
+    if "pretrained_model_name_or_path" not in config.given:
+        del values["pretrained_model_name_or_path"]  # a fresh GUI's SD 1.5 default is no model for an SDXL run
+        findings.append(finding("gui/no-base-model", "info", GATE,
+                                "the GUI config names no base model (GUI presets leave it out); the plan uses the SDXL "
+                                "base's model.", "--set pretrained_model_name_or_path=... for another SDXL model",
+                                key="pretrained_model_name_or_path"))
+        return
+    model = values["pretrained_model_name_or_path"] or ""
+    if model.lower().endswith(".safetensors") and not Path(model).expanduser().is_file():
+        findings.append(finding("gui/model-file", "warning", GATE,
+                                f"the base model {model} does not exist on this machine; the GUI unticks SDXL when it "
+                                "cannot open the file it was given.", "--set pretrained_model_name_or_path=PATH",
+                                key="pretrained_model_name_or_path"))
 
 
 def _refusals(refusals: list[str]) -> list[Finding]:
@@ -137,6 +161,9 @@ def _sd_scripts_values(arguments: dict[str, Any], findings: list[Finding]) -> di
 def _training_length(values: dict[str, Any], config: GuiConfig, from_folders: bool, on_command_line: bool,
                      findings: list[Finding]) -> None:
     c = config.values
+    if from_folders and values.get("max_train_epochs"):
+        values["max_train_steps"] = None  # sd-scripts lets max_train_epochs override the GUI's count
+        return
     if from_folders:
         # The GUI counts Σ repeats × images / batch × epoch itself; lorakit counts the same epochs exactly.
         values["max_train_steps"], values["max_train_epochs"] = None, int(c["epoch"])
@@ -258,7 +285,7 @@ def _delta(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_name(path: Path) -> str:
-    stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in path.stem).strip("-").lower()
+    stem = re.sub(r"[^a-z0-9_]+", "-", path.stem.lower()).strip("-")
     return f"kohya-{stem or 'gui'}"
 
 

@@ -48,6 +48,7 @@ class GuiKey:
     format: str | None = None
     load_coerces: str | None = None
     since: str = ""
+    sdxl_lora: bool = True  # false for keys only Flux, SD3, Hunyuan, Anima or Lumina runs read
 
 
 @cache
@@ -67,6 +68,7 @@ def gui_keys() -> dict[str, GuiKey]:
             choices=tuple(choices) if choices is not None else None,
             custom_allowed=row.get("custom_allowed", True), min=row.get("min"), max=row.get("max"),
             format=row.get("format"), load_coerces=row.get("load_coerces"), since=row["since"],
+            sdxl_lora=row["sdxl_lora"],
         )
     return keys
 

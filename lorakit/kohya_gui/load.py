@@ -156,10 +156,12 @@ def _load_findings(raw: dict, data: dict, given: set[str], converted: list[str],
     found: list[Finding] = []
     missing = sorted(set(keys) - given - {"save_as_bool"})
     if missing:
+        sdxl = [k for k in missing if keys[k].sdxl_lora]
         found.append(finding(
             "gui/missing-keys", "warning", GATE,
-            f"the GUI config leaves out {len(missing)} of the GUI's {len(keys)} LoRA keys ({_examples(missing)}); "
-            "the GUI keeps whatever it shows for those, and lorakit assumed a fresh GUI's defaults.",
+            f"the GUI config leaves out {len(missing)} of the GUI's {len(keys)} LoRA keys, {len(sdxl)} of them read by "
+            f"SDXL runs ({_examples(sdxl)}); the GUI keeps whatever it shows for those, and lorakit assumed a fresh "
+            "GUI's defaults.",
             "check those values in the plan; save the config again from a current GUI to get every key"))
     unknown = sorted(k for k in raw if k not in keys and k not in legacy and k not in foreign)
     if unknown:
