@@ -222,3 +222,15 @@ def test_round_trip_keeps_the_text_of_config_toml_apart_from_comments(dataset, t
 
     assert lines(second.files["config.toml"]) == lines(first.files["config.toml"])
     assert lines(second.files["dataset.toml"]) == lines(first.files["dataset.toml"])
+
+
+def test_literal_prompts_are_not_repeated_for_every_subject(tmp_path):
+    root = tmp_path / "two"
+    make_folder(root / "10_sks dog", [(1024, 1024)] * 4)
+    make_folder(root / "10_sks cat", [(1024, 1024)] * 4)
+    config = tmp_path / "gui.json"
+    config.write_text(json.dumps({"sdxl": True, "sample_every_n_steps": 100, "max_train_epochs": 2, "max_resolution": "1024,1024",
+                                  "sample_prompts": "a dog --d 5 --l 6 --s 20\na cat --d 6 --l 6 --s 20"}), encoding="utf-8")
+    result = plan_from_gui(root, tmp_path / "p", config)
+    lines = [line for line in result.files["sample_prompts.txt"].splitlines() if not line.startswith("#")]
+    assert lines == ["a dog --w 1024 --h 1024 --d 5 --l 6 --s 20", "a cat --w 1024 --h 1024 --d 6 --l 6 --s 20"]
