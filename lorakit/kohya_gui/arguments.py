@@ -8,7 +8,6 @@ sd-scripts' default. `effective` maps an argument dict to one canonical form per
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from lorakit.schema import KeySpec, ValueProblem, coerce, normalize_resolution, parse_text, registry
@@ -162,11 +161,3 @@ def command_line_tokens(name: str, value: Any) -> list[str] | None:
     if not texts or any(not t or any(ch.isspace() for ch in t) or '"' in t for t in texts):
         return None
     return [f"--{name}", *texts]
-
-
-def join_tokens(tokens: list[str]) -> str:
-    return " ".join(tokens)
-
-
-def split_tokens(text: str) -> list[str]:
-    return shlex.split(text) if text else []

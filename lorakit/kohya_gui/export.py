@@ -30,7 +30,6 @@ from lorakit.values import Values
 
 GATE = 2
 EXPORT_FILE = "kohya_gui.json"
-SDXL_HF_IDS = ("stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/stable-diffusion-xl-refiner-1.0")
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 # GUI key → the sd-scripts argument of the same meaning (same name unless listed here).
@@ -44,8 +43,7 @@ BY_RULE = frozenset({
     "fp8_base_unet", "v2", "v_parameterization",
 })
 # What the GUI field must hold for "unset" when an off value (0, "", false) would not mean that.
-UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "optimizer": "AdamW",
-         "network_dim": 4}
+UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "network_dim": 4}
 # The GUI drops these from its TOML when 0, so sd-scripts would use its own default (facts §0.8).
 ZERO_DROPPED = frozenset({"max_grad_norm", "prior_loss_weight", "huber_c", "huber_scale", "lr_scheduler_power"})
 # Planning keys of lorakit that are carried by GUI fields (the accelerate launch section).
@@ -124,7 +122,7 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     _learning_rates(config, values)
     _training_length(config, plan, values)
     _paths(config, plan)
-    _samples(config, plan, values, findings)
+    _samples(config, values, findings)
     _accelerate(config, values)
     config["caption_extension"] = _caption_extension(values["caption_extension"], findings)
     config["xformers"] = "xformers" if values["xformers"] else ("sdpa" if values["sdpa"] else "none")
@@ -224,7 +222,7 @@ def _paths(config: dict, plan: Plan) -> None:
     config["reg_data_dir"] = plan.dataset.reg_root or ""
 
 
-def _samples(config: dict, plan: Plan, values: Values, findings: list[Finding]) -> None:
+def _samples(config: dict, values: Values, findings: list[Finding]) -> None:
     path = values["sample_prompts"]
     if not path:
         config["sample_prompts"] = ""

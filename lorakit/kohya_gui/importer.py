@@ -122,8 +122,9 @@ def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Findin
                                 key="pretrained_model_name_or_path"))
 
 
-def _refusals(refusals: list[str]) -> list[Finding]:
-    training = [r for r in refusals if "output_dir" not in r and "train_data_dir" not in r and "sdxl_train" not in r]
+def _refusals(refusals: dict[str, str]) -> list[Finding]:
+    # The plan supplies the folders, and _require_sdxl has dealt with the model family.
+    training = [why for key, why in refusals.items() if key not in ("output_dir", "train_data_dir", "sdxl")]
     if not training:
         return []
     return [finding("gui/refused-run", "warning", GATE,

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS
+from lorakit.kohya_gui.keys import ARGS_PATTERN, OTHER_MODEL_FLAGS
 
 SAMPLE_PROMPT_FILE = os.path.join("sample", "prompt.txt")  # under output_dir
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what the GUI counts when it computes steps
@@ -38,7 +38,7 @@ class GuiRun:
     toml: dict[str, Any]
     extra_args: list[str]
     sample_prompts_text: str
-    refusals: list[str] = field(default_factory=list)  # why the GUI would not start this run at all
+    refusals: dict[str, str] = field(default_factory=dict)  # field → why the GUI would not start this run
     steps_from_folders: bool = False  # max_train_steps is computed from train_data_dir's folders × epoch
 
 
@@ -139,35 +139,34 @@ def folder_steps(train_data_dir: str, reg_data_dir: str, batch: int, accumulatio
     return int(math.ceil(total / int(batch) / int(accumulation) * int(epoch) * (2 if reg_data_dir else 1)))
 
 
-def _refusals(c: dict[str, Any]) -> list[str]:
-    from lorakit.kohya_gui.keys import ARGS_PATTERN
-
-    found = []
+def _refusals(c: dict[str, Any]) -> dict[str, str]:
+    """The GUI's own checks before it starts a run (facts §c.5), keyed by the field they are about."""
+    found = {}
     for key in ("lr_scheduler_args", "optimizer_args"):
         if not ARGS_PATTERN.match(str(c[key])):
-            found.append(f"{key} {c[key]!r} is not a 'k=v k=v' string")
+            found[key] = f"{key} {c[key]!r} is not a 'k=v k=v' string"
     if c["LoRA_type"] in NON_SDXL_TYPES:
-        found.append(f"LoRA_type {c['LoRA_type']!r} is not an SDXL network")
+        found["LoRA_type"] = f"LoRA_type {c['LoRA_type']!r} is not an SDXL network"
     if int(c["bucket_reso_steps"]) < 1:
-        found.append("bucket_reso_steps must be at least 1")
+        found["bucket_reso_steps"] = "bucket_reso_steps must be at least 1"
     if not 0 <= float(c["noise_offset"]) <= 1:
-        found.append(f"noise_offset {c['noise_offset']} is outside 0..1")
+        found["noise_offset"] = f"noise_offset {c['noise_offset']} is outside 0..1"
     if float(c["text_encoder_lr"]) == 0 and float(c["t5xxl_lr"]) > 0:
-        found.append("t5xxl_lr is set while text_encoder_lr is 0")
+        found["t5xxl_lr"] = "t5xxl_lr is set while text_encoder_lr is 0"
     if float(c["learning_rate"]) == 0 and float(c["text_encoder_lr"]) == 0 and float(c["unet_lr"]) == 0:
-        found.append("all three learning rates are 0 ('Please input learning rate values.')")
+        found["learning_rate"] = "all three learning rates are 0 ('Please input learning rate values.')"
     if not str(c["output_dir"]).strip():
-        found.append("output_dir is empty")
+        found["output_dir"] = "output_dir is empty"
     if not c["dataset_config"] and not c["train_data_dir"]:
-        found.append("train_data_dir is empty and there is no dataset_config")
+        found["train_data_dir"] = "train_data_dir is empty and there is no dataset_config"
+    if not c["sdxl"] or any(c[flag] for flag in OTHER_MODEL_FLAGS if flag != "v_parameterization"):
+        found["sdxl"] = "the config does not select sdxl_train_network.py (sdxl off, or another model family on)"
     return found
 
 
 def gui_run(c: dict[str, Any]) -> GuiRun:
     """The run the GUI starts for the full config `c` (every LoRA key present) with `sdxl` checked."""
     refusals = _refusals(c)
-    if not c["sdxl"] or any(c[flag] for flag in OTHER_MODEL_FLAGS if flag != "v_parameterization"):
-        refusals.append("the config does not select sdxl_train_network.py (sdxl off, or another model family on)")
     max_train_steps = int(c["max_train_steps"])
     lr_warmup, lr_warmup_steps = c["lr_warmup"], c["lr_warmup_steps"]
     steps_from_folders = False
