@@ -79,6 +79,13 @@ def test_steps_the_gui_counts_from_folders_become_epochs(dataset, tmp_path):
     assert result.plan.epochs == 10 and "max_train_steps" not in result.plan.values
 
 
+def test_paths_this_machine_lacks_are_reported():
+    imported = import_gui_config(gui_preset("SDXL - LoRA finetuning phase 2_v1.1"))
+    warning = next(f for f in imported.findings if f.code == "gui/missing-path")
+    assert "network_weights 'D:/lycoris/sdxl" in warning.message
+    assert imported.values["network_weights"].startswith("D:/lycoris/sdxl")
+
+
 def test_lycoris_types_become_lycoris_network_arguments(dataset, tmp_path):
     imported = import_gui_config(gui_preset("SDXL - 1 image LoRA v1.0"))
     assert imported.values["network_module"] == "lycoris.kohya"

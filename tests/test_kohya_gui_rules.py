@@ -115,3 +115,22 @@ def test_choices_are_enforced_from_v25_and_sliders_only_at_master():
     assert [p.split(" ")[0] for p in value_problems(config, "v24")] == ["learning_rate"]
     assert value_problems({"network_dim": 4096, "LoRA_type": "LyCORIS/LoKr"}) == []
     assert value_problems({"optimizer_args": "betas=(0.9, 0.99)"})[0].startswith("optimizer_args")
+
+
+PRINTED = REPO / "tests" / "fixtures" / "kohya_gui_printed" / "sdxl-presets.json"
+PRESETS = REPO / "tests" / "fixtures" / "kohya_gui_presets"
+
+
+@pytest.mark.parametrize("name", sorted(json.loads(PRINTED.read_text(encoding="utf-8"))))
+def test_lorakit_predicts_the_toml_the_real_gui_printed(tmp_path, name):
+    """The GUI's own train_model(print_only=True) output for its shipped presets (see the fixture's README)."""
+    from lorakit.kohya_gui.load import load_gui_config
+
+    make_folder(tmp_path / "dogs" / "10_sks dog", [(64, 64)] * 10)
+    data = json.loads((PRESETS / name).read_text(encoding="utf-8"))
+    data.update(output_dir=f"{tmp_path}/pout", train_data_dir=f"{tmp_path}/dogs", sdxl=True,
+                pretrained_model_name_or_path="stabilityai/stable-diffusion-xl-base-1.0")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(data), encoding="utf-8")
+    predicted = json.loads(json.dumps(gui_run(load_gui_config(config).values).toml).replace(str(tmp_path), "<WORK>"))
+    assert predicted == json.loads(PRINTED.read_text(encoding="utf-8"))[name]

@@ -85,7 +85,7 @@ def import_gui_config(path: Path) -> GuiImport:
     values.update(_accelerate(config.values))
     values.update(_samples(run.sample_prompts_text, values, findings))
     values.update(dict.fromkeys(NO_INTENT))
-    findings += _rule_findings(config)
+    findings += _rule_findings(config) + _missing_paths(config)
     return GuiImport(source=path, values=values, origins=origins, entries=_delta(values), findings=sort_findings(findings))
 
 
@@ -120,6 +120,17 @@ def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Findin
                                 f"the base model {model} does not exist on this machine; the GUI unticks SDXL when it "
                                 "cannot open the file it was given.", "--set pretrained_model_name_or_path=PATH",
                                 key="pretrained_model_name_or_path"))
+
+
+def _missing_paths(config: GuiConfig) -> list[Finding]:
+    # The GUI refuses to start when one of these files or folders is missing (facts §c.5); so will sd-scripts.
+    missing = [f"{key} {config.values[key]!r}" for key in ("network_weights", "vae", "resume", "log_tracker_config")
+               if config.values[key] and not Path(config.values[key]).expanduser().exists()]
+    if not missing:
+        return []
+    return [finding("gui/missing-path", "warning", GATE,
+                    "the GUI config points at files or folders this machine does not have: " + "; ".join(missing) + ".",
+                    "copy them here and --set the new paths, or --set KEY=none to train without them")]
 
 
 def _refusals(refusals: dict[str, str]) -> list[Finding]:
