@@ -241,3 +241,23 @@ def test_literal_prompts_are_not_repeated_for_every_subject(tmp_path):
     result = plan_from_gui(root, tmp_path / "p", config)
     lines = [line for line in result.files["sample_prompts.txt"].splitlines() if not line.startswith("#")]
     assert lines == ["a dog --w 1024 --h 1024 --d 5 --l 6 --s 20", "a cat --w 1024 --h 1024 --d 6 --l 6 --s 20"]
+
+
+def test_plan_from_a_bad_gui_config_writes_nothing(runner, dataset, tmp_path):
+    bad = tmp_path / "bom.json"
+    bad.write_bytes(b'\xef\xbb\xbf{"sdxl": true}')
+    result = runner.invoke(cli, ["plan", str(dataset), "--target-gpu", "rtx4090", "--out", str(tmp_path / "p"),
+                                 "--from-kohya-gui", str(bad)])
+    assert result.exit_code == 2 and "byte-order mark" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_plan_from_kohya_gui_through_the_cli(runner, dataset, tmp_path):
+    out = tmp_path / "p"
+    result = runner.invoke(cli, ["plan", str(dataset), "--target-gpu", "rtx4090", "--out", str(out), "--force",
+                                 "--from-kohya-gui", str(gui_preset("SDXL - LoRA by malcolmrey training v1.0"))])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    assert data["presets"] == ["sdxl-base", "kohya-gui:SDXL - LoRA by malcolmrey training v1.0.json"]
+    assert data["epochs"] == 16 and data["values"]["network_dim"]["value"] == 32
+    assert any(f["code"] == "gui/missing-keys" for f in data["findings"])
