@@ -184,9 +184,11 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
 @click.option("--explain-vram", is_flag=True, help="Show the VRAM estimate component by component.")
 @click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout launch.sh should use.")
 @click.option("--python", help="The trainer's Python launch.sh should use.")
+@click.option("--from-kohya-gui", "from_kohya_gui", type=PATH, metavar="FILE",
+              help="Start from a Kohya SS GUI LoRA config (JSON), applied right after the SDXL base.")
 @presets_dir_option
 def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, name, force, as_json, explain,
-         fit_mode, explain_vram, sd_scripts, python, presets_dirs) -> None:
+         fit_mode, explain_vram, sd_scripts, python, from_kohya_gui, presets_dirs) -> None:
     """Check DATASET, resolve presets and overrides, fit the GPU, and write a plan folder for sd-scripts."""
     from lorakit.findings import has_errors
     from lorakit.plan import PlanRequest, make_plan, write_plan
@@ -194,7 +196,7 @@ def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, na
     request = PlanRequest(
         dataset=dataset, presets=list(preset_names), overrides=list(overrides), reg=reg, token=token,
         target_gpu=target_gpu, out=out, name=name, force=force, presets_dirs=list(presets_dirs),
-        sd_scripts=sd_scripts, python=python, fit=fit_mode,
+        sd_scripts=sd_scripts, python=python, fit=fit_mode, from_kohya_gui=from_kohya_gui,
     )
     result = make_plan(request)
     write_plan(result, force=force)
@@ -228,6 +230,55 @@ def calibrate(plans: tuple[Path, ...], path: Path | None, as_json: bool) -> None
     from lorakit.summary import console, print_calibration
 
     print_calibration(console(), update)
+
+
+# --- Kohya SS GUI ---------------------------------------------------------------------------------
+
+@cli.group("export")
+def export_group() -> None:
+    """Write a plan in another tool's format."""
+
+
+@export_group.command("kohya-gui")
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+@click.option("-o", "--output", type=PATH, help="The JSON file to write (default: PLAN/kohya_gui.json).")
+@click.option("--gui-version", type=click.Choice(["master", "v26", "v25", "v24"]), default="master", show_default=True,
+              help="The GUI release to write for: its set of LoRA keys and the values it accepts.")
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+def export_kohya_gui(plan_dir: Path, output: Path | None, gui_version: str, force: bool) -> None:
+    """Write PLAN as a Kohya SS GUI LoRA config that trains the same run (open it with Load in the GUI)."""
+    from lorakit.kohya_gui.export import default_output, export_plan, write_export
+    from lorakit.plan import load_plan
+    from lorakit.summary import console, print_findings
+
+    plan_data = load_plan(plan_dir)
+    exported = export_plan(plan_data, gui_version)
+    path = write_export(exported, output or default_output(plan_data), force=force)
+    out = console()
+    print_findings(out, exported.findings)
+    click.echo(f"Wrote {path} (Kohya SS GUI {gui_version}, {len(exported.config)} keys). In the GUI: LoRA → "
+               "Training → Configuration → type the path into 'Load/Save Config file' and press Load.")
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Turn another tool's config into a lorakit preset."""
+
+
+@import_group.command("kohya-gui")
+@click.argument("file", type=PATH)
+@click.option("-o", "--output", type=PATH, metavar="PRESET.toml",
+              help="The preset file to write (default: kohya-NAME.toml in your presets folder); never overwritten.")
+def import_kohya_gui(file: Path, output: Path | None) -> None:
+    """Read a Kohya SS GUI LoRA config (JSON) as the GUI does and write it as a lorakit preset."""
+    from lorakit.kohya_gui.importer import default_preset_path, import_gui_config, write_preset
+    from lorakit.summary import console, print_findings
+
+    imported = import_gui_config(file)
+    path = write_preset(imported, output or default_preset_path(file))
+    print_findings(console(), imported.findings)
+    click.echo(f"Wrote {path}: {len(imported.entries)} value(s) that differ from sdxl-base.")
+    click.echo(f"Next: lorakit plan DATASET --preset {path.stem}" + ("" if output is None else f" --presets-dir {path.parent}"))
 
 
 # --- dataset --------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class PlanRequest:
     sd_scripts: str | None = None
     python: str | None = None
     fit: str = "speed"  # speed | memory | off (lorakit.fit)
+    from_kohya_gui: Path | None = None  # a Kohya SS GUI config, applied as a preset right after the base
 
 
 class SubsetStats(BaseModel):
@@ -149,7 +150,12 @@ def _plan_name(request: PlanRequest) -> str:
 
 def make_plan(request: PlanRequest) -> PlanResult:
     registry = PresetRegistry(request.presets_dirs)
-    resolution = resolve(registry, request.presets, request.overrides)
+    gui = None
+    if request.from_kohya_gui is not None:
+        from lorakit.kohya_gui.importer import import_gui_config
+
+        gui = import_gui_config(request.from_kohya_gui)
+    resolution = resolve(registry, request.presets, request.overrides, imported=[gui.preset()] if gui else [])
     values = resolution.values
     if request.fit not in FIT_MODES:
         raise UserError(f"--fit {request.fit!r} is not one of {', '.join(FIT_MODES)}.", fix="--fit speed (the default)")
@@ -190,6 +196,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     findings += check_parameters(context) + check_hardware(context)
     models, model_findings = resolve_models(values, plan_dir=plan_dir)
     findings += model_findings
+    findings += gui.findings if gui else []
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
                                 "check the dataset folder"))

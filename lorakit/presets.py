@@ -13,6 +13,7 @@ and from `--presets-dir`, later folders shadowing earlier ones. A preset file:
 
     [values]
     network_dim = { value = 16, from = "seed 004 · Network Rank" }   # or plainly: network_dim = 16
+    seed = { unset = true, from = "why" }    # leave the key unset (sd-scripts' default), like --set seed=none
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class PresetHeader(BaseModel):
 class PresetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    value: Any
+    value: Any = None
     from_: str = Field("", alias="from")
+    unset: bool = False
 
 
 @dataclass
@@ -179,6 +181,9 @@ def load_preset(path: Path, *, builtin: bool = False) -> Preset:
             except ValidationError:
                 problems.append(f"{key}: write `{key} = VALUE` or `{key} = {{ value = VALUE, from = \"why\" }}`")
                 continue
+        if entry.unset != (entry.value is None):
+            problems.append(f"{key}: give either a value or `unset = true`")
+            continue
         try:
             spec = spec_for(key)
             if key in RESERVED_KEYS:
