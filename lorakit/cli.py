@@ -372,7 +372,7 @@ def runs(root: Path, as_json: bool) -> None:
         return
     from lorakit.summary import console, runs_table
 
-    console().print(runs_table(found))
+    console(wide=True).print(runs_table(found))
 
 
 @cli.command()

@@ -8,6 +8,7 @@ runner) receive them in order through one callback and never read the text thems
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, Union
 
 ProblemKind = Literal[
@@ -15,27 +16,69 @@ ProblemKind = Literal[
 ]
 
 
+@lru_cache(maxsize=8192)
+def parse_interval(text: str) -> float | None:
+    """tqdm's `MM:SS`, `H:MM:SS` or `Nd H:MM:SS` as seconds; None for `?`."""
+    days = 0
+    if "d " in text:
+        day_text, _, text = text.partition("d ")
+        days = int(day_text) if day_text.strip().isdigit() else 0
+    seconds = 0
+    try:
+        for part in text.split(":"):
+            seconds = seconds * 60 + int(part)
+    except ValueError:
+        return None
+    return days * 86400 + seconds
+
+
+@lru_cache(maxsize=8192)
+def parse_rate(text: str) -> float | None:
+    """tqdm's `1.52it/s` or `27.77s/it` as iterations per second."""
+    text = text.strip()
+    try:
+        if text.endswith("it/s"):
+            return float(text[:-4])
+        if text.endswith("s/it"):
+            value = float(text[:-4])
+            return 1.0 / value if value > 0 else None
+    except ValueError:
+        return None
+    return None
+
+
 @dataclass(slots=True)
-class Progress:
-    """One redraw of sd-scripts' `steps` bar (two per step: before and after the loss is known)."""
+class BarFrame:
+    """A redraw of sd-scripts' `steps` bar. Times stay tqdm's text until asked for, which keeps parsing fast."""
 
     step: int
     total: int
-    elapsed_s: float | None
-    remaining_s: float | None
-    it_per_s: float | None
     loss: float | None
+    elapsed: str = "?"
+    remaining: str = "?"
+    rate: str = "?"
+
+    @property
+    def elapsed_s(self) -> float | None:
+        return parse_interval(self.elapsed)
+
+    @property
+    def remaining_s(self) -> float | None:
+        return parse_interval(self.remaining)
+
+    @property
+    def it_per_s(self) -> float | None:
+        return parse_rate(self.rate)
 
 
 @dataclass(slots=True)
-class Step:
+class Progress(BarFrame):
+    """One redraw of the bar (two per step: before and after the loss is known)."""
+
+
+@dataclass(slots=True)
+class Step(BarFrame):
     """A finished optimizer step with its `avr_loss` (sent once the bar has moved past it or closed)."""
-
-    step: int
-    total: int
-    loss: float | None
-    elapsed_s: float | None
-    it_per_s: float | None
 
 
 @dataclass(slots=True)

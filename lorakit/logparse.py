@@ -23,11 +23,10 @@ from lorakit.events import (
 
 _TERMINATOR = re.compile(r"(\r\n|\r|\n)")
 _ANSI = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-_BAR = re.compile(
-    r"\s*(?P<desc>[^|\r\n]*?):\s*\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
-    r"\[(?P<elapsed>[^<\]]*)<(?P<remaining>[^,\]]*),\s*(?P<rate>[^,\]]*)(?P<postfix>,[^\]]*)?\]"
-)
-_LOSS = re.compile(r"avr_loss=([^,\]\s]+)")
+# sd-scripts' training bar (desc "steps"): n, total, elapsed, remaining, rate, postfix
+_STEPS_BAR = re.compile(r"\s*steps:\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^<\]]*)<([^,\]]*),\s*([^,\]]*)(,[^\]]*)?\]")
+# any other tqdm bar (caching latents, validation, sampling), skipped
+_OTHER_BAR = re.compile(r"\s*[^|\r\n]*?:\s*\d+%\|[^|]*\|[^\[\]]*\[[^\]]*\]")
 _RICH = re.compile(
     r"(?:\[?\d{2,4}[-/]\d\d[-/]\d{2,4}[ T]\d\d:\d\d:\d\d\]?|\[?\d\d:\d\d:\d\d\]?| {8,})"
     r" (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) +(?P<message>.*)"
@@ -54,46 +53,18 @@ _BAD_ARGS = re.compile(r"error: (unrecognized arguments: .*|argument \S+: .*)$")
 _EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*")
 
 
-def parse_interval(text: str) -> float | None:
-    """tqdm's `MM:SS`, `H:MM:SS` or `Nd H:MM:SS` as seconds; None for `?`."""
-    text = text.strip()
-    days = 0
-    if "d " in text:
-        day_text, _, text = text.partition("d ")
-        days = int(day_text) if day_text.isdigit() else 0
-    parts = text.split(":")
-    if not parts or not all(p.isdigit() for p in parts):
-        return None
-    seconds = 0
-    for part in parts:
-        seconds = seconds * 60 + int(part)
-    return days * 86400 + seconds
-
-
-def parse_rate(text: str) -> float | None:
-    """tqdm's `1.52it/s` or `27.77s/it` as iterations per second."""
-    text = text.strip()
-    try:
-        if text.endswith("it/s"):
-            return float(text[:-4])
-        if text.endswith("s/it"):
-            value = float(text[:-4])
-            return 1.0 / value if value > 0 else None
-    except ValueError:
-        return None
-    return None
-
-
 def _loss(postfix: str | None) -> float | None:
+    """`avr_loss` from the bar's postfix (tqdm sorts the keys, so it comes after capitalised ones)."""
     if not postfix:
         return None
-    found = _LOSS.search(postfix)
-    if not found:
+    at = postfix.rfind("avr_loss=")
+    if at < 0:
         return None
+    text = postfix[at + 9:].split(",", 1)[0].strip()
     try:
-        return float(found.group(1))
+        return float(text)  # "nan" too
     except ValueError:
-        return math.nan if found.group(1).lower() == "nan" else None
+        return None
 
 
 class StreamParser:
@@ -146,48 +117,49 @@ class StreamParser:
         if "%|" not in partial:
             return
         text = _ANSI.sub("", partial) if "\x1b" in partial else partial
-        found = _BAR.match(text)
+        found = _STEPS_BAR.match(text)
         if found and found.end() >= len(text.rstrip()):
-            self._bar(found)
+            self._bar(found.groups())
 
     def _segment(self, text: str, newline: bool) -> None:
         if "\x1b" in text:
             text = _ANSI.sub("", text)
         while "%|" in text:
-            found = _BAR.match(text)
-            if not found:
-                break
-            self._end_record()
-            self._bar(found)
+            found = _STEPS_BAR.match(text)
+            if found:
+                self._bar(found.groups())
+            else:
+                found = _OTHER_BAR.match(text)
+                if not found:
+                    break
+            if self._record is not None:
+                self._end_record()
             text = text[found.end():]
-            if not text.strip():
+            if not text or text.isspace():
                 if newline:
                     self._finish_step()  # the bar was closed
                 return
-        if text.strip() or self._record is not None:
+        if self._record is not None or not text.isspace():
             self._line(text)
 
-    def _bar(self, found: re.Match) -> None:
-        if found.group("desc").strip() != "steps":
-            return  # caching, validation and sampling bars
-        step, total = int(found.group("n")), int(found.group("total"))
-        loss = _loss(found.group("postfix"))
+    def _bar(self, groups: tuple) -> None:
+        n, total_text, elapsed, remaining, rate, postfix = groups
+        step, total = int(n), int(total_text)
+        loss = _loss(postfix)
         previous = self._frame
-        if previous is not None and (step != previous.step or total != previous.total):
-            self._finish_step()
-            previous = None
-        if previous is not None and previous.loss == loss and previous.step == step:
-            if loss is not None or previous.loss is None:
+        if previous is not None:
+            if step != previous.step or total != previous.total:
+                self._finish_step()
+            elif previous.loss == loss and (loss is not None or previous.loss is None):
                 return  # the same redraw again
-        frame = Progress(step, total, parse_interval(found.group("elapsed")), parse_interval(found.group("remaining")),
-                         parse_rate(found.group("rate")), loss)
+        frame = Progress(step, total, loss, elapsed, remaining, rate)
         self._frame = frame
         self._events.append(frame)
 
     def _finish_step(self) -> None:
         frame, self._frame = self._frame, None
         if frame is not None and frame.step > 0:
-            self._events.append(Step(frame.step, frame.total, frame.loss, frame.elapsed_s, frame.it_per_s))
+            self._events.append(Step(frame.step, frame.total, frame.loss, frame.elapsed, frame.remaining, frame.rate))
             if frame.loss is not None and math.isnan(frame.loss):
                 self._problem("nan-loss", f"the loss is NaN (avr_loss=nan at step {frame.step})", "avr_loss")
 

@@ -25,10 +25,14 @@ HEADLINE_KEYS = (
 )
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False, *, wide: bool = False) -> Console:
+    """A console for people; `wide` tables are not squeezed to 80 columns when the output is not a terminal."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if wide and not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    return out
 
 
 def show(value: Any) -> str:

@@ -11,7 +11,8 @@ import pytest
 from lorakit.events import (
     CheckpointSaved, Epoch, LogMessage, ModelSaved, Problem, Progress, SampleStarted, StateSaved, Step, TrainingSummary,
 )
-from lorakit.logparse import StreamParser, parse_interval, parse_rate, parse_stream
+from lorakit.events import parse_interval, parse_rate
+from lorakit.logparse import StreamParser, parse_stream
 
 
 def events_of(text: str, chunk: int | None = None) -> list:
@@ -59,7 +60,8 @@ def test_the_newest_redraw_is_seen_before_the_next_one_arrives():
     parser = StreamParser()
     events = parser.feed(frame(3, 10, 0.5, rate=" 1.52it/s"))
     assert [(e.step, e.loss, e.it_per_s) for e in of_type(events, Progress)] == [(3, 0.5, 1.52)]
-    assert of_type(parser.feed(frame(4, 10, 0.4)), Step) == [Step(3, 10, 0.5, 55, 1.52)]
+    (step,) = of_type(parser.feed(frame(4, 10, 0.4)), Step)
+    assert (step.step, step.total, step.loss, step.elapsed_s, step.it_per_s) == (3, 10, 0.5, 55, 1.52)
 
 
 def test_a_log_record_written_straight_after_the_bar_is_still_read():
