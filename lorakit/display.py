@@ -7,13 +7,13 @@ every `every_s` seconds, and the other messages as they happen.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from lorakit.events import (
     CheckpointSaved, Epoch, Event, Exited, GpuSample, LogMessage, Mismatch, ModelSaved, Problem, Progress,
     SampleStarted, Started, StateSaved, TrainingSummary,
 )
+from lorakit.summary import duration_text, loss_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,20 +23,6 @@ def format_rate(it_per_s: float | None) -> str:
     if not it_per_s:
         return "–"
     return f"{it_per_s:.2f} it/s" if it_per_s >= 1 else f"{1 / it_per_s:.1f} s/it"
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    minutes, s = divmod(int(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours}:{m:02d}:{s:02d}"
-
-
-def format_loss(loss: float | None) -> str:
-    if loss is None:
-        return "–"
-    return "nan" if math.isnan(loss) else f"{loss:.4f}"
 
 
 class Display:
@@ -90,8 +76,8 @@ class Display:
     def progress_text(self, event: Progress) -> str:
         share = f" ({100 * event.step / event.total:.0f}%)" if event.total else ""
         gpu = f"  GPU {self.gpu_gib:.1f} GiB" if self.gpu_gib is not None else ""
-        return (f"step {event.step}/{event.total}{share}  loss {format_loss(event.loss)}  {format_rate(event.it_per_s)}  "
-                f"ETA {format_eta(event.remaining_s)}{gpu}")
+        return (f"step {event.step}/{event.total}{share}  loss {loss_text(event.loss)}  {format_rate(event.it_per_s)}  "
+                f"ETA {duration_text(event.remaining_s)}{gpu}")
 
     def progress(self, event: Progress) -> None:
         raise NotImplementedError
@@ -136,8 +122,8 @@ class BarDisplay(Display):
         self.task = None
 
     def progress(self, event: Progress) -> None:
-        fields = {"loss": format_loss(event.loss), "rate": format_rate(event.it_per_s),
-                  "eta": format_eta(event.remaining_s),
+        fields = {"loss": loss_text(event.loss), "rate": format_rate(event.it_per_s),
+                  "eta": duration_text(event.remaining_s),
                   "gpu": f"GPU {self.gpu_gib:.1f} GiB" if self.gpu_gib is not None else ""}
         if self.task is None:
             self.bar.start()

@@ -29,7 +29,7 @@ from lorakit import __version__
 from lorakit.diagnose import Ending, diagnose
 from lorakit.doctor import DoctorOptions, DoctorReport, run_doctor
 from lorakit.errors import GateError, UserError
-from lorakit.events import Event, Exited, GpuSample, LogMessage, Mismatch, Problem, Started, TrainingSummary
+from lorakit.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.logparse import StreamParser
 from lorakit.outputs import latest_state, list_outputs, model_files, state_folders
@@ -120,7 +120,7 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     """Gate 4, the output-folder rules and the exact command; raises instead of starting a bad run."""
     options = options or LaunchOptions()
     plan = load_plan(plan_dir)
-    plan_dir = Path(plan.plan_dir) if Path(plan.plan_dir).is_dir() else plan_dir.resolve()
+    plan_dir = plan_dir.resolve() if plan_dir.is_dir() else plan_dir.resolve().parent  # PLAN or PLAN/plan.json
     base_env = dict(os.environ if env is None else env)
     report = run_doctor(plan, DoctorOptions(options.sd_scripts, options.python, options.gpus, options.cpu, base_env))
     errors = [f for f in report.findings if f.level == "error"]
@@ -154,9 +154,14 @@ def _check_outputs(plan_dir: Path, output_dir: Path, options: LaunchOptions) -> 
     """Refuse to train over earlier results; --resume continues them, --fresh moves them aside."""
     record_path = plan_dir / RUN_FILE
     previous = read_record(record_path) if record_path.is_file() else None
-    if previous is not None and previous.state == "running" and previous.pid and _alive(previous.pid):
-        raise UserError(f"a run of this plan is still going (pid {previous.pid}, started {previous.started}).",
-                        fix=f"wait for it, or stop it with: kill -INT {previous.pid}")
+    if previous is not None and previous.state == "running":
+        if previous.pid and _alive(previous.pid):
+            raise UserError(f"a run of this plan is still going (pid {previous.pid}, started {previous.started}).",
+                            fix=f"wait for it, or stop it with: kill -INT {previous.pid}")
+        # lorakit was killed before it could close the record; say so instead of keeping "running"
+        previous.state = "interrupted"
+        previous.diagnosis = "lorakit was stopped before the trainer ended; the next launch closed this record"
+        write_record(plan_dir, previous)
     has_outputs = bool(model_files(output_dir) or state_folders(output_dir)) or previous is not None
     if options.resume:
         state = latest_state(output_dir)
@@ -189,9 +194,10 @@ def _move_aside(plan_dir: Path, output_dir: Path, *, keep_outputs: bool) -> None
             shutil.move(str(source), str(target))
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, *, group: bool = False) -> bool:
+    """Whether the process (or any process of the group) still exists."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -237,11 +243,9 @@ class Launch:
         import subprocess
 
         plan_dir = self.setup.plan_dir
+        log = str(plan_dir / LOG_FILE)
         (plan_dir / LOG_FILE).parent.mkdir(parents=True, exist_ok=True)
         self._open_tensorboard()
-        if self.monitor is None:
-            self.monitor = open_monitor(self.options.gpus or self.plan.value_set["gpu_ids"], self.setup.env,
-                                        cpu=self.setup.cpu)
         started_wall = time.time()
         self.record.started = now_iso()
         try:
@@ -249,23 +253,34 @@ class Launch:
                                        stderr=subprocess.PIPE, env=self.setup.env, start_new_session=True)
         except OSError as exc:
             return self._finish(started_wall, Ending(None, None, [Problem("crash", f"could not start the trainer: {exc}")],
-                                                     False, log=str(plan_dir / LOG_FILE)))
+                                                     False, log=log))
         self.record.pid = process.pid
         write_record(plan_dir, self.record)
+        if self.monitor is None:
+            self.monitor = open_monitor(self.options.gpus or self.plan.value_set["gpu_ids"], self.setup.env,
+                                        cpu=self.setup.cpu)
         for warning in self.setup.warnings:
             self._emit(LogMessage("WARNING", warning), time.monotonic())
         self._emit(Started(process.pid, self.setup.command), time.monotonic())
         try:
             exit_code = self._watch(process)
+        except BaseException as exc:
+            # lorakit itself was interrupted or failed while watching: end the trainer and still close the record
+            self._end_group(process)
+            if isinstance(exc, KeyboardInterrupt):
+                self.stop_reason = "interrupted"
+            else:
+                self.tally.problems.append(Problem("crash", f"lorakit stopped watching the run: {exc!r}"))
+            self._finish(started_wall, Ending(process.poll(), None, self.tally.problems, False,
+                                              stopped=self.stop_reason, log=log))
+            raise
         finally:
             self._end_group(process)
             self.monitor.close()
-        signal_name = None
-        if exit_code is not None and exit_code < 0:
-            signal_name = signal.Signals(-exit_code).name
+        signal_name = signal.Signals(-exit_code).name if exit_code is not None and exit_code < 0 else None
         self._emit(Exited(exit_code, signal_name), time.monotonic())
         ending = Ending(exit_code, signal_name, self.tally.problems, self._final_output_written(started_wall),
-                        stopped=self.stop_reason, log=str(plan_dir / LOG_FILE))
+                        stopped=self.stop_reason, log=log)
         return self._finish(started_wall, ending)
 
     # --- watching ---------------------------------------------------------------------------------
@@ -307,7 +322,7 @@ class Launch:
                     last_record = now
                     log.flush()
                     self._update_record()
-                self._handle_stop(process.pid, now)
+                self._handle_stop(now)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
                 elif exited_at is not None and now - exited_at > 2.0:
@@ -347,7 +362,7 @@ class Launch:
 
     # --- stopping ---------------------------------------------------------------------------------
 
-    def _handle_stop(self, pid: int, now: float) -> None:
+    def _handle_stop(self, now: float) -> None:
         requests = self.stopper.requests
         if requests > self._handled_requests:
             new = requests - self._handled_requests
@@ -355,11 +370,11 @@ class Launch:
             if self.stop_reason is None or self.stop_reason == "nan-loss":
                 self.stop_reason = "interrupted"
             for _ in range(new):
-                self._escalate(pid, now)
+                self._escalate(now)
         elif self._next_signal_at is not None and now >= self._next_signal_at:
-            self._escalate(pid, now)
+            self._escalate(now)
 
-    def _escalate(self, pid: int, now: float) -> None:
+    def _escalate(self, now: float) -> None:
         order = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
         if self._signals_sent < len(order):
             self._signal_group(order[self._signals_sent], now)
@@ -381,14 +396,14 @@ class Launch:
         pgid = process.pid
         for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
             process.poll()  # reap the leader, or its zombie keeps the group alive
-            if not _group_alive(pgid):
+            if not _alive(pgid, group=True):
                 return
             try:
                 os.killpg(pgid, sig)
             except (ProcessLookupError, PermissionError):
                 return
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and (process.poll() is None or _group_alive(pgid)):
+            while time.monotonic() < deadline and (process.poll() is None or _alive(pgid, group=True)):
                 time.sleep(0.05)
 
     # --- the record -------------------------------------------------------------------------------
@@ -455,15 +470,6 @@ def _read(stream, name: str, chunks: queue.Queue) -> None:
     finally:
         chunks.put((name, None))
 
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _gpu_description(setup: LaunchSetup, options: LaunchOptions) -> str:

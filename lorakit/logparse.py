@@ -193,7 +193,7 @@ class StreamParser:
         level, pieces, width = self._record
         self._record = None
         message = pieces[0]
-        for previous, piece in zip(pieces, pieces[1:]):
+        for previous, piece in zip(pieces, pieces[1:], strict=False):
             message += ("" if width and len(previous) >= width else " ") + piece
         if level in ("WARNING", "ERROR", "CRITICAL"):
             self._events.append(LogMessage(level, message))

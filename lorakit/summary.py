@@ -184,7 +184,7 @@ def _gib(value: float | None) -> str:
     return f"{value:.1f} GiB" if value is not None else "–"
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     minutes, s = divmod(int(seconds), 60)
@@ -192,8 +192,10 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{m:02d}:{s:02d}"
 
 
-def _loss(value: float | None) -> str:
-    return f"{value:.4f}" if value is not None else "–"
+def loss_text(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "nan" if value != value else f"{value:.4f}"
 
 
 STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
@@ -220,7 +222,7 @@ def print_run(out: Console, record: Any) -> None:
 
     out.print(f"[{STATE_STYLE[record.state]}]{record.state}[/] — {escape(record.plan)}: "
               f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'} steps, "
-              f"final loss {_loss(record.last_loss)} (lowest {_loss(record.min_loss)}), {_duration(record.duration_s)}"
+              f"final loss {loss_text(record.last_loss)} (lowest {loss_text(record.min_loss)}), {duration_text(record.duration_s)}"
               + (f", {record.seconds_per_step:.2f} s/step" if record.seconds_per_step else "")
               + f", peak GPU memory {_gib(record.peak_vram_gib)}")
     for output in record.outputs:
@@ -249,8 +251,8 @@ def runs_table(runs: list[tuple[Any, Any]]):
         table.add_row(
             record.plan + earlier, (record.started or "")[5:16].replace("T", " "),
             f"[{STATE_STYLE[record.state]}]{record.state}[/]",
-            f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", _loss(record.last_loss),
-            _duration(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
+            f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", loss_text(record.last_loss),
+            duration_text(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
             _gib(record.peak_vram_gib), record.problem or "",
         )
     return table
@@ -261,7 +263,7 @@ def print_log_report(out: Console, report: Any) -> None:
 
     out.print(f"{escape(report.path)}: {report.steps_done}/{report.total_steps or '?'} steps"
               + (f", epoch {report.epoch}/{report.epochs}" if report.epoch else "")
-              + f", final loss {_loss(report.last_loss)} (lowest {_loss(report.min_loss)})"
+              + f", final loss {loss_text(report.last_loss)} (lowest {loss_text(report.min_loss)})"
               + (f", {report.seconds_per_step:.2f} s/step" if report.seconds_per_step else ""))
     out.print(f"{len(report.checkpoints)} checkpoint(s) saved" + ("; model saved." if report.model_saved else "; no 'model saved.'"))
     for problem in report.problems:

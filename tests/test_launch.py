@@ -313,3 +313,28 @@ def test_through_the_real_accelerate_launch(runner, tmp_path, fake_trainer, monk
     assert "were not passed to `accelerate launch`" not in log  # lorakit passes every flag it asks for
     assert record(plan)["state"] == "succeeded"
 
+
+
+def test_a_record_left_running_by_a_killed_lorakit_is_closed(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (plan / "run.json").write_text(json.dumps({"state": "running", "plan": "x", "plan_dir": str(plan), "pid": gone.pid}))
+    result = launch(runner, plan)
+    assert result.exit_code == 2 and "already has the outputs" in result.output
+    assert record(plan)["state"] == "interrupted"
+
+
+def test_a_failing_consumer_still_ends_the_trainer_and_closes_the_record(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.05")
+
+    def broken(event):
+        if isinstance(event, Step):
+            raise RuntimeError("the display broke")
+
+    with pytest.raises(RuntimeError):
+        run_plan(plan, LaunchOptions(tensorboard=False), on_event=broken)
+    data = record(plan)
+    assert (data["state"], data["problem"]) == ("failed", "crash") and "the display broke" in data["diagnosis"]
+    assert not alive(data["pid"])

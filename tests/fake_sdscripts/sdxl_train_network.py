@@ -25,7 +25,6 @@ without xformers, an optimizer whose package is missing (Lion, DAdapt*, Prodigy)
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
