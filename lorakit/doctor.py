@@ -299,11 +299,13 @@ def _plan_findings(plan: Plan, *, cpu: bool, cuda: int, gpus: str | None) -> lis
 
 
 def _base_model_finding(plan: Plan, ref) -> Finding:
+    text = ref.describe()
+    text = text[0].upper() + text[1:] + "."
     if ref.usable:
-        return finding("env/base-model", "info", 4, ref.describe().capitalize() + ".", key="pretrained_model_name_or_path")
+        return finding("env/base-model", "info", 4, text, key="pretrained_model_name_or_path")
     from lorakit.diagnose import replan_command
 
-    return finding("env/base-model-missing", "error", 4, ref.describe().capitalize() + ".",
+    return finding("env/base-model-missing", "error", 4, text,
                    replan_command(plan, {"pretrained_model_name_or_path": "/path/to/sdxl-model.safetensors"}),
                    key="pretrained_model_name_or_path")
 
