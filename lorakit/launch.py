@@ -32,6 +32,7 @@ from lorakit.errors import GateError, UserError
 from lorakit.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.logparse import StreamParser
+from lorakit.modelref import BaseModelRef, resolve_base_model
 from lorakit.outputs import latest_state, list_outputs, model_files, state_folders
 from lorakit.plan import Plan, load_plan
 from lorakit.runrecord import FINAL_STATES, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
@@ -72,6 +73,7 @@ class LaunchSetup:
     env_changes: dict[str, str]  # what lorakit set or changed in it
     cpu: bool
     doctor: DoctorReport
+    base_model: BaseModelRef
     resume_from: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -143,7 +145,10 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     if "CUDA_VISIBLE_DEVICES" in base_env:
         changes["CUDA_VISIBLE_DEVICES"] = base_env["CUDA_VISIBLE_DEVICES"]
     warnings = [f.message for f in report.findings if f.level == "warning"]
-    return LaunchSetup(plan, plan_dir, command, base_env | changes, changes, report.cpu, report, resume_from, warnings)
+    # the same resolution the doctor checked; where a Hub id gets fetched, this is the place
+    base_model = resolve_base_model(plan.value_set["pretrained_model_name_or_path"])
+    return LaunchSetup(plan, plan_dir, command, base_env | changes, changes, report.cpu, report, base_model,
+                       resume_from, warnings)
 
 
 def _output_dir(plan: Plan) -> Path:
@@ -235,7 +240,8 @@ class Launch:
             state="running", plan=self.plan.name, plan_dir=str(setup.plan_dir), planned_steps=self.plan.total_steps,
             command=setup.command, environment=setup.env_changes, sd_scripts=setup.doctor.sd_scripts,
             sd_scripts_commit=setup.doctor.sd_scripts_commit, python=setup.doctor.python, cpu=setup.cpu,
-            gpu=_gpu_description(setup, options), resumed_from=str(setup.resume_from) if setup.resume_from else None,
+            gpu=_gpu_description(setup, options), base_model=setup.base_model.describe(),
+            resumed_from=str(setup.resume_from) if setup.resume_from else None,
             warnings=list(setup.warnings), log=str(setup.plan_dir / LOG_FILE), lorakit_version=__version__,
         )
 

@@ -59,6 +59,7 @@ class RunRecord(BaseModel):
     python: str | None = None
     gpu: str | None = None
     cpu: bool = False
+    base_model: str | None = None
     resumed_from: str | None = None
     warnings: list[str] = []
     log: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorakit.findings import Finding
@@ -232,7 +233,7 @@ def print_run(out: Console, record: Any) -> None:
     if record.suggestion:
         out.print(f"[bold]next:[/] {escape(record.suggestion)}")
     out.print(f"[dim]record: {escape(record.plan_dir)}/run.json · log: {escape(record.log or '')}"
-              + (f" · tensorboard --logdir {escape(str(record.tensorboard).rsplit('/lorakit/', 1)[0])}" if record.tensorboard else "")
+              + (f" · tensorboard --logdir {escape(str(Path(record.tensorboard).parent.parent))}" if record.tensorboard else "")
               + "[/]")
 
 

@@ -41,23 +41,26 @@ class TensorBoardWriter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Step):
             self._step = event.step
-            if event.loss is not None:
-                self.scalar(LOSS_TAG, event.loss)
-            if event.it_per_s:
-                self.scalar("train/it_per_s", event.it_per_s)
+            values = {LOSS_TAG: event.loss, "train/it_per_s": event.it_per_s}
+            self.scalars({tag: value for tag, value in values.items() if value is not None})
         elif isinstance(event, Epoch):
             self.scalar("train/epoch", event.epoch)
         elif isinstance(event, GpuSample):
-            self.scalar("gpu/memory_used_gib", event.memory_used_gib)
-            if event.utilization_pct is not None:
-                self.scalar("gpu/utilization_pct", event.utilization_pct)
+            values = {"gpu/memory_used_gib": event.memory_used_gib, "gpu/utilization_pct": event.utilization_pct}
+            self.scalars({tag: value for tag, value in values.items() if value is not None})
 
-    def scalar(self, tag: str, value: float, step: int | None = None) -> None:
+    def scalar(self, tag: str, value: float) -> None:
+        self.scalars({tag: value})
+
+    def scalars(self, values: dict[str, float]) -> None:
+        """Several series at the current step in one event (one per step keeps the writer cheap)."""
         from tensorboard.compat.proto import event_pb2, summary_pb2
 
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=self._step if step is None else step,
-                                               summary=summary))
+        if not values:
+            return
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+                                             for tag, value in values.items()])
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=self._step, summary=summary))
 
     def close(self, state: str | None = None) -> None:
         if state is not None and state in STATUS:

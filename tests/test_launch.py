@@ -56,6 +56,7 @@ def test_a_successful_run_is_recorded_truly(runner, tmp_path, fake_trainer):
     assert data["gpu"] == "cpu" and data["cpu"] is True and data["sd_scripts_commit"] == "unknown"
     assert isinstance(data["pid"], int) and data["started"] <= data["ended"]
     assert data["environment"]["PYTHONUNBUFFERED"] == "1"
+    assert data["base_model"] == f"base model file {tmp_path / 'base model ü.safetensors'}"
     log = (plan / "logs" / "train.log").read_bytes().decode("utf-8")  # raw: the bar's \r kept
     assert "\r" in log and "running training / 学習開始" in log and "model saved." in log
 
