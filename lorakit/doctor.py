@@ -37,6 +37,8 @@ UNLISTED = {"torchvision": "library/utils.py"}
 # 114.4 MB at dim 16 saved in fp16), about 10.7 MB for the U-Net alone (facts §i: 42.9 MB at dim 4)
 MB_PER_RANK = 14.3
 PROBE_TIMEOUT_S = 180
+# The variables that decide what the trainer's Python imports (and sees of CUDA): the cache key of a probe.
+PROBE_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
 
 
 class DoctorReport(BaseModel):
@@ -195,10 +197,6 @@ def read_requirements(path: Path) -> dict[str, str | None]:
         if found:
             pins[found.group(1)] = found.group(3)
     return pins
-
-
-# The variables that decide what the trainer's Python imports (and sees of CUDA): the cache key of a probe.
-PROBE_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
 
 
 def _env_key(env: dict[str, str] | None) -> tuple[tuple[str, str | None], ...]:

@@ -125,15 +125,14 @@ class StreamParser:
         if "\x1b" in text:
             text = _ANSI.sub("", text)
         while "%|" in text:
-            found = _STEPS_BAR.match(text)
-            if found:
-                self._bar(found.groups())
-            else:
-                found = _OTHER_BAR.match(text)
-                if not found:
-                    break
+            steps = _STEPS_BAR.match(text)
+            found = steps or _OTHER_BAR.match(text)
+            if not found:
+                break
             if self._record is not None:
-                self._end_record()
+                self._end_record()  # a bar ends the log record before it
+            if steps:
+                self._bar(steps.groups())
             text = text[found.end():]
             if not text or text.isspace():
                 if newline:
