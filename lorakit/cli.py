@@ -27,7 +27,8 @@ class LorakitGroup(click.Group):
 
             err = console(stderr=True)
             print_findings(err, [f for f in exc.findings if f.level == "error"])
-            click.echo(f"lorakit: {exc.render()} Fix the errors above, or pass --force to write the plan anyway.", err=True)
+            hint = exc.fix or "Fix the errors above, or pass --force to write the plan anyway."
+            click.echo(f"lorakit: {exc.message.rstrip()} {hint}", err=True)
             ctx.exit(exc.exit_code)
         except LorakitError as exc:
             click.echo(f"lorakit: {exc.render()}", err=True)
@@ -399,6 +400,128 @@ def push(plan_dir: Path, repo_id: str, private: bool, lora_file: Path | None, li
         click.echo(f"{verb} {upload.path_in_repo} ({human_bytes(upload.bytes)})")
     if result.url:
         click.echo(f"Pushed to {result.url}" + (f" ({result.commit_url})" if result.commit_url else ""))
+
+
+# --- doctor, launch, runs, logs -------------------------------------------------------------------
+
+trainer_options = [
+    click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout (default: $LORAKIT_SD_SCRIPTS, then vendor/sd-scripts)."),
+    click.option("--python", help="The trainer's Python (default: $LORAKIT_PYTHON, then lorakit's own)."),
+    click.option("--gpus", help="GPU ids for accelerate's --gpu_ids, e.g. 0 or 0,1 (default: the plan's gpu_ids)."),
+    click.option("--cpu", is_flag=True, help="Train on the CPU even if CUDA is there (chosen anyway when it is not)."),
+]
+
+
+def with_trainer_options(function):
+    for option in reversed(trainer_options):
+        function = option(function)
+    return function
+
+
+@cli.command()
+@click.argument("plan_dir", metavar="[PLAN]", type=PATH, required=False)
+@with_trainer_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def doctor(plan_dir: Path | None, sd_scripts, python, gpus, cpu, as_json: bool) -> None:
+    """Gate 4: check sd-scripts, the trainer's Python and packages, CUDA, the base model and disk (for PLAN)."""
+    from lorakit.doctor import DoctorOptions, run_doctor
+    from lorakit.plan import load_plan
+
+    plan = load_plan(plan_dir) if plan_dir is not None else None
+    report = run_doctor(plan, DoctorOptions(sd_scripts, python, gpus, cpu))
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        from lorakit.summary import console, print_doctor
+
+        print_doctor(console(), report)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+@with_trainer_options
+@click.option("--resume", is_flag=True, help="Continue from the newest saved state (*-state folder) in the output folder.")
+@click.option("--fresh", is_flag=True, help="Start again; earlier outputs, log and run.json move to PLAN/previous/TIME/.")
+@click.option("--dry-run", is_flag=True, help="Check everything and print the exact command and environment; start nothing.")
+@click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
+@click.option("--plain", is_flag=True, help="Plain progress lines instead of a bar (the default without a terminal).")
+@click.option("--every", default=30.0, show_default=True, metavar="SECONDS", help="Seconds between plain progress lines.")
+def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run, no_tensorboard, plain, every) -> None:
+    """Train PLAN with sd-scripts through accelerate, watch it live, and record the run in PLAN/run.json.
+
+    Ctrl-C (or SIGTERM) stops the trainer cleanly: its process group gets SIGINT, then SIGTERM, then
+    SIGKILL; press Ctrl-C again to escalate at once. Exit code 0 when the run succeeded, 1 when it
+    failed (with a diagnosis and what to do), 130 when it was interrupted.
+    """
+    from lorakit.launch import LaunchOptions, Stopper, prepare_launch, run_plan, stop_on_signals
+    from lorakit.summary import console
+
+    options = LaunchOptions(sd_scripts=sd_scripts, python=python, gpus=gpus, cpu=cpu, resume=resume, fresh=fresh,
+                            tensorboard=not no_tensorboard)
+    out = console()
+    if dry_run:
+        from lorakit.summary import print_setup
+
+        print_setup(out, prepare_launch(plan_dir, options, check_outputs=False))
+        return
+    from lorakit.display import make_display
+    from lorakit.errors import LaunchError
+    from lorakit.launch import log_tail
+    from lorakit.summary import print_run
+
+    display = make_display(out, plain=True if plain else None, every_s=every)
+    stopper = Stopper()
+    try:
+        with stop_on_signals(stopper):
+            record = run_plan(plan_dir, options, on_event=display, stopper=stopper)
+    finally:
+        display.close()
+    print_run(out, record)
+    if record.state == "failed":
+        raise LaunchError(f"training failed: {record.diagnosis}.", command=record.command,
+                          log_tail=log_tail(Path(record.log)) if record.log else "", fix=record.suggestion)
+    if record.state == "interrupted":
+        sys.exit(130)
+
+
+@cli.command()
+@click.argument("root", metavar="[DIR]", type=PATH, default=Path("plans"))
+@click.option("--json", "as_json", is_flag=True, help="Print the run records as JSON.")
+def runs(root: Path, as_json: bool) -> None:
+    """A table of the runs under DIR (plan folders, their previous/ runs; default plans/)."""
+    from lorakit.runrecord import find_runs
+
+    found = find_runs(root)
+    if as_json:
+        _emit_json([{"record": str(path)} | record.model_dump() for path, record in found])
+        return
+    if not found:
+        click.echo(f"No runs under {root} (a run leaves PLAN/run.json).")
+        return
+    from lorakit.summary import console, runs_table
+
+    console(wide=True).print(runs_table(found))
+
+
+@cli.command()
+@click.argument("logfile", type=PATH)
+@click.option("--tensorboard", type=PATH, metavar="DIR", help="Write lorakit's TensorBoard summaries of the log into DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def logs(logfile: Path, tensorboard: Path | None, as_json: bool) -> None:
+    """Read an sd-scripts console log (lorakit's train.log, or one saved from a GUI run): steps, loss, errors."""
+    from lorakit.logfile import read_log
+
+    report = read_log(logfile, tensorboard)
+    if as_json:
+        import dataclasses
+
+        _emit_json(dataclasses.asdict(report))
+        return
+    from lorakit.summary import console, print_log_report
+
+    print_log_report(console(), report)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from lorakit.hubcache import hub_cache_dir, hub_offline, repo_dir, snapshot
 from lorakit.modelref import DEFAULT_REVISION
 from lorakit.modelsource import (
     INCLUDE, ModelSection, ModelSource, launch_findings, locate, make_links, matching_files, missing_parts,
+    status_line,
 )
 
 if TYPE_CHECKING:
@@ -55,11 +56,14 @@ class LocalModels(BaseModel):
     vae: LocalModel | None = None
     tokenizers: list[LocalModel] = []
 
-    def trainer_args(self) -> list[str]:
-        """sd-scripts arguments that override config.toml's model paths (the command line wins over the file)."""
-        args = ["--pretrained_model_name_or_path", self.base.path]
-        if self.vae is not None:
-            args += ["--vae", self.vae.path]
+    def trainer_args(self, planned: ModelSection) -> list[str]:
+        """sd-scripts arguments for the model paths that differ from the ones config.toml names (the command
+        line wins over the file); none when the plan's paths hold, as they do for lorakit's own links."""
+        args: list[str] = []
+        for option, local, source in (("--pretrained_model_name_or_path", self.base, planned.base),
+                                      ("--vae", self.vae, planned.vae)):
+            if local is not None and (source is None or local.path != (source.trainer_path or source.value)):
+                args += [option, local.path]
         return args
 
     def all(self) -> list[LocalModel]:
@@ -79,6 +83,12 @@ def relocate(section: ModelSection) -> ModelSection:
 def gate_findings(plan: Plan) -> list[Finding]:
     """Gate 4 for the plan's models as this machine has them now; errors stop a launch (ensure_local raises them)."""
     return launch_findings(relocate(plan.model), Path(plan.plan_dir))
+
+
+def describe_base(plan: Plan) -> str:
+    """The base model as this machine has it now, for people: `REFERENCE: cached at PATH (size)`, ..."""
+    base = relocate(plan.model).base
+    return f"{base.reference}: {status_line(base)}"
 
 
 def ensure_local(plan: Plan) -> LocalModels:

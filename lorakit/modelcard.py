@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lorakit.modelsource import BASE_KEY, KNOWN_REPOS, human_bytes
-from lorakit.outputs import LoraFile, Sample
+from lorakit.artifacts import LoraFile, Sample
 from lorakit.plan import Plan
 from lorakit.render import render
 from lorakit.summary import HEADLINE_KEYS, show

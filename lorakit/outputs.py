@@ -1,126 +1,69 @@
-"""What a run left behind for a plan: its LoRA file and its latest sample images.
+"""What a run leaves in its output folder: LoRA files with their `ss_*` metadata, and state folders.
 
-The LoRA comes from `<plan>/run.json` (written by launch: `state`, `outputs` = [{path, bytes,
-metadata}]) when there is one, else from where the plan predicts sd-scripts writes the final file
-(plan.json `saves`, kind "final", in `output_dir`). Samples are sd-scripts' own file names
-(`{output_name}_{e%06d|%06d}_{i:02d}_{%Y%m%d%H%M%S}[_{seed}].png` in `output_dir/sample`), matched
-with their prompt line in the plan's prompt file.
+The metadata is read from the safetensors header itself (lorakit.safetensors_file), so no torch or
+safetensors package is needed.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.errors import UserError
-from lorakit.plan import Plan
-from lorakit.safetensors_file import SafetensorsHeader, read_header
+from pydantic import BaseModel, ConfigDict
 
-RUN_RECORD = "run.json"
+from lorakit.safetensors_file import read_header
 
-
-@dataclass(frozen=True)
-class LoraFile:
-    path: Path
-    header: SafetensorsHeader | None  # None for .ckpt/.pt saves, which carry no metadata
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return self.header.metadata if self.header else {}
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 
 
-@dataclass(frozen=True)
-class Sample:
-    path: Path
-    prompt: str
-    index: int  # the prompt's position in the prompt file
+class OutputFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    bytes: int
+    metadata: dict[str, str]
 
 
-def output_dir(plan: Plan) -> Path:
-    return Path(plan.value_set["output_dir"])
-
-
-def final_save(plan: Plan) -> str | None:
-    return next((s.file for s in plan.saves if s.kind == "final"), None)
-
-
-def find_lora(plan: Plan, explicit: Path | None = None) -> LoraFile:
-    """The LoRA to publish: `explicit`, else the run's final file (run.json), else the predicted final file."""
-    path = explicit.expanduser().resolve() if explicit else _final_lora(plan)
-    if not path.is_file():
-        raise UserError(f"'{path}' is not a file.", fix="pass --file with one of the LoRA files in the plan's output folder")
-    if path.suffix.lower() != ".safetensors":
-        return LoraFile(path, None)
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a .safetensors file; {} for other files or a damaged one."""
+    if path.suffix != ".safetensors":
+        return {}
     try:
-        header = read_header(path)
-    except ValueError as exc:
-        raise UserError(f"'{path}' is not a complete safetensors file: {exc}.",
-                        fix="train again, or pass --file with another checkpoint") from None
-    if not header.is_lora:
-        raise UserError(f"'{path}' holds no LoRA weights (no lora_* tensors).", fix="pass --file with a LoRA file")
-    return LoraFile(path, header)
+        return read_header(path).metadata
+    except (OSError, ValueError):
+        return {}
 
 
-def _final_lora(plan: Plan) -> Path:
-    plan_dir = Path(plan.plan_dir)
-    final = final_save(plan)
-    predicted = output_dir(plan) / final if final else None
-    record = plan_dir / RUN_RECORD
-    if record.is_file():
-        state, outputs = _read_run(record)
-        match = next((p for p in outputs if final and p.name == final), None)
-        if match is not None:
-            return match if match.is_absolute() else plan_dir / match
-        saved = ", ".join(p.name for p in outputs) or "none"
-        raise UserError(f"the run recorded in {record} ended '{state}' without the final LoRA {final} "
-                        f"(files it saved: {saved}).",
-                        fix="pass --file with one of the files it saved, or train again with `lorakit launch`")
-    if predicted is None or not predicted.is_file():
-        raise UserError(f"there is no trained LoRA for this plan yet ({predicted or 'the plan saves no final file'} "
-                        "does not exist).", fix=f"train it with `lorakit launch {plan_dir}`, or pass --file")
-    return predicted
-
-
-def _read_run(record: Path) -> tuple[str, list[Path]]:
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-        outputs = [Path(o["path"]) for o in data.get("outputs") or [] if isinstance(o, dict) and o.get("path")]
-        return str(data.get("state", "unknown")), outputs
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise UserError(f"cannot read {record}: {exc}".splitlines()[0], fix="pass --file with the LoRA to push") from None
-
-
-def latest_samples(plan: Plan) -> list[Sample]:
-    """The images of the last sampling round, one per prompt, in prompt order."""
-    folder = output_dir(plan) / "sample"
-    if not folder.is_dir():
+def model_files(output_dir: Path) -> list[Path]:
+    if not output_dir.is_dir():
         return []
-    name = re.escape(plan.value_set["output_name"] or "")
-    pattern = re.compile(rf"^{name}_?(?P<when>e?\d{{6}})_(?P<index>\d{{2}})_(?P<stamp>\d{{14}})(?:_\d+)?\.png$")
-    rounds: dict[str, dict[int, tuple[str, Path]]] = {}
-    for path in folder.iterdir():
-        match = pattern.match(path.name)
-        if match:
-            images = rounds.setdefault(match["when"], {})
-            index = int(match["index"])
-            if index not in images or images[index][0] < match["stamp"]:
-                images[index] = (match["stamp"], path)
-    if not rounds:
-        return []
-    last = max(rounds.values(), key=lambda images: max(stamp for stamp, _ in images.values()))
-    prompts = _prompts(plan)
-    return [Sample(path, prompts[i] if i < len(prompts) else "", i) for i, (_, path) in sorted(last.items())]
+    return sorted(p for p in output_dir.iterdir() if p.is_file() and p.suffix in MODEL_EXTENSIONS)
 
 
-def _prompts(plan: Plan) -> list[str]:
-    """sd-scripts' reading of a .txt prompt file: non-empty lines not starting with '#', text before ' --'."""
-    prompt_file = plan.value_set["sample_prompts"]
-    if not prompt_file or not str(prompt_file).endswith(".txt"):
+def list_outputs(output_dir: Path, *, since: float | None = None) -> list[OutputFile]:
+    """The model files in `output_dir` (written at or after `since`, a time.time() value), oldest first."""
+    files = []
+    for path in model_files(output_dir):
+        stat = path.stat()
+        if since is not None and stat.st_mtime < since - 1:  # mtime granularity
+            continue
+        files.append((stat.st_mtime, OutputFile(path=str(path), bytes=stat.st_size, metadata=safetensors_metadata(path))))
+    return [f for _, f in sorted(files, key=lambda item: (item[0], item[1].path))]
+
+
+def state_folders(output_dir: Path) -> list[Path]:
+    """sd-scripts' `*-state` folders (accelerate state + train_state.json), oldest first."""
+    if not output_dir.is_dir():
         return []
-    try:
-        lines = Path(prompt_file).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    return [line.strip().split(" --")[0].strip() for line in lines if line.strip() and not line.startswith("#")]
+    folders = [p for p in output_dir.iterdir() if p.is_dir() and p.name.endswith("-state")]
+    # newest by the time its train_state.json was written: a resumed run counts its steps from 0 again
+    return sorted(folders, key=lambda p: (_written(p), p.name))
+
+
+def latest_state(output_dir: Path) -> Path | None:
+    folders = state_folders(output_dir)
+    return folders[-1] if folders else None
+
+
+def _written(folder: Path) -> float:
+    marker = folder / "train_state.json"
+    return (marker if marker.exists() else folder).stat().st_mtime

@@ -13,7 +13,7 @@ from pathlib import Path
 from lorakit.errors import UserError
 from lorakit.modelcard import CardFacts, card_facts, render_card, sample_url
 from lorakit.modelref import is_repo_id
-from lorakit.outputs import find_lora, latest_samples
+from lorakit.artifacts import find_lora, latest_samples
 from lorakit.plan import load_plan
 
 CARD = "README.md"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorakit.findings import Finding
@@ -27,10 +28,14 @@ HEADLINE_KEYS = (
 )
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False, *, wide: bool = False) -> Console:
+    """A console for people; `wide` tables are not squeezed to 80 columns when the output is not a terminal."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if wide and not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    return out
 
 
 def show(value: Any) -> str:
@@ -256,3 +261,127 @@ def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> No
         origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")
         table.add_row(p.name + origin, p.header.kind, ", ".join(p.header.extends), p.description)
     out.print(table)
+
+
+def _gib(value: float | None) -> str:
+    return f"{value:.1f} GiB" if value is not None else "–"
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}"
+
+
+def loss_text(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "nan" if value != value else f"{value:.4f}"
+
+
+STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
+
+
+def print_doctor(out: Console, report: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}")
+    out.print(f"trainer Python: {escape(report.python)} ({report.python_found_by})"
+              + (f", Python {report.python_version}" if report.python_version else ""))
+    if report.packages:
+        out.print("packages: " + ", ".join(f"{name} {version or '[red]missing[/]'}" for name, version in report.packages.items()))
+    out.print(f"CUDA devices: {report.cuda_devices}" + (" → training on the CPU (accelerate --cpu)" if report.cpu else ""))
+    if report.base_model:
+        out.print(f"base model: {escape(report.base_model)}")
+    if report.free_disk_gib is not None:
+        out.print(f"free disk for outputs: {report.free_disk_gib:.1f} GiB")
+    print_findings(out, report.findings)
+
+
+def print_run(out: Console, record: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"[{STATE_STYLE[record.state]}]{record.state}[/] — {escape(record.plan)}: "
+              f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'} steps, "
+              f"final loss {loss_text(record.last_loss)} (lowest {loss_text(record.min_loss)}), {duration_text(record.duration_s)}"
+              + (f", {record.seconds_per_step:.2f} s/step" if record.seconds_per_step else "")
+              + f", peak GPU memory {_gib(record.peak_vram_gib)}")
+    for output in record.outputs:
+        out.print(f"  {escape(output.path)} ({output.bytes / 1e6:.1f} MB, {len(output.metadata)} metadata keys)")
+    if record.diagnosis:
+        out.print(f"[bold]diagnosis:[/] {escape(record.diagnosis)}")
+    if record.suggestion:
+        out.print(f"[bold]next:[/] {escape(record.suggestion)}")
+    out.print(f"[dim]record: {escape(record.plan_dir)}/run.json · log: {escape(record.log or '')}"
+              + (f" · tensorboard --logdir {escape(str(Path(record.tensorboard).parent.parent))}" if record.tensorboard else "")
+              + "[/]")
+
+
+def runs_table(runs: list[tuple[Any, Any]]):
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("plan", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for column in ("steps", "loss", "time", "s/step", "VRAM"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("problem")
+    for path, record in runs:
+        earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
+        table.add_row(
+            record.plan + earlier, (record.started or "")[5:16].replace("T", " "),
+            f"[{STATE_STYLE[record.state]}]{record.state}[/]",
+            f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", loss_text(record.last_loss),
+            duration_text(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
+            _gib(record.peak_vram_gib), record.problem or "",
+        )
+    return table
+
+
+def print_log_report(out: Console, report: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"{escape(report.path)}: {report.steps_done}/{report.total_steps or '?'} steps"
+              + (f", epoch {report.epoch}/{report.epochs}" if report.epoch else "")
+              + f", final loss {loss_text(report.last_loss)} (lowest {loss_text(report.min_loss)})"
+              + (f", {report.seconds_per_step:.2f} s/step" if report.seconds_per_step else ""))
+    out.print(f"{len(report.checkpoints)} checkpoint(s) saved" + ("; model saved." if report.model_saved else "; no 'model saved.'"))
+    for problem in report.problems:
+        out.print(f"[bold red]{problem.kind}:[/] {escape(problem.message)}")
+    for error in report.errors:
+        out.print(f"[red]{escape(error)}[/]")
+    if report.tensorboard:
+        out.print(f"TensorBoard events written to {escape(report.tensorboard)} (tensorboard --logdir {escape(report.tensorboard)})")
+
+
+def command_lines(command: list[str]) -> list[list[str]]:
+    """A trainer command as people read it: `python -m module`, then one option (and its value) per line."""
+    lines = [command[:3]]
+    for word in command[3:]:
+        last = lines[-1]
+        if len(last) == 1 and last[0].startswith("--") and not word.startswith("--"):
+            last.append(word)
+        else:
+            lines.append([word])
+    return lines
+
+
+def print_setup(out: Console, setup: Any) -> None:
+    """What `launch --dry-run` shows: warnings, the environment lorakit sets, the exact command."""
+    import shlex
+
+    from rich.markup import escape
+
+    for warning in setup.warnings:
+        out.print(f"[yellow]WARNING[/] {escape(warning)}")
+    if setup.resume_from:
+        out.print(f"resumes from {escape(str(setup.resume_from))}")
+    out.print("environment (set by lorakit):")
+    for key, value in setup.env_changes.items():
+        out.print(f"  {escape(key)}={escape(shlex.quote(value))}", soft_wrap=True)
+    out.print("command:")
+    text = " \\\n".join("  " + " ".join(shlex.quote(w) for w in line) for line in command_lines(setup.command))
+    out.print(escape(text), soft_wrap=True)

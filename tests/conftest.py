@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hubgen import cache_sdxl
+from hubgen import cache_sdxl, fake_checkpoint
 from imagegen import write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,3 +69,42 @@ def character_dataset(tmp_path: Path) -> Path:
     root = tmp_path / "dogs"
     make_folder(root / "10_sks dog", [(1024, 1024), (832, 1216), (1216, 832), (1024, 1024)] * 5)
     return root
+
+
+FAKE_SD_SCRIPTS = REPO / "tests" / "fake_sdscripts"
+FAKE_TRAINER_ENV = REPO / "tests" / "fake_trainer_env"
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch, cached_sdxl) -> Path:
+    """The fake sd-scripts checkout, started through a fake accelerate and answering the doctor with a fake torch.
+
+    No CUDA (LORAKIT_FAKE_GPU=none), so launches pass --cpu; FAKE_SDSCRIPTS_* variables steer the fake. sd-scripts'
+    tokenizers (and the default base model) are in the test's Hub cache, so launch downloads nothing.
+    """
+    import os
+
+    monkeypatch.setenv("LORAKIT_SD_SCRIPTS", str(FAKE_SD_SCRIPTS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAKE_TRAINER_ENV), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LORAKIT_FAKE_GPU", "none")
+    for key in [k for k in os.environ if k.startswith("FAKE_SDSCRIPTS_")]:
+        monkeypatch.delenv(key)
+    return FAKE_SD_SCRIPTS
+
+
+def make_plan(runner, tmp_path: Path, *overrides: str, out: Path | None = None, images: int = 4) -> Path:
+    """A small plan for the fake trainer: 4 images × 5 repeats at batch 4 = 5 steps per epoch, 6 steps in all."""
+    from lorakit.cli import cli
+
+    dataset = tmp_path / "robot data"
+    if not dataset.exists():
+        make_folder(dataset / "5_zk robot", [(1024, 1024)] * images)
+    model = tmp_path / "base model ü.safetensors"
+    model.write_bytes(fake_checkpoint())
+    out = out or tmp_path / "plan"
+    sets = [f"pretrained_model_name_or_path={model}", "max_train_steps=6", "mixed_precision=bf16",
+            "sample_every_n_steps=none", *overrides]
+    result = runner.invoke(cli, ["plan", str(dataset), "--target-gpu", "rtx4090", "--out", str(out),
+                                 *[word for s in sets for word in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    return out

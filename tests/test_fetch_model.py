@@ -76,7 +76,8 @@ def test_ensure_local_returns_what_sd_scripts_gets_and_run_json_records(characte
     assert base.sha256 == hashlib.sha256(CHECKPOINT).hexdigest()
     assert base.bytes == len(CHECKPOINT)
     assert base.resolved.startswith(str(Path(plan.model.hub_cache))) and "/blobs/" in base.resolved
-    assert models.trainer_args() == ["--pretrained_model_name_or_path", plan.model.base.trainer_path]
+    assert models.base.path == plan.model.base.trainer_path
+    assert models.trainer_args(plan.model) == []  # config.toml already names lorakit's link
     assert [t.id for t in models.tokenizers] == list(TOKENIZER_REPOS)
 
 
