@@ -27,7 +27,6 @@ from lorakit.plan import Plan
 from lorakit.probe import FAKE_ENV, free_disk_gib
 from lorakit.trainer import TRAIN_SCRIPT, find_python, find_sd_scripts
 
-GIB = 1024**3
 PROBE_SCRIPT = Path(__file__).resolve().parent / "trainerprobe.py"
 ALWAYS_IMPORTED = ("torch", "accelerate")
 # sd-scripts needs these but does not list them in requirements.txt; checked when the file that imports them exists
