@@ -5,14 +5,18 @@ then the seeds' rules. Each rule is a small function that returns findings; none
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lorakit.dataset import DatasetScan
 from lorakit.findings import Finding, finding
 from lorakit.probe import TargetGpu
 from lorakit.schema import check_key_value_items, resolution_tuple
-from lorakit.steps import StepMath
+from lorakit.steps import SaveEvent, StepMath
 from lorakit.values import Values
+
+if TYPE_CHECKING:
+    from lorakit.calibration import Assumptions
 
 SCHEDULERS = {
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -44,6 +48,10 @@ class CheckContext:
     steps: StepMath
     target: TargetGpu | None  # None when only the dataset is checked
     required: list[str]
+    # Gate 3 (lorakit.hardware) also reads these; `lorakit plan` fills them
+    saves: list[SaveEvent] = field(default_factory=list)
+    disk_free_gib: float | None = None
+    assumptions: Assumptions | None = None
 
 
 def optimizer_name(values: Values) -> str:
@@ -76,6 +84,38 @@ def unet_lr(values: Values) -> float:
     return values["unet_lr"] if values["unet_lr"] is not None else values["learning_rate"]
 
 
+def caption_augmentations(values: Values) -> list[str]:
+    """What changes a caption from step to step, which cached text-encoder outputs cannot follow."""
+    found = [k for k in ("shuffle_caption",) if values[k]]
+    return found + [k for k in ("caption_dropout_rate", "caption_tag_dropout_rate", "token_warmup_step") if (values[k] or 0) > 0]
+
+
+def image_augmentations(values: Values) -> list[str]:
+    """What changes an image from epoch to epoch, which cached latents cannot follow."""
+    return [k for k in ("color_aug", "random_crop") if values[k]]
+
+
+def effective_batch(steps: StepMath) -> int:
+    return steps.batch_size * steps.gradient_accumulation_steps * steps.num_processes
+
+
+def batch1_steps(steps: StepMath) -> int:
+    """The seeds' step targets are for batch 1: an epoch is one pass over the data whatever the batch,
+    so a run of N steps at effective batch B does the work of N × B steps at batch 1."""
+    return steps.total_steps * effective_batch(steps)
+
+
+def batch1_dose(lr: float, steps: StepMath) -> float:
+    """learning rate × steps read at batch 1 under the square-root rule (lorakit.fit): the same
+    training at batch B uses √B × the learning rate over 1/B of the steps, so lr × steps × √B."""
+    return lr * steps.total_steps * effective_batch(steps) ** 0.5
+
+
+def at_batch(steps: StepMath) -> str:
+    batch = effective_batch(steps)
+    return f" at batch {batch}" if batch > 1 else ""
+
+
 def check_parameters(ctx: CheckContext) -> list[Finding]:
     found: list[Finding] = []
     for rule in RULES:
@@ -104,8 +144,7 @@ def text_encoder_cache(ctx: CheckContext) -> list[Finding]:
             "params/te-cache-needs-unet-only", "error", GATE,
             "cache_text_encoder_outputs needs network_train_unet_only: cached text-encoder outputs cannot train the text encoders (sd-scripts asserts).",
             "--set network_train_unet_only=true, or --set cache_text_encoder_outputs=false", key="cache_text_encoder_outputs"))
-    clashes = [k for k in ("shuffle_caption",) if v[k]]
-    clashes += [k for k in ("caption_dropout_rate", "caption_tag_dropout_rate", "token_warmup_step") if (v[k] or 0) > 0]
+    clashes = caption_augmentations(v)
     if clashes:
         out.append(finding(
             "params/te-cache-vs-caption-augmentation", "error", GATE,
@@ -121,8 +160,8 @@ def text_encoder_cache(ctx: CheckContext) -> list[Finding]:
 def latent_cache(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
     out = []
-    if (v["cache_latents"] or v["cache_latents_to_disk"]) and (v["color_aug"] or v["random_crop"]):
-        which = "color_aug" if v["color_aug"] else "random_crop"
+    if (v["cache_latents"] or v["cache_latents_to_disk"]) and image_augmentations(v):
+        which = image_augmentations(v)[0]
         out.append(finding(
             "params/latent-cache-vs-augmentation", "error", GATE,
             f"cached latents cannot be combined with {which}: the image would have to change every epoch (sd-scripts asserts).",
@@ -396,11 +435,14 @@ def step_targets(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
     out = []
     total = ctx.steps.total_steps
+    seen = batch1_steps(ctx.steps)
     low, high = v["target_steps_min"], v["target_steps_max"]
-    if total and not low <= total <= high:
-        direction = "more" if total < low else "fewer"
+    if total and not low <= seen <= high:
+        direction = "more" if seen < low else "fewer"
+        equivalent = f" (≈ {seen} at batch 1)" if seen != total else ""
         out.append(finding("params/total-steps", "warning", GATE,
-                           f"{total} total steps is outside the {low}–{high} the seeds target for an SDXL LoRA.",
+                           f"{total} total steps{at_batch(ctx.steps)}{equivalent} is outside the {low}–{high} steps at batch 1 "
+                           "the seeds target for an SDXL LoRA.",
                            f"train {direction} epochs (max_train_epochs) or change the folders' repeats", key="max_train_epochs"))
     lo_img, hi_img = v["steps_per_image_min"], v["steps_per_image_max"]
     subsets = ctx.dataset.subsets
@@ -421,15 +463,17 @@ def lr_times_steps(ctx: CheckContext) -> list[Finding]:
     if is_adaptive(v) or low is None or high is None:
         return []
     lr = unet_lr(v)
-    dose = lr * ctx.steps.total_steps
+    dose = batch1_dose(lr, ctx.steps)
+    batch = effective_batch(ctx.steps)
+    product = f"learning rate {lr:g} × {ctx.steps.total_steps} steps" + (f" × √{batch} (batch {batch})" if batch > 1 else "")
     if dose > 3 * high:
         return [finding("params/lr-steps-fried", "warning", GATE,
-                        f"learning rate {lr:g} × {ctx.steps.total_steps} steps = {dose:.3g}, more than 3× the {high:g} "
+                        f"{product} = {dose:.3g}, more than 3× the {high:g} "
                         "this preset intends: expect a fried LoRA (burnt colours, every output looking like the dataset).",
                         "lower learning_rate or train fewer epochs", key="learning_rate")]
     if dose < low / 3:
         return [finding("params/lr-steps-too-low", "warning", GATE,
-                        f"learning rate {lr:g} × {ctx.steps.total_steps} steps = {dose:.3g}, under a third of the {low:g} "
+                        f"{product} = {dose:.3g}, under a third of the {low:g} "
                         "this preset intends: the LoRA will likely learn nothing visible.",
                         "raise learning_rate or train more epochs", key="learning_rate")]
     return []

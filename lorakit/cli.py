@@ -27,7 +27,8 @@ class LorakitGroup(click.Group):
 
             err = console(stderr=True)
             print_findings(err, [f for f in exc.findings if f.level == "error"])
-            click.echo(f"lorakit: {exc.render()} Fix the errors above, or pass --force to write the plan anyway.", err=True)
+            hint = exc.fix or "Fix the errors above, or pass --force to write the plan anyway."
+            click.echo(f"lorakit: {exc.message.rstrip()} {hint}", err=True)
             ctx.exit(exc.exit_code)
         except LorakitError as exc:
             click.echo(f"lorakit: {exc.render()}", err=True)
@@ -179,11 +180,16 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
 @click.option("--force", is_flag=True, help="Write even with gate errors, and replace an existing plan (kept in .lorakit-history/).")
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json instead of the summary.")
 @click.option("--explain", is_flag=True, help="Show every value with its source and reason.")
+@click.option("--fit", "fit_mode", type=click.Choice(["speed", "memory", "off"]), default="speed", show_default=True,
+              help="Fit what you did not --set to the GPU: the fastest settings that fit, the least memory, or nothing.")
+@click.option("--explain-vram", is_flag=True, help="Show the VRAM estimate component by component.")
 @click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout launch.sh should use.")
 @click.option("--python", help="The trainer's Python launch.sh should use.")
+@click.option("--from-kohya-gui", "from_kohya_gui", type=PATH, metavar="FILE",
+              help="Start from a Kohya SS GUI LoRA config (JSON), applied right after the SDXL base.")
 @presets_dir_option
 def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, name, force, as_json, explain,
-         sd_scripts, python, presets_dirs) -> None:
+         fit_mode, explain_vram, sd_scripts, python, from_kohya_gui, presets_dirs) -> None:
     """Check DATASET, resolve presets and overrides, fit the GPU, and write a plan folder for sd-scripts."""
     from lorakit.findings import has_errors
     from lorakit.plan import PlanRequest, make_plan, write_plan
@@ -191,7 +197,7 @@ def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, na
     request = PlanRequest(
         dataset=dataset, presets=list(preset_names), overrides=list(overrides), reg=reg, token=token,
         target_gpu=target_gpu, out=out, name=name, force=force, presets_dirs=list(presets_dirs),
-        sd_scripts=sd_scripts, python=python,
+        sd_scripts=sd_scripts, python=python, fit=fit_mode, from_kohya_gui=from_kohya_gui,
     )
     result = make_plan(request)
     write_plan(result, force=force)
@@ -200,9 +206,80 @@ def plan(dataset: Path, preset_names, overrides, reg, token, target_gpu, out, na
     else:
         from lorakit.summary import console, print_plan
 
-        print_plan(console(), result.plan, explain=explain)
+        print_plan(console(), result.plan, explain=explain, explain_vram=explain_vram)
     if has_errors(result.plan.findings):
         sys.exit(1)
+
+
+# --- calibrate ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("plans", nargs=-1, required=True, type=PATH)
+@click.option("--file", "path", type=PATH, help="The calibration file (default: $LORAKIT_CALIBRATION, else "
+              "~/.config/lorakit/calibration.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def calibrate(plans: tuple[Path, ...], path: Path | None, as_json: bool) -> None:
+    """Measure the estimator's overhead and efficiency for each GPU from launched PLANS (their run.json)."""
+    from lorakit.calibration import calibrate as run_calibration
+
+    update = run_calibration(list(plans), path)
+    if as_json:
+        _emit_json({"file": str(update.path), "gpus": {k: v.model_dump() for k, v in update.after.items()},
+                    "runs": [{"plan": str(r.plan_dir), "gpu": r.gpu, "overhead_gib": r.overhead_gib,
+                              "efficiency": r.efficiency, "skipped": r.skipped} for r in update.runs]})
+        return
+    from lorakit.summary import console, print_calibration
+
+    print_calibration(console(), update)
+
+
+# --- Kohya SS GUI ---------------------------------------------------------------------------------
+
+@cli.group("export")
+def export_group() -> None:
+    """Write a plan in another tool's format."""
+
+
+@export_group.command("kohya-gui")
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+@click.option("-o", "--output", type=PATH, help="The JSON file to write (default: PLAN/kohya_gui.json).")
+@click.option("--gui-version", type=click.Choice(["master", "v26", "v25", "v24"]), default="master", show_default=True,
+              help="The GUI release to write for: its set of LoRA keys and the values it accepts.")
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+def export_kohya_gui(plan_dir: Path, output: Path | None, gui_version: str, force: bool) -> None:
+    """Write PLAN as a Kohya SS GUI LoRA config that trains the same run (open it with Load in the GUI)."""
+    from lorakit.kohya_gui.export import default_output, export_plan, write_export
+    from lorakit.plan import load_plan
+    from lorakit.summary import console, print_findings
+
+    plan_data = load_plan(plan_dir)
+    exported = export_plan(plan_data, gui_version)
+    path = write_export(exported, output or default_output(plan_data), force=force)
+    out = console()
+    print_findings(out, exported.findings)
+    click.echo(f"Wrote {path} (Kohya SS GUI {gui_version}, {len(exported.config)} keys). In the GUI: LoRA → "
+               "Training → Configuration → type the path into 'Load/Save Config file' and press Load.")
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Turn another tool's config into a lorakit preset."""
+
+
+@import_group.command("kohya-gui")
+@click.argument("file", type=PATH)
+@click.option("-o", "--output", type=PATH, metavar="PRESET.toml",
+              help="The preset file to write (default: kohya-NAME.toml in your presets folder); never overwritten.")
+def import_kohya_gui(file: Path, output: Path | None) -> None:
+    """Read a Kohya SS GUI LoRA config (JSON) as the GUI does and write it as a lorakit preset."""
+    from lorakit.kohya_gui.importer import default_preset_path, import_gui_config, write_preset
+    from lorakit.summary import console, print_findings
+
+    imported = import_gui_config(file)
+    path = write_preset(imported, output or default_preset_path(file))
+    print_findings(console(), imported.findings)
+    click.echo(f"Wrote {path}: {len(imported.entries)} value(s) that differ from sdxl-base.")
+    click.echo(f"Next: lorakit plan DATASET --preset {path.stem}" + ("" if output is None else f" --presets-dir {path.parent}"))
 
 
 # --- dataset --------------------------------------------------------------------------------------
@@ -269,6 +346,182 @@ def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, 
     if done.copied_instead_of_linked:
         click.echo(f"{done.copied_instead_of_linked} file(s) were copied: hard links cannot cross file systems.")
     click.echo(f"Next: lorakit plan {done.folder.parent}")
+
+
+# --- the Hugging Face Hub -------------------------------------------------------------------------
+
+@cli.command("fetch-model")
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+def fetch_model(plan_dir: Path) -> None:
+    """Download PLAN's base model, VAE and sd-scripts' tokenizers into the Hugging Face cache.
+
+    Uses huggingface_hub's own progress bars and cache (HF_HOME, HF_HUB_CACHE); what is cached
+    already is not downloaded again. Prints the paths sd-scripts will be given and each file's SHA-256.
+    """
+    from lorakit.fetch import ensure_local
+    from lorakit.modelsource import ROLE_LABEL, human_bytes
+    from lorakit.plan import load_plan
+
+    models = ensure_local(load_plan(plan_dir))
+    for model in models.all():
+        what = ROLE_LABEL[model.role]
+        how = "downloaded" if model.downloaded else "already here"
+        click.echo(f"{what} {model.value}: {how}, {human_bytes(model.bytes)}\n  {model.path}\n  sha256 {model.sha256}")
+    click.echo(f"Next: lorakit launch {plan_dir}")
+
+
+@cli.command()
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+@click.option("--repo", "repo_id", required=True, metavar="USER/NAME", help="The Hub model repo to push to (created if missing).")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--file", "lora_file", type=PATH, help="Push this LoRA file instead of the run's final one (e.g. an epoch save).")
+@click.option("--license", "license_id", metavar="ID", help="The card's licence (default: the base model's, openrail++ for SDXL 1.0).")
+@click.option("--base-model", metavar="REPO_ID", help="The base model's Hub id, when training used a local file.")
+@click.option("--dry-run", is_flag=True, help="Print the model card and the files; upload nothing.")
+def push(plan_dir: Path, repo_id: str, private: bool, lora_file: Path | None, license_id: str | None,
+         base_model: str | None, dry_run: bool) -> None:
+    """Upload PLAN's trained LoRA, its latest samples and a model card (README.md) to the Hub.
+
+    The LoRA is the run's final file (from run.json, else where the plan predicts it). The token is
+    HF_TOKEN or your `hf auth login`; it is never printed or written.
+    """
+    from lorakit.modelsource import human_bytes
+    from lorakit.push import PushRequest
+    from lorakit.push import push as push_to_hub
+
+    result = push_to_hub(PushRequest(plan_dir=plan_dir, repo_id=repo_id, private=private, file=lora_file,
+                                     license_id=license_id, base_model=base_model, dry_run=dry_run))
+    if dry_run:
+        click.echo(result.card)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    verb = "Would upload" if dry_run else "Uploaded"
+    for upload in result.uploads:
+        click.echo(f"{verb} {upload.path_in_repo} ({human_bytes(upload.bytes)})")
+    if result.url:
+        click.echo(f"Pushed to {result.url}" + (f" ({result.commit_url})" if result.commit_url else ""))
+
+
+# --- doctor, launch, runs, logs -------------------------------------------------------------------
+
+trainer_options = [
+    click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout (default: $LORAKIT_SD_SCRIPTS, then vendor/sd-scripts)."),
+    click.option("--python", help="The trainer's Python (default: $LORAKIT_PYTHON, then lorakit's own)."),
+    click.option("--gpus", help="GPU ids for accelerate's --gpu_ids, e.g. 0 or 0,1 (default: the plan's gpu_ids)."),
+    click.option("--cpu", is_flag=True, help="Train on the CPU even if CUDA is there (chosen anyway when it is not)."),
+]
+
+
+def with_trainer_options(function):
+    for option in reversed(trainer_options):
+        function = option(function)
+    return function
+
+
+@cli.command()
+@click.argument("plan_dir", metavar="[PLAN]", type=PATH, required=False)
+@with_trainer_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def doctor(plan_dir: Path | None, sd_scripts, python, gpus, cpu, as_json: bool) -> None:
+    """Gate 4: check sd-scripts, the trainer's Python and packages, CUDA, the base model and disk (for PLAN)."""
+    from lorakit.doctor import DoctorOptions, run_doctor
+    from lorakit.plan import load_plan
+
+    plan = load_plan(plan_dir) if plan_dir is not None else None
+    report = run_doctor(plan, DoctorOptions(sd_scripts, python, gpus, cpu))
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        from lorakit.summary import console, print_doctor
+
+        print_doctor(console(), report)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("plan_dir", metavar="PLAN", type=PATH)
+@with_trainer_options
+@click.option("--resume", is_flag=True, help="Continue from the newest saved state (*-state folder) in the output folder.")
+@click.option("--fresh", is_flag=True, help="Start again; earlier outputs, log and run.json move to PLAN/previous/TIME/.")
+@click.option("--dry-run", is_flag=True, help="Check everything and print the exact command and environment; start nothing.")
+@click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
+@click.option("--plain", is_flag=True, help="Plain progress lines instead of a bar (the default without a terminal).")
+@click.option("--every", default=30.0, show_default=True, metavar="SECONDS", help="Seconds between plain progress lines.")
+def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run, no_tensorboard, plain, every) -> None:
+    """Train PLAN with sd-scripts through accelerate, watch it live, and record the run in PLAN/run.json.
+
+    Ctrl-C (or SIGTERM) stops the trainer cleanly: its process group gets SIGINT, then SIGTERM, then
+    SIGKILL; press Ctrl-C again to escalate at once. Exit code 0 when the run succeeded, 1 when it
+    failed (with a diagnosis and what to do), 130 when it was interrupted.
+    """
+    from lorakit.launch import LaunchOptions, Stopper, prepare_launch, run_plan, stop_on_signals
+    from lorakit.summary import console
+
+    options = LaunchOptions(sd_scripts=sd_scripts, python=python, gpus=gpus, cpu=cpu, resume=resume, fresh=fresh,
+                            tensorboard=not no_tensorboard)
+    out = console()
+    if dry_run:
+        from lorakit.summary import print_setup
+
+        print_setup(out, prepare_launch(plan_dir, options, check_outputs=False))
+        return
+    from lorakit.display import make_display
+    from lorakit.errors import LaunchError
+    from lorakit.launch import log_tail
+    from lorakit.summary import print_run
+
+    display = make_display(out, plain=True if plain else None, every_s=every)
+    stopper = Stopper()
+    try:
+        with stop_on_signals(stopper):
+            record = run_plan(plan_dir, options, on_event=display, stopper=stopper)
+    finally:
+        display.close()
+    print_run(out, record)
+    if record.state == "failed":
+        raise LaunchError(f"training failed: {record.diagnosis}.", command=record.command,
+                          log_tail=log_tail(Path(record.log)) if record.log else "", fix=record.suggestion)
+    if record.state == "interrupted":
+        sys.exit(130)
+
+
+@cli.command()
+@click.argument("root", metavar="[DIR]", type=PATH, default=Path("plans"))
+@click.option("--json", "as_json", is_flag=True, help="Print the run records as JSON.")
+def runs(root: Path, as_json: bool) -> None:
+    """A table of the runs under DIR (plan folders, their previous/ runs; default plans/)."""
+    from lorakit.runrecord import find_runs
+
+    found = find_runs(root)
+    if as_json:
+        _emit_json([{"record": str(path)} | record.model_dump() for path, record in found])
+        return
+    if not found:
+        click.echo(f"No runs under {root} (a run leaves PLAN/run.json).")
+        return
+    from lorakit.summary import console, runs_table
+
+    console(wide=True).print(runs_table(found))
+
+
+@cli.command()
+@click.argument("logfile", type=PATH)
+@click.option("--tensorboard", type=PATH, metavar="DIR", help="Write lorakit's TensorBoard summaries of the log into DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def logs(logfile: Path, tensorboard: Path | None, as_json: bool) -> None:
+    """Read an sd-scripts console log (lorakit's train.log, or one saved from a GUI run): steps, loss, errors."""
+    from lorakit.logfile import read_log
+
+    report = read_log(logfile, tensorboard)
+    if as_json:
+        import dataclasses
+
+        _emit_json(dataclasses.asdict(report))
+        return
+    from lorakit.summary import console, print_log_report
+
+    print_log_report(console(), report)
 
 
 # --- batch ----------------------------------------------------------------------------------------

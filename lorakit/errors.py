@@ -48,8 +48,8 @@ class GateError(LorakitError):
 
     exit_code = 1
 
-    def __init__(self, message: str, findings: Sequence[object] = ()):
-        super().__init__(message)
+    def __init__(self, message: str, findings: Sequence[object] = (), *, fix: str | None = None):
+        super().__init__(message, fix=fix)
         self.findings = list(findings)
 
 

@@ -19,13 +19,17 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit import SD_SCRIPTS_COMMIT, __version__
 from lorakit.buckets import BucketSettings
+from lorakit.calibration import Assumptions, assumptions_for
 from lorakit.check import CheckContext, check_parameters
 from lorakit.dataset import DatasetScan, Subset, scan_dataset
 from lorakit.errors import GateError, UserError
+from lorakit.estimate import TimeReport, VramReport, setup_from_values, time_report, vram_report
 from lorakit.findings import Finding, finding, has_errors, sort_findings
-from lorakit.fit import choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.hardware import check_hardware
+from lorakit.modelsource import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.presets import PresetRegistry
-from lorakit.probe import TargetGpu, choose_target
+from lorakit.probe import TargetGpu, choose_target, free_disk_gib
 from lorakit.prompts import sample_prompt_lines
 from lorakit.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.resolve import resolve
@@ -53,6 +57,8 @@ class PlanRequest:
     presets_dirs: list[Path] = field(default_factory=list)
     sd_scripts: str | None = None
     python: str | None = None
+    fit: str = "speed"  # speed | memory | off (lorakit.fit)
+    from_kohya_gui: Path | None = None  # a Kohya SS GUI config, applied as a preset right after the base
 
 
 class SubsetStats(BaseModel):
@@ -93,6 +99,7 @@ class Plan(BaseModel):
     presets: list[str]
     notes: list[str]
     target: TargetGpu
+    model: ModelSection
     dataset: DatasetStats
     total_steps: int
     epochs: int
@@ -105,6 +112,8 @@ class Plan(BaseModel):
     findings: list[Finding]
     command: list[str]
     files: list[str]
+    vram: VramReport | None = None
+    time: TimeReport | None = None
 
     @property
     def value_set(self) -> Values:
@@ -141,14 +150,23 @@ def _plan_name(request: PlanRequest) -> str:
 
 def make_plan(request: PlanRequest) -> PlanResult:
     registry = PresetRegistry(request.presets_dirs)
-    resolution = resolve(registry, request.presets, request.overrides)
+    gui = None
+    if request.from_kohya_gui is not None:
+        from lorakit.kohya_gui.importer import import_gui_config
+
+        gui = import_gui_config(request.from_kohya_gui)
+    resolution = resolve(registry, request.presets, request.overrides, imported=[gui.preset()] if gui else [])
     values = resolution.values
+    if request.fit not in FIT_MODES:
+        raise UserError(f"--fit {request.fit!r} is not one of {', '.join(FIT_MODES)}.", fix="--fit speed (the default)")
     target = choose_target(request.target_gpu)
-    _, fit_findings = fit_to_gpu(values, target, registry)
+    assumptions = assumptions_for(target)
     name = _plan_name(request)
     plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
 
-    data = analyse_dataset(values, request.dataset, request.reg, request.token)
+    train, reg = scan_folders(values, request.dataset, request.reg, request.token)
+    fit = fit_to_gpu(values, target, assumptions, mode=request.fit, images=train.image_count + (reg.image_count if reg else 0))
+    data = analyse_scans(values, train, reg)
     subsets, steps = data.subsets, data.steps
 
     _set_plan_paths(values, plan_dir, name)
@@ -172,8 +190,13 @@ def make_plan(request: PlanRequest) -> PlanResult:
         sample_at_first=bool(values["sample_at_first"]),
     ) if values["sample_prompts"] else []
 
-    findings = data.train.findings + (data.reg.findings if data.reg else []) + fit_findings
-    findings += check_parameters(data.context(values, target, resolution.required))
+    findings = data.train.findings + (data.reg.findings if data.reg else []) + fit.findings
+    context = data.context(values, target, resolution.required, saves=saves, assumptions=assumptions,
+                           disk_free_gib=free_disk_gib(Path(values["output_dir"])))
+    findings += check_parameters(context) + check_hardware(context)
+    models, model_findings = resolve_models(values, plan_dir=plan_dir)
+    findings += model_findings
+    findings += gui.findings if gui else []
     if steps.total_steps == 0 and not has_errors(findings):
         findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
                                 "check the dataset folder"))
@@ -190,6 +213,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         presets=[p.name for p in resolution.presets],
         notes=resolution.notes,
         target=target,
+        model=models,
         dataset=data.stats(),
         total_steps=steps.total_steps,
         epochs=steps.epochs,
@@ -202,9 +226,10 @@ def make_plan(request: PlanRequest) -> PlanResult:
         findings=sort_findings(findings),
         command=trainer_command(python, sd_scripts, config_path, values),
         files=[],
+        **estimates(values, target, assumptions, steps.total_steps, request.fit),
     )
     files = {
-        "config.toml": render_config(plan, values, config_path),
+        "config.toml": render_config(plan, trainer_values(values, models), config_path),
         "dataset.toml": render_dataset(plan, values, subsets),
         "launch.sh": render_launch(plan, plan_dir=plan_dir, command=plan.command),
     }
@@ -223,8 +248,8 @@ class DatasetAnalysis:
     repeats: list[int]
     steps: StepMath
 
-    def context(self, values: Values, target: TargetGpu | None, required: list[str]) -> CheckContext:
-        return CheckContext(values, self.train, self.reg, self.repeats, self.steps, target, required)
+    def context(self, values: Values, target: TargetGpu | None, required: list[str], **hardware) -> CheckContext:
+        return CheckContext(values, self.train, self.reg, self.repeats, self.steps, target, required, **hardware)
 
     def stats(self) -> DatasetStats:
         return DatasetStats(
@@ -250,14 +275,39 @@ class DatasetAnalysis:
         )
 
 
-def analyse_dataset(values: Values, dataset: Path, reg_dir: Path | None, token: str | None) -> DatasetAnalysis:
-    """Scan the folders (Gate 1), choose repeats for flat folders, and count steps as sd-scripts will."""
+def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total_steps: int, fit: str) -> dict:
+    """plan.json's `vram` and `time` for the final values."""
+    setup = setup_from_values(values)
+    where = f"calibrated in {assumptions.source}"
+    overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (performance facts §5.3)"
+    efficiency = where if assumptions.time_calibrated else "assumed (performance facts §6)"
+    return {
+        "vram": vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
+                            vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
+                            overhead_source=overhead, fit=fit),
+        "time": time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
+                            total_steps=total_steps, efficiency_source=efficiency),
+    }
+
+
+def scan_folders(values: Values, dataset: Path, reg_dir: Path | None, token: str | None) -> tuple[DatasetScan, DatasetScan | None]:
+    """Gate 1: read the training (and regularisation) folders as sd-scripts will."""
     train = scan_dataset(dataset, caption_extension=values["caption_extension"], token=token,
                          enable_wildcard=values["enable_wildcard"])
     reg = None
     if reg_dir is not None:
         reg = scan_dataset(reg_dir, caption_extension=values["caption_extension"], is_reg=True,
                            enable_wildcard=values["enable_wildcard"])
+    return train, reg
+
+
+def analyse_dataset(values: Values, dataset: Path, reg_dir: Path | None, token: str | None) -> DatasetAnalysis:
+    """Scan the folders (Gate 1), choose repeats for flat folders, and count steps as sd-scripts will."""
+    return analyse_scans(values, *scan_folders(values, dataset, reg_dir, token))
+
+
+def analyse_scans(values: Values, train: DatasetScan, reg: DatasetScan | None) -> DatasetAnalysis:
+    """Choose repeats for flat folders and count steps as sd-scripts will."""
     subsets = train.subsets + (reg.subsets if reg else [])
     if values.user_set("max_train_steps") and not values.user_set("max_train_epochs"):
         values.set("max_train_epochs", None, "auto:max_train_steps-set",
@@ -351,6 +401,7 @@ def write_plan(result: PlanResult, *, force: bool = False) -> Path:
     for name, text in result.files.items():
         _atomic_write(plan_dir / name, text)
     os.chmod(plan_dir / "launch.sh", 0o755)
+    make_links(result.plan.model)
     return plan_dir
 
 

@@ -13,6 +13,7 @@ and from `--presets-dir`, later folders shadowing earlier ones. A preset file:
 
     [values]
     network_dim = { value = 16, from = "seed 004 · Network Rank" }   # or plainly: network_dim = 16
+    seed = { unset = true, from = "why" }    # leave the key unset (sd-scripts' default), like --set seed=none
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lorakit import tomlio
 from lorakit.errors import ConfigError, UserError
-from lorakit.resources import presets_dir
+from lorakit.resources import presets_dir, user_config_dir
 from lorakit.schema import RESERVED_KEYS, ValueProblem, coerce, spec_for
 
 BASE_PRESET = "sdxl-base"
@@ -46,8 +47,9 @@ class PresetHeader(BaseModel):
 class PresetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    value: Any
+    value: Any = None
     from_: str = Field("", alias="from")
+    unset: bool = False
 
 
 @dataclass
@@ -66,8 +68,7 @@ class Preset:
 def user_presets_dir() -> Path:
     if os.environ.get("LORAKIT_PRESETS_DIR"):
         return Path(os.environ["LORAKIT_PRESETS_DIR"]).expanduser()
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config_home / "lorakit" / "presets"
+    return user_config_dir() / "presets"
 
 
 class PresetRegistry:
@@ -180,6 +181,9 @@ def load_preset(path: Path, *, builtin: bool = False) -> Preset:
             except ValidationError:
                 problems.append(f"{key}: write `{key} = VALUE` or `{key} = {{ value = VALUE, from = \"why\" }}`")
                 continue
+        if entry.unset != (entry.value is None):
+            problems.append(f"{key}: give either a value or `unset = true`")
+            continue
         try:
             spec = spec_for(key)
             if key in RESERVED_KEYS:

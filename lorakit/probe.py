@@ -76,9 +76,14 @@ def probe(disk_path: Path | None = None) -> HostInfo:
         ram_total_gib=memory.total / GIB,
         ram_available_gib=memory.available / GIB,
         cpu_count=psutil.cpu_count() or 1,
-        disk_free_gib=shutil.disk_usage(where).free / GIB,
+        disk_free_gib=free_disk_gib(where),
         disk_path=str(where),
     )
+
+
+def free_disk_gib(path: Path) -> float:
+    """Free space on the disk that holds `path` (or would, once its missing folders are made)."""
+    return shutil.disk_usage(_existing_parent(path)).free / GIB
 
 
 def _existing_parent(path: Path) -> Path:

@@ -38,8 +38,8 @@ def sample_prompt_lines(values: Values, subsets: list[Subset]) -> list[str]:
             if len(lines) >= MAX_PROMPTS:
                 return lines
             prompt = _clean(prefix + template.replace("{tokens}", subject)).strip(" ,")
-            if not prompt:
-                continue
+            if not prompt or any(line.startswith(prompt + " --") for line in lines):
+                continue  # a template without {tokens} gives the same prompt for every subject
             options = f" --w {width} --h {height} --d {seed + len(lines)} --l {values['sample_cfg']:g} --s {values['sample_steps']}"
             if negative:
                 options = f" --n {_clean(negative)}" + options

@@ -1,11 +1,13 @@
-"""Render the plan folder's files from the Jinja templates in `templates/`.
+"""Render the plan folder's files (and the Hub model card) from the Jinja templates in `templates/`.
 
-Templates hold layout and comments; every value goes through the `toml` filter (tomli-w) or
-`shquote` (shlex), so paths with quotes, spaces or non-ASCII characters stay valid.
+Templates hold layout and comments; every value goes through the `toml` filter (tomli-w),
+`shquote` (shlex), `yaml`, `md_code` or `pystr`, so paths with quotes, spaces or non-ASCII characters stay valid.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 from dataclasses import dataclass
 from functools import cache
@@ -73,7 +75,23 @@ def environment():
     env.filters["comment"] = _comment
     env.filters["shquote"] = lambda v: shlex.quote(str(v))
     env.filters["shjoin"] = lambda argv: shlex.join(str(a) for a in argv)
+    env.filters["yaml"] = _yaml
+    env.filters["md_code"] = _md_code
+    env.filters["pystr"] = lambda v: repr(str(v))
     return env
+
+
+def _yaml(value: Any) -> str:
+    # JSON is YAML: a JSON scalar or list is a valid YAML flow value, quoted and escaped correctly.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _md_code(value: Any) -> str:
+    """Inline Markdown code that survives backticks in the text (CommonMark: a longer fence)."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def render(template: str, **context: Any) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lorakit.errors import ConfigError
-from lorakit.presets import Preset, PresetRegistry
+from lorakit.presets import BASE_PRESET, Preset, PresetRegistry
 from lorakit.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
 from lorakit.values import USER_SOURCE, Values
 
@@ -49,8 +49,15 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, object], list[str]]
     return values, problems
 
 
-def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Sequence[str]) -> Resolution:
+def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Sequence[str],
+            imported: Sequence[Preset] = ()) -> Resolution:
+    """`imported` presets (built in memory, e.g. from a Kohya GUI config) come right after the base."""
     presets = registry.chain(list(preset_names))
+    if imported:
+        if presets[0].name != BASE_PRESET:
+            raise ConfigError([f"an imported config builds on {BASE_PRESET}; it cannot be combined with the base "
+                               f"preset {presets[0].name}"], context="the presets")
+        presets = [presets[0], *imported, *presets[1:]]
     parsed, problems = parse_overrides(overrides)
     if problems:
         raise ConfigError(problems, context="the --set options")

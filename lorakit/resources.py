@@ -7,6 +7,7 @@ the package (`lorakit/templates`, `lorakit/presets`, see pyproject.toml), so bot
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def templates_dir() -> Path:
 
 def presets_dir() -> Path:
     return _shipped_dir("presets")
+
+
+def user_config_dir() -> Path:
+    """lorakit's per-user folder: `$XDG_CONFIG_HOME/lorakit`, else `~/.config/lorakit`."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "lorakit"
 
 
 def repo_root() -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorakit.findings import Finding
@@ -9,6 +10,8 @@ from lorakit.findings import Finding
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from lorakit.calibration import CalibrationUpdate
+    from lorakit.modelsource import ModelSection
     from lorakit.plan import Plan
     from lorakit.presets import Preset
     from lorakit.probe import HostInfo
@@ -25,10 +28,14 @@ HEADLINE_KEYS = (
 )
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False, *, wide: bool = False) -> Console:
+    """A console for people; `wide` tables are not squeezed to 80 columns when the output is not a terminal."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if wide and not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    return out
 
 
 def show(value: Any) -> str:
@@ -117,7 +124,70 @@ def subsets_table(plan_dataset: Any):
     return table
 
 
-def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True) -> None:
+def estimate_lines(plan: Plan) -> list[str]:
+    """The VRAM estimate against the budget, and the ETA."""
+    lines = []
+    vram, time = plan.vram, plan.time
+    if vram is not None:
+        verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
+        lines.append(f"VRAM: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
+                     f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
+    if time is not None and time.seconds_per_step is not None:
+        where = "calibrated" if time.calibrated else f"assumed {time.mfu:.0%} of {time.peak_tflops:g} TFLOP/s"
+        lines.append(f"ETA: ~{time.seconds_per_step:.2f} s/step × {plan.total_steps} steps ≈ [bold]{_hours(time.total_hours)}[/] "
+                     f"of training ({where})")
+    elif time is not None:
+        lines.append("ETA: unknown (the GPU is not in the catalog, so its peak FLOP/s is unknown)")
+    return lines
+
+
+def _hours(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def vram_table(plan: Plan):
+    """Each component of the VRAM estimate with how it was counted (`lorakit plan --explain-vram`)."""
+    from rich.table import Table
+
+    from lorakit.estimate import estimate_vram, explain_vram, setup_from_values
+
+    vram = plan.vram
+    setup = setup_from_values(plan.value_set)
+    breakdown = estimate_vram(setup, vram.components["cuda_overhead"])
+    table = Table(title=f"VRAM estimate on {plan.target.name}", show_edge=False, pad_edge=False)
+    table.add_column("component", style="bold", no_wrap=True)
+    table.add_column("GiB", justify="right")
+    table.add_column("how", style="dim", overflow="fold")
+    for name, gib, how in explain_vram(setup, breakdown, vram.overhead_source):
+        table.add_row(name, f"{gib:.2f}", how)
+    table.add_row("[bold]estimate[/]", f"[bold]{vram.estimate_gib:.2f}[/]", "peak of one training step")
+    table.add_row("budget", f"{vram.budget_gib:.2f}", f"{vram.vram_total_gib:.1f} GiB less the 20% safety margin (free VRAM, if less)")
+    return table
+
+
+def print_calibration(out: Console, update: CalibrationUpdate) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    runs = Table(title="runs", show_edge=False, pad_edge=False)
+    for column in ("plan", "GPU", "overhead GiB", "efficiency", "not derived"):
+        runs.add_column(column, overflow="fold")
+    for r in update.runs:
+        runs.add_row(escape(str(r.plan_dir)), r.gpu or "", "" if r.overhead_gib is None else f"{r.overhead_gib:.2f}",
+                     "" if r.efficiency is None else f"{r.efficiency:.1%}", escape("; ".join(r.skipped)))
+    out.print(runs)
+    changed = [gpu for gpu in update.after if update.after[gpu] != update.before.get(gpu)]
+    if not changed:
+        out.print(f"Nothing to calibrate; {escape(str(update.path))} is unchanged.", soft_wrap=True)
+        return
+    for gpu in changed:
+        new, old = update.after[gpu], update.before.get(gpu)
+        was = f" (was {old.overhead_gib} GiB, {old.efficiency})" if old else ""
+        out.print(f"{gpu}: overhead {new.overhead_gib} GiB, efficiency {new.efficiency} at batch 1{was}")
+    out.print(f"Wrote {escape(str(update.path))}; `lorakit plan` uses it from now on.", soft_wrap=True)
+
+
+def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True, explain_vram: bool = False) -> None:
     from rich.markup import escape
 
     values = plan.value_set
@@ -125,6 +195,8 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
     out.print(f"GPU: {escape(target.name)} ({target.source}), {target.vram_total_gib:.1f} GiB, "
               f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
+    for line in model_lines(plan.model):
+        out.print(escape(line))
     out.print(subsets_table(plan.dataset))
     for line in step_lines(plan.step_math):
         out.print(line)
@@ -133,6 +205,10 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     if plan.sample_steps:
         shown = ", ".join(str(s) for s in plan.sample_steps[:8]) + (" …" if len(plan.sample_steps) > 8 else "")
         out.print(f"samples at steps: {shown}")
+    for line in estimate_lines(plan):
+        out.print(line)
+    if explain_vram and plan.vram is not None:
+        out.print(vram_table(plan))
     for note in plan.notes:
         out.print(f"[dim]note:[/] {escape(note)}")
     keys = None if explain else [k for k in HEADLINE_KEYS if k in values]
@@ -142,6 +218,17 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     if written:
         out.print(f"\nWrote {', '.join(plan.files)} to [bold]{escape(plan.plan_dir)}[/]")
         out.print(f"Next: lorakit launch {escape(plan.plan_dir)}")
+
+
+def model_lines(section: ModelSection) -> list[str]:
+    """One line per model input: what it is and whether it is cached, local or still to download."""
+    from lorakit.modelsource import status_line
+
+    lines = [f"{s.label}: {s.reference} — {status_line(s)}" for s in (section.base, section.vae) if s is not None]
+    waiting = [s.value for s in section.tokenizers if s.status == "download"]
+    if waiting:
+        lines.append(f"tokenizers: {', '.join(waiting)} not in the Hub cache; sd-scripts downloads them when it starts")
+    return lines
 
 
 def print_probe(out: Console, host: HostInfo) -> None:
@@ -174,3 +261,127 @@ def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> No
         origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")
         table.add_row(p.name + origin, p.header.kind, ", ".join(p.header.extends), p.description)
     out.print(table)
+
+
+def _gib(value: float | None) -> str:
+    return f"{value:.1f} GiB" if value is not None else "–"
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}"
+
+
+def loss_text(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "nan" if value != value else f"{value:.4f}"
+
+
+STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
+
+
+def print_doctor(out: Console, report: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}")
+    out.print(f"trainer Python: {escape(report.python)} ({report.python_found_by})"
+              + (f", Python {report.python_version}" if report.python_version else ""))
+    if report.packages:
+        out.print("packages: " + ", ".join(f"{name} {version or '[red]missing[/]'}" for name, version in report.packages.items()))
+    out.print(f"CUDA devices: {report.cuda_devices}" + (" → training on the CPU (accelerate --cpu)" if report.cpu else ""))
+    if report.base_model:
+        out.print(f"base model: {escape(report.base_model)}")
+    if report.free_disk_gib is not None:
+        out.print(f"free disk for outputs: {report.free_disk_gib:.1f} GiB")
+    print_findings(out, report.findings)
+
+
+def print_run(out: Console, record: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"[{STATE_STYLE[record.state]}]{record.state}[/] — {escape(record.plan)}: "
+              f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'} steps, "
+              f"final loss {loss_text(record.last_loss)} (lowest {loss_text(record.min_loss)}), {duration_text(record.duration_s)}"
+              + (f", {record.seconds_per_step:.2f} s/step" if record.seconds_per_step else "")
+              + f", peak GPU memory {_gib(record.peak_vram_gib)}")
+    for output in record.outputs:
+        out.print(f"  {escape(output.path)} ({output.bytes / 1e6:.1f} MB, {len(output.metadata)} metadata keys)")
+    if record.diagnosis:
+        out.print(f"[bold]diagnosis:[/] {escape(record.diagnosis)}")
+    if record.suggestion:
+        out.print(f"[bold]next:[/] {escape(record.suggestion)}")
+    out.print(f"[dim]record: {escape(record.plan_dir)}/run.json · log: {escape(record.log or '')}"
+              + (f" · tensorboard --logdir {escape(str(Path(record.tensorboard).parent.parent))}" if record.tensorboard else "")
+              + "[/]")
+
+
+def runs_table(runs: list[tuple[Any, Any]]):
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("plan", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for column in ("steps", "loss", "time", "s/step", "VRAM"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("problem")
+    for path, record in runs:
+        earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
+        table.add_row(
+            record.plan + earlier, (record.started or "")[5:16].replace("T", " "),
+            f"[{STATE_STYLE[record.state]}]{record.state}[/]",
+            f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", loss_text(record.last_loss),
+            duration_text(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
+            _gib(record.peak_vram_gib), record.problem or "",
+        )
+    return table
+
+
+def print_log_report(out: Console, report: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"{escape(report.path)}: {report.steps_done}/{report.total_steps or '?'} steps"
+              + (f", epoch {report.epoch}/{report.epochs}" if report.epoch else "")
+              + f", final loss {loss_text(report.last_loss)} (lowest {loss_text(report.min_loss)})"
+              + (f", {report.seconds_per_step:.2f} s/step" if report.seconds_per_step else ""))
+    out.print(f"{len(report.checkpoints)} checkpoint(s) saved" + ("; model saved." if report.model_saved else "; no 'model saved.'"))
+    for problem in report.problems:
+        out.print(f"[bold red]{problem.kind}:[/] {escape(problem.message)}")
+    for error in report.errors:
+        out.print(f"[red]{escape(error)}[/]")
+    if report.tensorboard:
+        out.print(f"TensorBoard events written to {escape(report.tensorboard)} (tensorboard --logdir {escape(report.tensorboard)})")
+
+
+def command_lines(command: list[str]) -> list[list[str]]:
+    """A trainer command as people read it: `python -m module`, then one option (and its value) per line."""
+    lines = [command[:3]]
+    for word in command[3:]:
+        last = lines[-1]
+        if len(last) == 1 and last[0].startswith("--") and not word.startswith("--"):
+            last.append(word)
+        else:
+            lines.append([word])
+    return lines
+
+
+def print_setup(out: Console, setup: Any) -> None:
+    """What `launch --dry-run` shows: warnings, the environment lorakit sets, the exact command."""
+    import shlex
+
+    from rich.markup import escape
+
+    for warning in setup.warnings:
+        out.print(f"[yellow]WARNING[/] {escape(warning)}")
+    if setup.resume_from:
+        out.print(f"resumes from {escape(str(setup.resume_from))}")
+    out.print("environment (set by lorakit):")
+    for key, value in setup.env_changes.items():
+        out.print(f"  {escape(key)}={escape(shlex.quote(value))}", soft_wrap=True)
+    out.print("command:")
+    text = " \\\n".join("  " + " ".join(shlex.quote(w) for w in line) for line in command_lines(setup.command))
+    out.print(escape(text), soft_wrap=True)

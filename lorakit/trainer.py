@@ -39,6 +39,7 @@ def find_python(explicit: str | os.PathLike | None = None) -> tuple[str, str]:
 
 
 def accelerate_flags(values: Values, *, cpu: bool = False, gpu_ids: str | None = None) -> list[str]:
+    """accelerate's flags from the plan; all four that silence its "values were not passed" warning are given."""
     processes = values["num_processes"]
     machines = values["num_machines"]
     flags: list[str] = []
@@ -51,7 +52,8 @@ def accelerate_flags(values: Values, *, cpu: bool = False, gpu_ids: str | None =
         "--num_machines", str(machines),
         "--mixed_precision", values["mixed_precision"] or "no",
         "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", "1",
+        # OMP threads per process: 1 beside a GPU (sd-scripts' docs), every core when the CPU does the training
+        "--num_cpu_threads_per_process", str((os.cpu_count() or 1) if cpu else 1),
     ]
     ids = gpu_ids or values["gpu_ids"]
     if ids and not cpu:

@@ -42,16 +42,15 @@ def test_plan_writes_a_folder_sd_scripts_accepts(runner, character_dataset, tmp_
 
 def test_plan_json_has_the_step_math_values_and_findings(runner, character_dataset, tmp_path):
     out = tmp_path / "plan"
-    plan(runner, str(character_dataset), "--preset", "character", "--target-gpu", "rtx3060-12gb", "--out", str(out))
+    plan(runner, str(character_dataset), "--preset", "character", "--target-gpu", "rtx4090", "--out", str(out))
     data = json.loads((out / "plan.json").read_text())
-    # 20 images × 10 repeats over 3 buckets (10, 5, 5 images) at batch 2: 50 + 25 + 25 batches
-    assert data["batches_per_epoch"] == 100
+    # 20 images × 10 repeats over 3 buckets (10, 5, 5 images) at batch 4: 25 + 13 + 13 batches
+    assert data["batches_per_epoch"] == 51
     assert data["epochs"] == 12
-    assert data["total_steps"] == 1200
-    assert data["values"]["train_batch_size"] == {
-        "value": 2, "source": "auto:vram-table", "note": "12 GiB card: seed 000 · Batch Size · 2–3 for 12GB",
-        "replaced": [{"value": 1, "source": "preset:sdxl-base"}],
-    }
+    assert data["total_steps"] == 612
+    batch = data["values"]["train_batch_size"]
+    assert (batch["value"], batch["source"], batch["replaced"]) == (4, "auto:fit-speed", [{"value": 1, "source": "preset:sdxl-base"}])
+    assert "est. 12.2 of 19.2 GiB" in batch["note"]
     assert data["values"]["network_dim"]["source"] == "preset:character-standard"
     assert data["lorakit_version"]
     assert data["dataset"]["images"] == 20
@@ -252,7 +251,7 @@ def test_json_output_is_plan_json(runner, character_dataset, tmp_path):
 
 def test_explain_shows_sources_and_reasons(runner, character_dataset, tmp_path):
     result = plan(runner, str(character_dataset), "--target-gpu", "rtx4090", "--out", str(tmp_path / "p"), "--explain")
-    assert "auto:vram-table" in result.output
+    assert "auto:fit-speed" in result.output
     assert "seed 004" in result.output
 
 

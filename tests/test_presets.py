@@ -165,3 +165,19 @@ def test_pony_without_a_checkpoint_is_a_gate_error(runner, character_dataset, tm
     assert "clip skip 2" in ok.output
     assert "clip_skip" not in (tmp_path / "p" / "config.toml").read_text()
     assert "score_9" in (tmp_path / "p" / "sample_prompts.txt").read_text()
+
+
+def test_a_preset_can_unset_a_key_the_base_sets(tmp_path):
+    (tmp_path / "random-seed.toml").write_text(
+        '[preset]\nextends = ["sdxl-base"]\n\n[values]\nseed = { unset = true, from = "random seeds" }\n', encoding="utf-8")
+    values = resolve(PresetRegistry([tmp_path]), ["random-seed"], []).values
+    assert values["seed"] is None and values.source("seed") == "preset:random-seed"
+
+
+def test_an_entry_needs_a_value_or_unset(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[values]\nseed = { from = "no value" }\nnetwork_dim = { value = 4, unset = true }\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        PresetRegistry([tmp_path]).get("bad")
+    assert caught.value.problems == ["seed: give either a value or `unset = true`",
+                                     "network_dim: give either a value or `unset = true`"]

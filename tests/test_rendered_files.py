@@ -59,6 +59,7 @@ def test_golden_files(character_dataset, tmp_path, case):
     for name in sorted(set(result.plan.files) - {"plan.json"}):
         text = (out / name).read_text(encoding="utf-8")
         text = text.replace(str(character_dataset), "<DATASET>").replace(str(out), "<PLAN>")
+        text = text.replace(os.environ["LORAKIT_CACHE_DIR"], "<LORAKIT_CACHE>")
         text = text.replace(f"lorakit {__version__}", "lorakit <VERSION>")
         golden = GOLDEN / case / name
         if os.environ.get("LORAKIT_UPDATE_GOLDEN"):

@@ -3,4 +3,4 @@
 # `lorakit launch <PLAN>` also watches the run, writes TensorBoard
 # summaries and records run.json; `lorakit launch --python ... --sd-scripts ...` runs it elsewhere.
 set -euo pipefail
-exec /opt/venv/bin/python -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision fp16 --dynamo_backend no --num_cpu_threads_per_process 1 /opt/sd-scripts/sdxl_train_network.py --config_file <PLAN>/config.toml
+exec /opt/venv/bin/python -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no --num_cpu_threads_per_process 1 /opt/sd-scripts/sdxl_train_network.py --config_file <PLAN>/config.toml

@@ -1,0 +1,336 @@
+"""`lorakit import kohya-gui` and `lorakit plan --from-kohya-gui`: a GUI config as a lorakit preset.
+
+The config is read as the GUI loads it (`load`), turned into the sd-scripts arguments the GUI would
+train with (`launch.gui_run`), and those become lorakit values. The preset holds only what differs
+from the SDXL base (`extends = ["sdxl-base"]`), so the two together give sd-scripts the same run as the
+GUI. Keys the GUI leaves unset but the base sets are written as `{ unset = true }`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from lorakit.errors import UserError
+from lorakit.findings import Finding, finding, sort_findings
+from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
+from lorakit.kohya_gui.export import direct_keys
+from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
+from lorakit.kohya_gui.launch import NON_SDXL_TYPES, gui_run
+from lorakit.kohya_gui.load import GuiConfig, load_gui_config
+from lorakit.presets import BASE_PRESET, Preset, PresetEntry, PresetHeader, PresetRegistry
+from lorakit.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tuple
+
+GATE = 2
+# sd-scripts arguments in the GUI's TOML that a lorakit plan sets from its own folder and dataset.
+PLAN_OWNED = frozenset({"output_dir", "output_name", "logging_dir", "sample_prompts", "dynamo_backend", *RESERVED_KEYS})
+# Where an sd-scripts argument comes from in the GUI config, when it is not a field of the same name.
+ORIGIN = {
+    "network_module": "LoRA_type", "network_args": "LoRA_type and its network fields",
+    "network_train_unet_only": "text_encoder_lr 0", "network_train_text_encoder_only": "unet_lr 0",
+    "lr_warmup_steps": "lr_warmup / lr_warmup_steps", "max_train_steps": "max_train_steps / epoch",
+    "max_train_epochs": "max_train_epochs / epoch", "sdpa": "xformers", "xformers": "xformers",
+}
+# Base models for which the GUI unticks SDXL when they are loaded (common_gui V1/V2 model lists, facts §g.3).
+NOT_SDXL_MODELS = frozenset({"CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
+                             "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
+                             "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"})
+SAMPLE_OPTIONS = {"d": "sample_seed", "l": "sample_cfg", "s": "sample_steps", "n": "sample_negative_prompt"}
+# lorakit's learning-rate × steps check states a preset's intent; a GUI config states none.
+NO_INTENT = ("lr_steps_min", "lr_steps_max")
+
+
+@dataclass
+class GuiImport:
+    source: Path
+    values: dict[str, Any]  # every lorakit key the GUI config decides (None: left unset)
+    origins: dict[str, str]  # key → the GUI key(s) it came from
+    entries: dict[str, Any]  # the part of `values` that differs from the SDXL base
+    findings: list[Finding] = field(default_factory=list)
+
+    def preset(self) -> Preset:
+        """The config as an in-memory preset, applied right after the base like any other preset."""
+        header = PresetHeader(kind="user", extends=[BASE_PRESET],
+                              description=f"Imported from the Kohya GUI config {self.source.name}")
+        values = {k: PresetEntry(value=v, from_=self.origin(k), unset=v is None) for k, v in self.entries.items()}
+        return Preset(name=f"kohya-gui:{self.source.name}", path=self.source, builtin=False, header=header,
+                      values=values)
+
+    def origin(self, key: str) -> str:
+        return f"Kohya GUI {self.source.name} · {self.origins.get(key, key)}"
+
+
+def import_gui_config(path: Path) -> GuiImport:
+    config = load_gui_config(path)
+    findings = list(config.findings)
+    _require_sdxl(config, findings)
+    run = gui_run(config.values)
+    findings += _refusals(run.refusals)
+    extra, problems = command_line_values(run.extra_args)
+    if problems:
+        findings.append(finding("gui/bad-additional-parameters", "warning", GATE,
+                                "additional_parameters has arguments sd-scripts would reject: " + "; ".join(problems) + ".",
+                                "fix or remove them in the GUI config"))
+    origins = {arg: gui for gui, arg in direct_keys().items()} | ORIGIN | {k: "additional_parameters" for k in extra}
+    arguments = {**run.toml, **extra}
+    if arguments.get("wandb_run_name") == config.values["output_name"]:
+        del arguments["wandb_run_name"]  # the GUI's stand-in for an empty field
+    values = _sd_scripts_values(arguments, findings)
+    _base_model(values, config, findings)
+    _training_length(values, config, run.steps_from_folders, "max_train_steps" in extra or "max_train_epochs" in extra,
+                     findings)
+    values.update(_accelerate(config.values))
+    values.update(_samples(run.sample_prompts_text, values, findings))
+    values.update(dict.fromkeys(NO_INTENT))
+    findings += _rule_findings(config) + _missing_paths(config)
+    return GuiImport(source=path, values=values, origins=origins, entries=_delta(values), findings=sort_findings(findings))
+
+
+def _require_sdxl(config: GuiConfig, findings: list[Finding]) -> None:
+    c, given = config.values, config.given
+    others = [flag for flag in OTHER_MODEL_FLAGS if flag != "v_parameterization" and c[flag]]
+    if c["pretrained_model_name_or_path"] in NOT_SDXL_MODELS and "pretrained_model_name_or_path" in given:
+        others.append(f"the model {c['pretrained_model_name_or_path']}, for which the GUI unticks SDXL")
+    if others or c["LoRA_type"] in NON_SDXL_TYPES or ("sdxl" in given and not c["sdxl"]):
+        what = ", ".join(others) or (f"LoRA_type {c['LoRA_type']}" if c["LoRA_type"] in NON_SDXL_TYPES else "sdxl false")
+        raise UserError(f"{config.path} is not an SDXL LoRA config ({what}); lorakit trains SDXL LoRAs only.",
+                        fix="import a config with SDXL ticked, or train this one in the GUI")
+    if "sdxl" not in given:
+        c["sdxl"] = True
+        findings.append(finding("gui/sdxl-assumed", "warning", GATE,
+                                "the config does not say whether SDXL is ticked (a partial preset); lorakit assumed "
+                                "SDXL, while the GUI keeps the checkbox as it is.",
+                                "tick SDXL in the GUI when you apply this config there"))
+
+
+def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Finding]) -> None:
+    if "pretrained_model_name_or_path" not in config.given:
+        del values["pretrained_model_name_or_path"]  # a fresh GUI's SD 1.5 default is no model for an SDXL run
+        findings.append(finding("gui/no-base-model", "info", GATE,
+                                "the GUI config names no base model (GUI presets leave it out); the plan uses the SDXL "
+                                "base's model.", "--set pretrained_model_name_or_path=... for another SDXL model",
+                                key="pretrained_model_name_or_path"))
+        return
+    model = values["pretrained_model_name_or_path"] or ""
+    if model.lower().endswith(".safetensors") and not Path(model).expanduser().is_file():
+        findings.append(finding("gui/model-file", "warning", GATE,
+                                f"the base model {model} does not exist on this machine; the GUI unticks SDXL when it "
+                                "cannot open the file it was given.", "--set pretrained_model_name_or_path=PATH",
+                                key="pretrained_model_name_or_path"))
+
+
+def _missing_paths(config: GuiConfig) -> list[Finding]:
+    # The GUI refuses to start when one of these files or folders is missing (facts §c.5); so will sd-scripts.
+    missing = [f"{key} {config.values[key]!r}" for key in ("network_weights", "vae", "resume", "log_tracker_config")
+               if config.values[key] and not Path(config.values[key]).expanduser().exists()]
+    if not missing:
+        return []
+    return [finding("gui/missing-path", "warning", GATE,
+                    "the GUI config points at files or folders this machine does not have: " + "; ".join(missing) + ".",
+                    "copy them here and --set the new paths, or --set KEY=none to train without them")]
+
+
+def _refusals(refusals: dict[str, str]) -> list[Finding]:
+    # The plan supplies the folders, and _require_sdxl has dealt with the model family.
+    training = [why for key, why in refusals.items() if key not in ("output_dir", "train_data_dir", "sdxl")]
+    if not training:
+        return []
+    return [finding("gui/refused-run", "warning", GATE,
+                    "the GUI would refuse to start this run: " + "; ".join(training) + ".",
+                    "fix these values; lorakit's own checks below say what sd-scripts makes of them")]
+
+
+def _sd_scripts_values(arguments: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
+    specs = registry()
+    values: dict[str, Any] = {}
+    bad: list[str] = []
+    for name in sd_scripts_keys():
+        if name in PLAN_OWNED:
+            continue
+        value = arguments.get(name)
+        if name in UNSET_SPELLINGS and value == UNSET_SPELLINGS[name]:
+            value = None
+        if value is None and specs[name].default is not None and specs[name].default in (0, False):
+            value = specs[name].default  # the GUI drops zeros from its TOML: 0 here is sd-scripts' own default
+        try:
+            values[name] = to_lorakit(specs[name], value)
+        except ValueProblem as exc:
+            bad.append(str(exc))
+            values[name] = None
+    te = values.get("text_encoder_lr")
+    if te and len(set(te)) == 1:
+        values["text_encoder_lr"] = te[:1]  # the GUI writes [te, te]; networks.lora uses the first only
+    if bad:
+        findings.append(finding("gui/value-rejected", "error", GATE,
+                                "sd-scripts would reject these values the GUI passes it: " + "; ".join(bad) + ".",
+                                "change them in the GUI config, or override them with --set"))
+    return values
+
+
+def _training_length(values: dict[str, Any], config: GuiConfig, from_folders: bool, on_command_line: bool,
+                     findings: list[Finding]) -> None:
+    c = config.values
+    if from_folders and values.get("max_train_epochs"):
+        values["max_train_steps"] = None  # sd-scripts lets max_train_epochs override the GUI's count
+        return
+    if from_folders:
+        # The GUI counts Σ repeats × images / batch × epoch itself; lorakit counts the same epochs exactly.
+        values["max_train_steps"], values["max_train_epochs"] = None, int(c["epoch"])
+        findings.append(finding("gui/steps-from-folders", "info", GATE,
+                                f"the GUI computes max_train_steps from the image folders for {c['epoch']} epoch(s); "
+                                f"lorakit trains {c['epoch']} epoch(s), which is the same up to the last partial batches.",
+                                None, key="max_train_epochs"))
+        return
+    steps, epochs = values.get("max_train_steps"), values.get("max_train_epochs")
+    if steps and not epochs and not on_command_line:
+        default = "max_train_steps" not in config.given
+        findings.append(finding(
+            "gui/epoch-ignored", "warning", GATE,
+            f"the GUI trains {steps} steps{' (its default, since the config does not set max_train_steps)' if default else ''} "
+            f"and ignores epoch = {c['epoch']}: the epoch field only counts when max_train_steps is 0 "
+            "(the GUI's 1600-step trap); lorakit plans the same run.",
+            f"to train {c['epoch']} epoch(s) instead: --set max_train_epochs={c['epoch']}", key="max_train_steps"))
+
+
+def _accelerate(c: dict[str, Any]) -> dict[str, Any]:
+    extra = c["extra_accelerate_launch_args"].split()
+    found: dict[str, Any] = {
+        "num_processes": int(c["num_processes"]) or 1, "num_machines": int(c["num_machines"]) or 1,
+        "gpu_ids": c["gpu_ids"] or None, "main_process_port": int(c["main_process_port"]) or None,
+    }
+    for flag, key, kind in (("--machine_rank", "machine_rank", int), ("--main_process_ip", "main_process_ip", str)):
+        if flag in extra[:-1]:
+            try:
+                found[key] = kind(extra[extra.index(flag) + 1])
+            except ValueError:
+                pass
+    return found
+
+
+def parse_prompt_line(line: str) -> tuple[str, dict[str, str]]:
+    """sd-scripts' prompt-file line: the prompt, then options ` --w 1024 --d 1 --n text` (facts §j)."""
+    prompt, *parts = line.split(" --")
+    options = {}
+    for part in parts:
+        flag, _, value = part.partition(" ")
+        options[flag.strip()] = value.strip()
+    return prompt.strip(), options
+
+
+def _samples(text: str, values: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    sampling = values.get("sample_every_n_steps") or values.get("sample_every_n_epochs")
+    if not lines:
+        if sampling:
+            findings.append(finding("gui/no-sample-prompts", "info", GATE,
+                                    "the GUI config samples images but has no prompts (sd-scripts would make none); "
+                                    "lorakit builds prompts from the dataset's class tokens.", None, key="sample_prompts"))
+        return {}
+    parsed = [parse_prompt_line(line) for line in lines]
+    found: dict[str, Any] = {"sample_prompt_templates": list(dict.fromkeys(p for p, _ in parsed)),
+                             "sample_prompt_prefix": ""}
+    uneven = []
+    for flag, key in SAMPLE_OPTIONS.items():
+        seen = [opts.get(flag) for _, opts in parsed]
+        first = seen[0]
+        if flag == "d":
+            expected = [str(int(first) + i) for i in range(len(seen))] if first and first.isdigit() else None
+            if seen != expected:
+                uneven.append("--d (lorakit numbers the seeds up from the first)")
+        elif any(s != first for s in seen):
+            uneven.append(f"--{flag}")
+        found[key] = _sample_option(key, first)
+    width_height = {(opts.get("w"), opts.get("h")) for _, opts in parsed}
+    resolution = values.get("resolution")
+    if resolution and width_height != {tuple(str(x) for x in resolution_tuple(resolution))}:
+        uneven.append("--w/--h (lorakit samples at the training resolution)")
+    if uneven:
+        findings.append(finding("gui/sample-options", "info", GATE,
+                                "lorakit writes one set of sample options for every prompt; these differ from the "
+                                "GUI's prompt lines: " + ", ".join(uneven) + ".", None, key="sample_prompts"))
+    return found
+
+
+def _sample_option(key: str, text: str | None) -> Any:
+    spec = registry()[key]
+    if text is None:
+        return spec.default
+    try:
+        return {"int": int, "float": float}.get(spec.kind, str)(text)
+    except ValueError:
+        return None
+
+
+def _rule_findings(config: GuiConfig) -> list[Finding]:
+    given = {k: v for k, v in config.values.items() if k in config.given}
+    problems = value_problems(given, "master")
+    return [finding("gui/refused-value", "warning", GATE,
+                    f"the current GUI refuses this value on Save, Train or Print: {p}.",
+                    "change it in the GUI config; lorakit uses it as sd-scripts would") for p in problems]
+
+
+@cache
+def _base_values() -> dict[str, Any]:
+    from lorakit.resolve import resolve
+
+    resolution = resolve(PresetRegistry(include_user_dir=False), [], [])
+    return {key: item.value for key, item in resolution.values.items()}
+
+
+def _delta(values: dict[str, Any]) -> dict[str, Any]:
+    """The values that differ from the SDXL base in what sd-scripts (or lorakit's planning) does with them."""
+    base = _base_values()
+    arguments = set(sd_scripts_keys())
+    planning = {k for k in values if k not in arguments}
+    entries = {k: values[k] for k in differences(base, values) if k in values}
+    specs = registry()
+    entries |= {k: values[k] for k in planning if base.get(k, specs[k].default) != values[k]}
+    # The GUI always writes unet_lr; one equal to learning_rate is what sd-scripts does without it.
+    if "unet_lr" in entries and entries["unet_lr"] == values.get("learning_rate") and base.get("unet_lr") is None:
+        del entries["unet_lr"]
+    # Drop unsets whose effect the base already gives (e.g. text_encoder_lr when only the U-Net trains).
+    for key in [k for k in entries if k in arguments and entries[k] is None]:
+        trial = {**base, **{k: v for k, v in entries.items() if k != key}}
+        if not differences(trial, values, [k for k in arguments if k in values]):
+            del entries[key]
+    return dict(sorted(entries.items()))
+
+
+def preset_name(path: Path) -> str:
+    stem = re.sub(r"[^a-z0-9_]+", "-", path.stem.lower()).strip("-")
+    return f"kohya-{stem or 'gui'}"
+
+
+def render_preset(imported: GuiImport) -> str:
+    from lorakit import __version__
+    from lorakit.render import render
+
+    entries = [{"key": k, "value": v, "from": imported.origin(k)} for k, v in imported.entries.items()]
+    notes = [f"{f.level}: {f.message}" for f in imported.findings if f.level != "info"]
+    return render("preset.toml.j2", source=str(imported.source), version=__version__, base=BASE_PRESET,
+                  description=f"Imported from the Kohya GUI config {imported.source.name}", notes=notes,
+                  entries=entries, name=preset_name(imported.source))
+
+
+def write_preset(imported: GuiImport, path: Path) -> Path:
+    """Write the preset file; an existing file is never replaced."""
+    if path.is_dir():
+        path = path / f"{preset_name(imported.source)}.toml"
+    if path.exists():
+        raise UserError(f"'{path}' already exists; lorakit does not overwrite it.", fix="choose another -o")
+    if path.suffix != ".toml":
+        raise UserError(f"-o '{path}' must end in .toml (presets are TOML files).", fix=f"use -o {path.stem}.toml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(render_preset(imported))
+    return path
+
+
+def default_preset_path(source: Path) -> Path:
+    from lorakit.presets import user_presets_dir
+
+    return user_presets_dir() / f"{preset_name(source)}.toml"
+

@@ -1,0 +1,344 @@
+"""`lorakit launch` end to end with the fake sd-scripts: the record, the log, TensorBoard, failures, stopping."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hubgen import fake_checkpoint
+from conftest import make_plan
+from lorakit.cli import cli
+from lorakit.events import GpuSample, Step
+from lorakit.launch import LaunchOptions, Stopper, run_plan
+
+
+def launch(runner, plan: Path, *args: str):
+    return runner.invoke(cli, ["launch", str(plan), "--every", "0", *args])
+
+
+def record(plan: Path) -> dict:
+    return json.loads((plan / "run.json").read_text(encoding="utf-8"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+
+
+def test_a_successful_run_is_recorded_truly(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "save_every_n_steps=3")
+    result = launch(runner, plan)
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.output and "model saved." in result.output
+    data = record(plan)
+    assert (data["state"], data["exit_code"], data["problem"], data["diagnosis"]) == ("succeeded", 0, None, None)
+    assert data["steps_done"] == data["total_steps"] == data["planned_steps"] == 6
+    assert data["last_loss"] == data["min_loss"] == 0.241  # the fake's avr_loss after 6 steps
+    assert data["seconds_per_step"] > 0 and data["it_per_s"] == pytest.approx(1 / data["seconds_per_step"])
+    assert [Path(o["path"]).name for o in data["outputs"]] == [
+        "robot data-step00000003.safetensors", "robot data-000001.safetensors", "robot data-step00000006.safetensors",
+        "robot data.safetensors"]
+    final = data["outputs"][-1]
+    assert final["bytes"] == Path(final["path"]).stat().st_size
+    assert final["metadata"]["ss_output_name"] == "robot data" and final["metadata"]["ss_steps"] == "6"
+    assert data["command"][:4] == [sys.executable, "-m", "accelerate.commands.launch", "--cpu"]
+    assert data["command"][-2:] == ["--config_file", str(plan / "config.toml")]
+    assert data["gpu"] == "cpu" and data["cpu"] is True and data["sd_scripts_commit"] == "unknown"
+    assert isinstance(data["pid"], int) and data["started"] <= data["ended"]
+    assert data["environment"]["PYTHONUNBUFFERED"] == "1"
+    assert data["base_model"] == f"{tmp_path / 'base model ü.safetensors'}: local file (768 bytes)"
+    assert data["models"]["base"]["sha256"] == hashlib.sha256(fake_checkpoint()).hexdigest()
+    log = (plan / "logs" / "train.log").read_bytes().decode("utf-8")  # raw: the bar's \r kept
+    assert "\r" in log and "running training / 学習開始" in log and "model saved." in log
+
+
+def test_tensorboard_gets_lorakit_series_and_the_plan_as_hparams(runner, tmp_path, fake_trainer):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plan = make_plan(runner, tmp_path)
+    assert launch(runner, plan).exit_code == 0
+    data = record(plan)
+    assert Path(data["tensorboard"]).parent.parent == plan / "tensorboard"
+    events = EventAccumulator(data["tensorboard"])
+    events.Reload()
+    assert [(s.step, round(s.value, 3)) for s in events.Scalars("train/avr_loss")][-1] == (6, 0.241)
+    assert {"train/it_per_s", "train/epoch"} <= set(events.Tags()["scalars"])
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    config = (plan / "config.toml").read_text()
+    assert f'logging_dir = "{plan / "tensorboard" / "sd-scripts"}"' in config  # sd-scripts' own events beside
+
+
+def test_peak_gpu_memory_comes_from_the_monitor(runner, tmp_path, fake_trainer):
+    class FakeMonitor:
+        def __init__(self):
+            self.readings = iter([10.5, 12.25, 11.0])
+
+        def sample(self):
+            value = next(self.readings, 11.0)
+            return GpuSample(value, 97.0)
+
+        def close(self):
+            pass
+
+    plan = make_plan(runner, tmp_path)
+    os.environ["FAKE_SDSCRIPTS_STEP_SECONDS"] = "0.05"
+    seen = []
+    result = run_plan(plan, LaunchOptions(gpu_every_s=0.0, tensorboard=False), on_event=seen.append, monitor=FakeMonitor())
+    assert result.state == "succeeded"
+    assert result.peak_vram_gib == 12.25 == record(plan)["peak_vram_gib"]
+    assert any(isinstance(e, GpuSample) for e in seen)
+
+
+def test_dry_run_prints_the_command_and_environment_and_starts_nothing(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    result = launch(runner, plan, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "PYTHONUNBUFFERED=1" in result.output and "COLUMNS=200" in result.output
+    assert "accelerate.commands.launch" in result.output and "--cpu" in result.output
+    assert "NO CUDA DEVICE" in result.output
+    assert not (plan / "run.json").exists() and not (plan / "logs").exists()
+
+
+def test_multi_gpu_and_multi_node_flags_come_from_the_plan(runner, tmp_path, fake_trainer, monkeypatch):
+    monkeypatch.setenv("LORAKIT_FAKE_GPU", "rtx4090,rtx4090")
+    plan = make_plan(runner, tmp_path, "num_processes=2", "gpu_ids=0,1", "num_machines=2", "machine_rank=1",
+                     "main_process_ip=10.0.0.1", "main_process_port=29500")
+    text = " ".join(launch(runner, plan, "--dry-run").output.split())
+    for flags in ("--multi_gpu", "--num_processes 2", "--num_machines 2", "--gpu_ids 0,1", "--machine_rank 1",
+                  "--main_process_ip 10.0.0.1", "--main_process_port 29500", "--num_cpu_threads_per_process 1"):
+        assert flags in text
+    assert "--cpu" not in text
+
+
+def test_gpus_option_picks_the_cards(runner, tmp_path, fake_trainer, monkeypatch):
+    monkeypatch.setenv("LORAKIT_FAKE_GPU", "rtx4090,rtx4090")
+    plan = make_plan(runner, tmp_path)
+    text = " ".join(launch(runner, plan, "--dry-run", "--gpus", "1").output.split())
+    assert "--gpu_ids 1" in text and "--cpu" not in text
+
+
+@pytest.mark.parametrize(("fail", "problem", "advice"), [
+    ("oom", "out-of-memory", "--set gradient_checkpointing"),
+    ("crash", "crash", "logs/train.log"),
+    ("killed", "killed", "out-of-memory killer"),
+    ("nan", "nan-loss", "--set learning_rate=5e-05"),
+])
+def test_failures_get_a_diagnosis_and_a_next_step(runner, tmp_path, fake_trainer, monkeypatch, fail, problem, advice):
+    plan = make_plan(runner, tmp_path, "gradient_checkpointing=false")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", fail)
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    assert "training failed" in result.output and "Last lines of the trainer's output" in result.output
+    assert "Traceback (most recent call last)" not in result.output.split("Last lines")[0]
+    data = record(plan)
+    assert (data["state"], data["problem"]) == ("failed", problem)
+    assert advice in data["diagnosis"] + " " + data["suggestion"]
+    assert data["steps_done"] >= 1
+
+
+def test_exit_code_zero_without_a_lora_file_is_a_failure(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_NO_OUTPUT", "1")
+    assert launch(runner, plan).exit_code == 1
+    data = record(plan)
+    assert (data["state"], data["exit_code"], data["problem"]) == ("failed", 0, "no-output")
+
+
+def test_no_data_found_exits_zero_and_is_still_a_failure(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    for image in (tmp_path / "robot data" / "5_zk robot").glob("*.png"):
+        image.unlink()
+    assert launch(runner, plan).exit_code == 1
+    data = record(plan)
+    assert (data["exit_code"], data["problem"]) == (0, "no-data")
+    assert "lorakit dataset check" in data["suggestion"]
+
+
+def test_a_missing_optimizer_package_names_the_pip_command(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "optimizer_type=Lion", "learning_rate=3e-5")
+    assert launch(runner, plan).exit_code == 1
+    data = record(plan)
+    assert data["problem"] == "missing-module"
+    assert data["suggestion"] == f"{sys.executable} -m pip install lion-pytorch"
+
+
+def test_an_sd_scripts_without_lorakits_arguments_is_named(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_DROP_ARGS", "config_file")
+    assert launch(runner, plan).exit_code == 1
+    data = record(plan)
+    assert data["problem"] == "bad-arguments" and data["exit_code"] == 1  # accelerate's 1, not argparse's 2
+    assert "unrecognized arguments: --config_file" in data["diagnosis"] and "checkout 48d368fa" in data["suggestion"]
+
+
+def test_a_different_step_count_than_planned_is_warned_about(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_EXTRA_STEPS", "2")
+    result = launch(runner, plan)
+    assert result.exit_code == 0
+    assert "total steps 8 (plan: 6)" in " ".join(result.output.split())
+    assert any("total steps 8 (plan: 6)" in w for w in record(plan)["warnings"])
+
+
+def test_outputs_of_an_earlier_run_are_never_trained_over(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "save_state=true")
+    assert launch(runner, plan).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (plan / "output").iterdir()}
+    again = launch(runner, plan)
+    assert again.exit_code == 2
+    assert "already has the outputs" in again.output and "--resume" in again.output and "--fresh" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in (plan / "output").iterdir()} == before
+
+
+def test_fresh_start_keeps_the_old_outputs_aside(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    assert launch(runner, plan).exit_code == 0
+    first = record(plan)
+    assert launch(runner, plan, "--fresh").exit_code == 0
+    (kept,) = (plan / "previous").iterdir()
+    assert json.loads((kept / "run.json").read_text())["started"] == first["started"]
+    assert (kept / "output" / "robot data.safetensors").is_file() and (kept / "train.log").is_file()
+    assert record(plan)["pid"] != first["pid"]
+    runs = json.loads(runner.invoke(cli, ["runs", str(plan), "--json"]).output)
+    assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
+
+
+def test_resume_continues_from_the_newest_state(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
+    assert launch(runner, plan).exit_code == 0
+    result = launch(runner, plan, "--resume")
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    assert data["resumed_from"] == str(plan / "output" / "robot data-state")
+    assert data["command"][-2:] == ["--resume", data["resumed_from"]]
+    assert (plan / "previous").is_dir() and (plan / "output" / "robot data.safetensors").is_file()
+
+
+def test_resume_without_a_saved_state_says_how_to_get_one(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    result = launch(runner, plan, "--resume")
+    assert result.exit_code == 2
+    assert "no saved state" in result.output and "save_state=true" in result.output
+
+
+def test_a_plan_that_is_still_training_is_not_started_twice(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    (plan / "run.json").write_text(json.dumps({"state": "running", "plan": "x", "plan_dir": str(plan), "pid": os.getpid()}))
+    result = launch(runner, plan)
+    assert result.exit_code == 2 and f"still going (pid {os.getpid()}" in result.output
+
+
+def test_ctrl_c_stops_the_trainer_and_leaves_no_process_behind(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    pidfile = tmp_path / "worker.pid"
+    env = os.environ | {"FAKE_SDSCRIPTS_STEP_SECONDS": "0.2", "FAKE_SDSCRIPTS_WORKER_PIDFILE": str(pidfile)}
+    process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain", "--every", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log = plan / "logs" / "train.log"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (log.exists() and "| 2/100" in log.read_text(errors="replace")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    data = record(plan)
+    assert data["state"] == "interrupted" and 2 <= data["steps_done"] < 100
+    assert "interrupted" in output
+    assert not alive(data["pid"]) and not alive(int(pidfile.read_text()))
+
+
+def test_a_trainer_that_ignores_sigint_gets_sigterm(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_IGNORE_SIGINT", "1")
+    stopper = Stopper()
+
+    def stop_after_first_step(event):
+        if isinstance(event, Step) and not stopper.stopped.is_set():
+            stopper.stop()
+
+    start = time.monotonic()
+    result = run_plan(plan, LaunchOptions(sigint_grace_s=0.5, tensorboard=False), on_event=stop_after_first_step,
+                      stopper=stopper)
+    assert result.state == "interrupted" and result.steps_done < 100
+    assert time.monotonic() - start < 15
+    assert not alive(result.pid)
+
+
+def test_one_stopper_serves_launches_running_in_threads(runner, tmp_path, fake_trainer, monkeypatch):
+    plans = [make_plan(runner, tmp_path / name, "max_train_steps=100") for name in ("a", "b")]
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.1")
+    stopper = Stopper()
+    results = {}
+    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, run_plan(p, LaunchOptions(tensorboard=False),
+                                                                                   stopper=stopper)))
+               for p in plans]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all((p / "logs" / "train.log").exists() and "| 1/100" in
+                                                  (p / "logs" / "train.log").read_text(errors="replace") for p in plans):
+        time.sleep(0.05)
+    stopper.stop()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [results[p].state for p in plans] == ["interrupted", "interrupted"]
+
+
+def test_a_plain_display_prints_progress_lines(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    result = launch(runner, plan, "--plain")
+    assert "step 6/6 (100%)  loss 0.2410" in result.output
+    assert "epoch 1/2" in result.output and "saved " in result.output
+
+
+def test_through_the_real_accelerate_launch(runner, tmp_path, fake_trainer, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("accelerate")
+    monkeypatch.delenv("PYTHONPATH")
+    plan = make_plan(runner, tmp_path)
+    result = launch(runner, plan)
+    assert result.exit_code == 0, result.output
+    log = (plan / "logs" / "train.log").read_text(encoding="utf-8")
+    assert "accelerator device: cpu" in log  # accelerate --cpu reached the script
+    assert "were not passed to `accelerate launch`" not in log  # lorakit passes every flag it asks for
+    assert record(plan)["state"] == "succeeded"
+
+
+
+def test_a_record_left_running_by_a_killed_lorakit_is_closed(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (plan / "run.json").write_text(json.dumps({"state": "running", "plan": "x", "plan_dir": str(plan), "pid": gone.pid}))
+    result = launch(runner, plan)
+    assert result.exit_code == 2 and "already has the outputs" in result.output
+    assert record(plan)["state"] == "interrupted"
+
+
+def test_a_failing_consumer_still_ends_the_trainer_and_closes_the_record(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.05")
+
+    def broken(event):
+        if isinstance(event, Step):
+            raise RuntimeError("the display broke")
+
+    with pytest.raises(RuntimeError):
+        run_plan(plan, LaunchOptions(tensorboard=False), on_event=broken)
+    data = record(plan)
+    assert (data["state"], data["problem"]) == ("failed", "crash") and "the display broke" in data["diagnosis"]
+    assert not alive(data["pid"])

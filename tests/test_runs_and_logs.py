@@ -1,0 +1,92 @@
+"""`lorakit runs` (a table of run records) and `lorakit logs` (any saved sd-scripts log → summary, TensorBoard)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_plan
+from lorakit.cli import cli
+from lorakit.outputs import list_outputs, safetensors_metadata
+
+
+def test_runs_lists_every_plan_with_its_outcome(runner, tmp_path, fake_trainer, monkeypatch):
+    good = make_plan(runner, tmp_path / "plans" / "good")
+    bad = make_plan(runner, tmp_path / "plans" / "bad")
+    assert runner.invoke(cli, ["launch", str(good)]).exit_code == 0
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "oom")
+    assert runner.invoke(cli, ["launch", str(bad)]).exit_code == 1
+    table = runner.invoke(cli, ["runs", str(tmp_path / "plans")])
+    assert table.exit_code == 0
+    assert "succeeded" in table.output and "failed" in table.output and "out-of-memory" in table.output
+    rows = json.loads(runner.invoke(cli, ["runs", str(tmp_path / "plans"), "--json"]).output)
+    assert {(r["plan_dir"], r["state"]) for r in rows} == {(str(good), "succeeded"), (str(bad), "failed")}
+    assert all(r["record"].endswith("run.json") for r in rows)
+
+
+def test_runs_without_any_run(runner, tmp_path):
+    assert "No runs under" in runner.invoke(cli, ["runs", str(tmp_path)]).output
+    missing = runner.invoke(cli, ["runs", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_logs_reads_a_gui_style_log_at_80_columns(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    log = tmp_path / "gui console.log"
+    with open(log, "wb") as f:  # stdout and stderr in one file, as a GUI keeps them
+        subprocess.run([sys.executable, str(fake_trainer / "sdxl_train_network.py"), "--config_file", str(plan / "config.toml")],
+                       stdout=f, stderr=subprocess.STDOUT, env=env, check=True)
+    result = runner.invoke(cli, ["logs", str(log)])
+    assert result.exit_code == 0, result.output
+    assert "6/6 steps, epoch 2/2, final loss 0.2410" in " ".join(result.output.split())
+    assert "2 checkpoint(s) saved; model saved." in result.output
+
+
+def test_logs_writes_tensorboard_summaries(runner, tmp_path, fake_trainer):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plan = make_plan(runner, tmp_path)
+    assert runner.invoke(cli, ["launch", str(plan), "--no-tensorboard"]).exit_code == 0
+    assert not (plan / "tensorboard" / "lorakit").exists()
+    out = tmp_path / "tb from log"
+    result = runner.invoke(cli, ["logs", str(plan / "logs" / "train.log"), "--tensorboard", str(out), "--json"])
+    report = json.loads(result.output)
+    assert (report["steps_done"], report["last_loss"], report["model_saved"]) == (6, 0.241, True)
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert [s.step for s in events.Scalars("train/avr_loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_logs_of_a_failed_run_name_the_problem(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
+    runner.invoke(cli, ["launch", str(plan)])
+    result = runner.invoke(cli, ["logs", str(plan / "logs" / "train.log")])
+    assert "crash: ValueError: fake failure in the training loop" in result.output
+    assert "no 'model saved.'" in result.output
+
+
+def test_logs_of_a_missing_file(runner, tmp_path):
+    result = runner.invoke(cli, ["logs", str(tmp_path / "none.log")])
+    assert result.exit_code == 2 and "is not a file" in result.output
+
+
+def test_safetensors_metadata_comes_from_the_header(tmp_path):
+    header = json.dumps({"__metadata__": {"ss_network_dim": "32"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})
+    good = tmp_path / "a.safetensors"
+    good.write_bytes(struct.pack("<Q", len(header)) + header.encode() + b"\0\0\0\0")
+    damaged = tmp_path / "b.safetensors"
+    damaged.write_bytes(struct.pack("<Q", 10**12) + b"{")
+    (tmp_path / "c.ckpt").write_bytes(b"pickle")
+    assert safetensors_metadata(good) == {"ss_network_dim": "32"}
+    assert safetensors_metadata(damaged) == {}
+    outputs = list_outputs(tmp_path)
+    assert sorted((o.path.rsplit("/", 1)[1], o.bytes, o.metadata) for o in outputs) == [
+        ("a.safetensors", good.stat().st_size, {"ss_network_dim": "32"}), ("b.safetensors", 9, {}), ("c.ckpt", 6, {})]
