@@ -570,6 +570,94 @@ def batch_plan(dataset: Path, preset_names, sweeps, overrides, reg, token, targe
     click.echo(f"{planned} of {len(manifest.runs)} run(s) planned in {out}. Next: lorakit batch run {out}")
 
 
+@batch.command("run")
+@click.argument("batch_dir", type=PATH)
+@click.option("--gpus", help="GPU ids to use, one run per GPU at a time (e.g. 0,1); default: one run at a time.")
+@click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout (default: $LORAKIT_SD_SCRIPTS, then vendor/sd-scripts).")
+@click.option("--python", help="The trainer's Python (default: $LORAKIT_PYTHON, then lorakit's own).")
+@click.option("--retry-failed", is_flag=True, help="Run failed runs again (from scratch; their old outputs are kept aside).")
+@click.option("--stop-on-failure", is_flag=True, help="Start no new run once one has failed.")
+@click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
+@click.option("--every", default=60.0, show_default=True, metavar="SECONDS", help="Seconds between progress lines per run.")
+def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_failure, no_tensorboard, every) -> None:
+    """Train the batch's plans with the launch code; rerunning resumes (succeeded runs are skipped).
+
+    An interrupted run resumes from its newest saved state (or starts again without one); failed runs
+    rerun only with --retry-failed. Ctrl-C stops every running trainer cleanly. Exit code 1 when a run
+    failed or could not start, 130 when interrupted.
+    """
+    from lorakit.batchrun import BatchRunOptions, run_batch
+    from lorakit.display import PlainDisplay
+    from lorakit.errors import UserError
+    from lorakit.launch import Stopper, stop_on_signals
+    from lorakit.summary import console
+
+    slots = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    if gpus is not None and not slots:
+        raise UserError(f"--gpus {gpus!r} names no GPU.", fix="give ids such as --gpus 0,1")
+    out = console()
+    displays: dict[str, PlainDisplay] = {}
+
+    def on_event(run_id: str, event) -> None:
+        if run_id not in displays:
+            displays[run_id] = PlainDisplay(out, every, prefix=f"[{run_id}] ")
+        displays[run_id](event)
+
+    def on_outcome(outcome) -> None:
+        where = f" on GPU {outcome.slot}" if outcome.slot is not None else ""
+        if outcome.action == "skip":
+            out.print(f"[{outcome.run}] skipped: {outcome.reason}")
+        elif outcome.error:
+            out.print(f"[{outcome.run}] [red]could not start[/]{where}: {outcome.error}", markup=True, highlight=False)
+        else:
+            out.print(f"[{outcome.run}] {outcome.state}{where} ({outcome.reason})")
+
+    options = BatchRunOptions(gpus=slots, sd_scripts=sd_scripts, python=python, retry_failed=retry_failed,
+                              stop_on_failure=stop_on_failure, tensorboard=not no_tensorboard)
+    stopper = Stopper()
+    with stop_on_signals(stopper):
+        result = run_batch(batch_dir, options, stopper=stopper, on_event=on_event, on_outcome=on_outcome)
+    failed = result.failed
+    click.echo(f"{len(result.outcomes)} run(s): {sum(o.state == 'succeeded' for o in result.outcomes)} succeeded, "
+               f"{len(failed)} failed or not started. `lorakit batch status {batch_dir}` compares them.")
+    if stopper.stopped.is_set():
+        sys.exit(130)
+    if failed:
+        sys.exit(1)
+
+
+@batch.command("status")
+@click.argument("batch_dir", type=PATH)
+@click.option("--json", "fmt", flag_value="json", help="Print JSON.")
+@click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
+@click.option("--markdown", "fmt", flag_value="markdown", help="Print a Markdown table.")
+def batch_status(batch_dir: Path, fmt: str | None) -> None:
+    """One row per run: swept values, state, steps, final and lowest loss, time, speed, peak VRAM, output; ★ the best."""
+    from lorakit.batchview import batch_rows, to_csv, to_markdown
+
+    rows = batch_rows(batch_dir)
+    if fmt == "json":
+        _emit_json([row.model_dump() for row in rows])
+    elif fmt == "csv":
+        click.echo(to_csv(rows), nl=False)
+    elif fmt == "markdown":
+        click.echo(to_markdown(rows), nl=False)
+    else:
+        from lorakit.summary import batch_table, console
+
+        console(wide=True).print(batch_table(rows))
+
+
+@batch.command("report")
+@click.argument("batch_dir", type=PATH)
+@click.option("-o", "--output", type=PATH, help="The HTML file to write (default: BATCH_DIR/report.html, rewritten each time).")
+def batch_report(batch_dir: Path, output: Path | None) -> None:
+    """Write one self-contained HTML page: the runs' table, all loss curves on one chart, and the samples side by side."""
+    from lorakit.batchreport import write_report
+
+    click.echo(f"Wrote {write_report(batch_dir, output)}")
+
+
 @batch.command("export-slurm")
 @click.argument("batch_dir", type=PATH)
 @click.option("-o", "--output", "script", type=PATH, required=True, help="The sbatch script to write.")
