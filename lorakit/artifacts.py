@@ -92,8 +92,18 @@ def _read_run(record: Path) -> tuple[str, list[Path]]:
         raise UserError(f"cannot read {record}: {exc}".splitlines()[0], fix="pass --file with the LoRA to push") from None
 
 
-def latest_samples(plan: Plan) -> list[Sample]:
-    """The images of the last sampling round, one per prompt, in prompt order."""
+@dataclass(frozen=True)
+class SampleRound:
+    when: str  # sd-scripts' file-name stamp: "000200" (after step 200) or "e000003" (after epoch 3)
+    samples: list[Sample]
+
+    @property
+    def label(self) -> str:
+        return f"epoch {int(self.when[1:])}" if self.when.startswith("e") else f"step {int(self.when)}"
+
+
+def sample_rounds(plan: Plan) -> list[SampleRound]:
+    """Every sampling round in `output_dir/sample`, oldest first, each with one image per prompt (the newest)."""
     folder = output_dir(plan) / "sample"
     if not folder.is_dir():
         return []
@@ -107,11 +117,16 @@ def latest_samples(plan: Plan) -> list[Sample]:
             index = int(match["index"])
             if index not in images or images[index][0] < match["stamp"]:
                 images[index] = (match["stamp"], path)
-    if not rounds:
-        return []
-    last = max(rounds.values(), key=lambda images: max(stamp for stamp, _ in images.values()))
     prompts = _prompts(plan)
-    return [Sample(path, prompts[i] if i < len(prompts) else "", i) for i, (_, path) in sorted(last.items())]
+    ordered = sorted(rounds.items(), key=lambda item: max(stamp for stamp, _ in item[1].values()))
+    return [SampleRound(when, [Sample(path, prompts[i] if i < len(prompts) else "", i)
+                               for i, (_, path) in sorted(images.items())]) for when, images in ordered]
+
+
+def latest_samples(plan: Plan) -> list[Sample]:
+    """The images of the last sampling round, one per prompt, in prompt order."""
+    rounds = sample_rounds(plan)
+    return rounds[-1].samples if rounds else []
 
 
 def _prompts(plan: Plan) -> list[str]:

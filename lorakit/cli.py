@@ -524,6 +524,156 @@ def logs(logfile: Path, tensorboard: Path | None, as_json: bool) -> None:
     print_log_report(console(), report)
 
 
+# --- batch ----------------------------------------------------------------------------------------
+
+@cli.group()
+def batch() -> None:
+    """Plan, run and compare many trainings: presets × sweeps, resumable, one run per GPU."""
+
+
+@batch.command("plan")
+@click.argument("dataset", type=PATH)
+@click.option("--preset", "-p", "preset_names", multiple=True,
+              help="One alternative per --preset (repeatable); join presets with + to combine them, e.g. pony+character.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="Try each value of KEY (repeatable; the batch is every combination). Separate values with | if they contain commas.")
+@set_option
+@click.option("--reg", type=PATH, help="Regularisation images (same folder convention as DATASET).")
+@click.option("--token", help="Class tokens for a flat DATASET folder.")
+@click.option("--target-gpu", help="Plan every run for this catalog GPU instead of the probed one.")
+@click.option("--out", type=PATH, required=True, help="The batch folder: one plan folder per run plus batch.json.")
+@click.option("--name", help="Base name of the LoRA files (default: the dataset folder's name).")
+@click.option("--force", is_flag=True, help="Plan combinations with gate errors too, and re-plan an existing batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print batch.json instead of the summary.")
+@click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout the plans should use.")
+@click.option("--python", help="The trainer's Python the plans should use.")
+@presets_dir_option
+def batch_plan(dataset: Path, preset_names, sweeps, overrides, reg, token, target_gpu, out, name, force, as_json,
+               sd_scripts, python, presets_dirs) -> None:
+    """Write one plan folder per combination of the --preset alternatives and --sweep values."""
+    from lorakit.batch import BatchRequest, plan_batch
+
+    manifest = plan_batch(BatchRequest(
+        dataset=dataset, out=out, presets=list(preset_names), sweeps=list(sweeps), overrides=list(overrides),
+        reg=reg, token=token, target_gpu=target_gpu, name=name, force=force, presets_dirs=list(presets_dirs),
+        sd_scripts=sd_scripts, python=python,
+    ))
+    if as_json:
+        _emit_json(manifest.model_dump(mode="json"))
+        return
+    for run in manifest.runs:
+        mark = "planned" if run.status == "planned" else "[skipped: gate errors]"
+        click.echo(f"{run.id}  {mark}")
+        for finding in run.findings:
+            click.echo(f"    {finding.code}: {finding.message}")
+    planned = len(manifest.planned())
+    click.echo(f"{planned} of {len(manifest.runs)} run(s) planned in {out}. Next: lorakit batch run {out}")
+
+
+@batch.command("run")
+@click.argument("batch_dir", type=PATH)
+@click.option("--gpus", help="GPU ids to use, one run per GPU at a time (e.g. 0,1); default: one run at a time.")
+@click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout (default: $LORAKIT_SD_SCRIPTS, then vendor/sd-scripts).")
+@click.option("--python", help="The trainer's Python (default: $LORAKIT_PYTHON, then lorakit's own).")
+@click.option("--retry-failed", is_flag=True, help="Run failed runs again (from scratch; their old outputs are kept aside).")
+@click.option("--stop-on-failure", is_flag=True, help="Start no new run once one has failed.")
+@click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
+@click.option("--every", default=60.0, show_default=True, metavar="SECONDS", help="Seconds between progress lines per run.")
+def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_failure, no_tensorboard, every) -> None:
+    """Train the batch's plans with the launch code; rerunning resumes (succeeded runs are skipped).
+
+    An interrupted run resumes from its newest saved state (or starts again without one); failed runs
+    rerun only with --retry-failed. Ctrl-C stops every running trainer cleanly. Exit code 1 when a run
+    failed or could not start, 130 when interrupted.
+    """
+    from lorakit.batchrun import BatchRunOptions, run_batch
+    from lorakit.display import PlainDisplay
+    from lorakit.errors import UserError
+    from lorakit.launch import Stopper, stop_on_signals
+    from lorakit.summary import console
+
+    slots = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    if gpus is not None and not slots:
+        raise UserError(f"--gpus {gpus!r} names no GPU.", fix="give ids such as --gpus 0,1")
+    out = console()
+    displays: dict[str, PlainDisplay] = {}
+
+    def on_event(run_id: str, event) -> None:
+        if run_id not in displays:
+            displays[run_id] = PlainDisplay(out, every, prefix=f"[{run_id}] ")
+        displays[run_id](event)
+
+    def on_outcome(outcome) -> None:
+        where = f" on GPU {outcome.slot}" if outcome.slot is not None else ""
+        if outcome.action == "skip":
+            out.print(f"[{outcome.run}] skipped: {outcome.reason}")
+        elif outcome.error:
+            out.print(f"[{outcome.run}] [red]could not start[/]{where}: {outcome.error}", markup=True, highlight=False)
+        else:
+            out.print(f"[{outcome.run}] {outcome.state}{where} ({outcome.reason})")
+
+    options = BatchRunOptions(gpus=slots, sd_scripts=sd_scripts, python=python, retry_failed=retry_failed,
+                              stop_on_failure=stop_on_failure, tensorboard=not no_tensorboard)
+    stopper = Stopper()
+    with stop_on_signals(stopper):
+        result = run_batch(batch_dir, options, stopper=stopper, on_event=on_event, on_outcome=on_outcome)
+    failed = result.failed
+    click.echo(f"{len(result.outcomes)} run(s): {sum(o.state == 'succeeded' for o in result.outcomes)} succeeded, "
+               f"{len(failed)} failed or not started. `lorakit batch status {batch_dir}` compares them.")
+    if stopper.stopped.is_set():
+        sys.exit(130)
+    if failed:
+        sys.exit(1)
+
+
+@batch.command("status")
+@click.argument("batch_dir", type=PATH)
+@click.option("--json", "fmt", flag_value="json", help="Print JSON.")
+@click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
+@click.option("--markdown", "fmt", flag_value="markdown", help="Print a Markdown table.")
+def batch_status(batch_dir: Path, fmt: str | None) -> None:
+    """One row per run: swept values, state, steps, final and lowest loss, time, speed, peak VRAM, output; ★ the best."""
+    from lorakit.batchview import batch_rows, to_csv, to_markdown
+
+    rows = batch_rows(batch_dir)
+    if fmt == "json":
+        _emit_json([row.model_dump() for row in rows])
+    elif fmt == "csv":
+        click.echo(to_csv(rows), nl=False)
+    elif fmt == "markdown":
+        click.echo(to_markdown(rows), nl=False)
+    else:
+        from lorakit.summary import batch_table, console
+
+        console(wide=True).print(batch_table(rows))
+
+
+@batch.command("report")
+@click.argument("batch_dir", type=PATH)
+@click.option("-o", "--output", type=PATH, help="The HTML file to write (default: BATCH_DIR/report.html, rewritten each time).")
+def batch_report(batch_dir: Path, output: Path | None) -> None:
+    """Write one self-contained HTML page: the runs' table, all loss curves on one chart, and the samples side by side."""
+    from lorakit.batchreport import write_report
+
+    click.echo(f"Wrote {write_report(batch_dir, output)}")
+
+
+@batch.command("export-slurm")
+@click.argument("batch_dir", type=PATH)
+@click.option("-o", "--output", "script", type=PATH, required=True, help="The sbatch script to write.")
+@click.option("--partition", help="Slurm partition (#SBATCH --partition).")
+@click.option("--gpus-per-task", type=int, default=1, show_default=True, help="GPUs per array task.")
+@click.option("--time", "time_limit", help="Time limit per run, e.g. 12:00:00.")
+@click.option("--cpus-per-task", type=int, help="CPUs per array task.")
+@click.option("--mem", help="Memory per array task, e.g. 64G.")
+def batch_export_slurm(batch_dir: Path, script: Path, partition, gpus_per_task, time_limit, cpus_per_task, mem) -> None:
+    """Write an sbatch array script: one array task per planned run, each running `lorakit launch PLAN`."""
+    from lorakit.batch import SlurmOptions, export_slurm
+
+    count = export_slurm(batch_dir, script, SlurmOptions(partition, gpus_per_task, time_limit, cpus_per_task, mem))
+    click.echo(f"Wrote {script}: an array of {count} task(s). Submit it with: sbatch {script}")
+
+
 def main() -> None:
     cli(prog_name="lorakit")
 

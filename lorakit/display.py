@@ -92,10 +92,11 @@ class Display:
 class PlainDisplay(Display):
     """A progress line every `every_s` seconds (and at the last step), for logs and pipes."""
 
-    def __init__(self, console: Console, every_s: float = 30.0, clock=None):
+    def __init__(self, console: Console, every_s: float = 30.0, clock=None, prefix: str = ""):
         import time
 
         super().__init__(console)
+        self.prefix = prefix  # tells runs apart when several print to one console (the batch runner)
         self.every_s = every_s
         self.clock = clock or time.monotonic
         self._last: float | None = None
@@ -107,6 +108,11 @@ class PlainDisplay(Display):
         if self._last is None or now - self._last >= self.every_s or event.step == event.total:
             self._last = now
             self.say(self.progress_text(event))
+
+    def say(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(escape(self.prefix) + text)
 
 
 class BarDisplay(Display):

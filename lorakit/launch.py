@@ -55,6 +55,7 @@ class LaunchOptions:
     resume: bool = False  # continue from the newest *-state folder
     fresh: bool = False  # start again, moving the old outputs to <plan>/previous/<time>/
     tensorboard: bool = True
+    tensorboard_experiment: bool = True  # False when a batch writes one HParams experiment for all its runs
     stop_on_nan: bool = True  # a NaN loss ruins the LoRA; stop instead of training on
     sigint_grace_s: float = 30.0
     sigterm_grace_s: float = 15.0
@@ -426,7 +427,8 @@ class Launch:
 
         folder = self.setup.plan_dir / "tensorboard" / "lorakit" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         try:
-            self.tensorboard = TensorBoardWriter(folder, plan_hparams(self.plan.value_set) | {"lorakit/plan": self.plan.name})
+            self.tensorboard = TensorBoardWriter(folder, plan_hparams(self.plan.value_set) | {"lorakit/plan": self.plan.name},
+                                                 experiment=self.options.tensorboard_experiment)
         except _Missing as exc:
             self.record.warnings.append(f"no TensorBoard events: {exc.message} {exc.fix}")
             if self.on_event is not None:

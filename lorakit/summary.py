@@ -385,3 +385,22 @@ def print_setup(out: Console, setup: Any) -> None:
     out.print("command:")
     text = " \\\n".join("  " + " ".join(shlex.quote(w) for w in line) for line in command_lines(setup.command))
     out.print(escape(text), soft_wrap=True)
+
+
+def batch_table(rows: list[Any]):
+    """`lorakit batch status`: the rows of lorakit.batchview, best run starred."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lorakit.batchview import COLUMNS, cells
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in COLUMNS:
+        table.add_column("" if column == "best" else column.replace("_", " "),
+                         justify="right" if column in ("steps", "final_loss", "min_loss", "it_per_s", "peak_vram_gib") else "left",
+                         overflow="fold" if column == "why" else "ellipsis", no_wrap=column != "why")
+    for row in rows:
+        text = cells(row)
+        style = STATE_STYLE.get(row.state)
+        table.add_row(*[f"[{style}]{escape(text[c])}[/]" if c == "state" and style else escape(text[c]) for c in COLUMNS])
+    return table

@@ -23,7 +23,8 @@ STATUS = {"succeeded": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupte
 class TensorBoardWriter:
     """An event consumer: call it with each event; `close(state)` ends the hparams session."""
 
-    def __init__(self, logdir: Path, hparams: dict[str, Any] | None = None, *, flush_secs: int = 10):
+    def __init__(self, logdir: Path, hparams: dict[str, Any] | None = None, *, flush_secs: int = 10,
+                 experiment: bool = True):
         try:
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
         except ImportError as exc:
@@ -36,7 +37,7 @@ class TensorBoardWriter:
         self._writer = EventFileWriter(str(logdir), flush_secs=flush_secs)
         self._step = 0
         if hparams:
-            self._hparams(hparams)
+            self._hparams(hparams, experiment)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Step):
@@ -71,26 +72,21 @@ class TensorBoardWriter:
         self._writer.flush()
         self._writer.close()
 
-    def _hparams(self, hparams: dict[str, Any]) -> None:
-        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    def _hparams(self, hparams: dict[str, Any], experiment: bool) -> None:
+        """This run's session; with `experiment`, also the experiment it belongs to (a batch writes its own)."""
+        from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
         start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
-        infos = []
         for key, value in sorted(hparams.items()):
-            if isinstance(value, bool):
+            kind = _kind(value)
+            if kind == "DATA_TYPE_BOOL":
                 start.hparams[key].bool_value = value
-                kind = "DATA_TYPE_BOOL"
-            elif isinstance(value, (int, float)) and math.isfinite(value):
+            elif kind == "DATA_TYPE_FLOAT64":
                 start.hparams[key].number_value = float(value)
-                kind = "DATA_TYPE_FLOAT64"
             else:
-                start.hparams[key].string_value = " ".join(map(str, value)) if isinstance(value, list) else str(value)
-                kind = "DATA_TYPE_STRING"
-            infos.append(api_pb2.HParamInfo(name=key, type=api_pb2.DataType.Value(kind)))
-        metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag))
-                   for tag in (LOSS_TAG, "train/it_per_s", "gpu/memory_used_gib")]
-        experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
-        self._plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+                start.hparams[key].string_value = _text(value)
+        if experiment:
+            self._plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=_experiment(hparams)))
         self._plugin_summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start))
 
     def _plugin_summary(self, tag: str, content) -> None:
@@ -103,6 +99,37 @@ class TensorBoardWriter:
         summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=summary_pb2.SummaryMetadata(
             plugin_data=plugin))])
         self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "DATA_TYPE_BOOL"
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return "DATA_TYPE_FLOAT64"
+    return "DATA_TYPE_STRING"
+
+
+def _text(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _experiment(hparams: dict[str, Any]):
+    from tensorboard.plugins.hparams import api_pb2
+
+    infos = [api_pb2.HParamInfo(name=key, type=api_pb2.DataType.Value(_kind(value))) for key, value in hparams.items()]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in (LOSS_TAG, "train/it_per_s", "gpu/memory_used_gib")]
+    return api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+
+
+def write_experiment(logdir: Path, hparams: dict[str, Any]) -> None:
+    """An HParams experiment of its own (the columns: `hparams`' keys), for runs that write only their sessions."""
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    for old in logdir.glob("events.out.tfevents.*"):
+        old.unlink()  # one experiment per batch: the newest
+    writer = TensorBoardWriter(logdir)
+    writer._plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=_experiment(hparams)))
+    writer.close()
 
 
 def plan_hparams(values) -> dict[str, Any]:
