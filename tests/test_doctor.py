@@ -139,10 +139,9 @@ def test_a_hub_id_is_resolved_through_the_hub_cache(runner, tmp_path, fake_train
     assert report["base_model"].startswith("stabilityai/stable-diffusion-xl-base-1.0@main:sd_xl_base_1.0.safetensors: cached at ")
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_commit_of_a_real_checkout_and_a_warning_for_another_one(runner, tmp_path, fake_trainer):
     git = shutil.which("git")
-    if git is None:
-        pytest.skip("git is not installed")
     sd = tmp_path / "sd-scripts"
     shutil.copytree(FAKE_SD_SCRIPTS, sd)
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
