@@ -22,7 +22,7 @@ from typing import Literal
 from lorakit.batch import BatchManifest, BatchRun, load_batch
 from lorakit.errors import LorakitError, UserError
 from lorakit.events import Event
-from lorakit.launch import LaunchOptions, Stopper, run_plan
+from lorakit.launch import Interrupted, LaunchOptions, Stopper, run_plan
 from lorakit.outputs import latest_state, model_files
 from lorakit.plan import load_plan
 from lorakit.runrecord import RUN_FILE, RunRecord, now_iso, read_record
@@ -179,6 +179,9 @@ def _launch(run: BatchRun, slot: str | None, options: BatchRunOptions, stopper: 
     forward = (lambda event: on_event(run.id, event)) if on_event else None
     try:
         record = run_plan(Path(run.plan_dir), launch_options, on_event=forward, env=env, stopper=stopper)
+    except Interrupted:
+        progress.ended(run.id)
+        return Outcome(run.id, decision.action, "stopped before its trainer started", slot)
     except LorakitError as exc:
         message = exc.render().replace("\n", " ")
         progress.ended(run.id, error=message)

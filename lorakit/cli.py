@@ -33,6 +33,9 @@ class LorakitGroup(click.Group):
         except LorakitError as exc:
             click.echo(f"lorakit: {exc.render()}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("lorakit: interrupted.", err=True)
+            ctx.exit(130)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             click.echo(f"lorakit: {exc.strerror or exc}{where}.", err=True)
@@ -615,7 +618,7 @@ def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_f
     options = BatchRunOptions(gpus=slots, sd_scripts=sd_scripts, python=python, retry_failed=retry_failed,
                               stop_on_failure=stop_on_failure, tensorboard=not no_tensorboard)
     stopper = Stopper()
-    with stop_on_signals(stopper):
+    with stop_on_signals(stopper, interrupt_when_idle=False):
         result = run_batch(batch_dir, options, stopper=stopper, on_event=on_event, on_outcome=on_outcome)
     failed = result.failed
     click.echo(f"{len(result.outcomes)} run(s): {sum(o.state == 'succeeded' for o in result.outcomes)} succeeded, "

@@ -48,12 +48,15 @@ def diagnose(ending: Ending, plan: Plan, *, python: str, sd_scripts: str) -> Ver
     problems = {p.kind: p for p in ending.problems}
     if ending.stopped == "interrupted" and "nan-loss" not in problems:
         return Verdict("interrupted", None, "stopped on request (Ctrl-C or SIGTERM) before the end", None)
+    if ending.exit_code == 0 and ending.final_output and "nan-loss" not in problems:
+        # A run that finished and saved its LoRA succeeded, whatever it printed on the way (a failed optional
+        # import prints a traceback too); what was seen stays on record.
+        seen = "; ".join(p.message for p in ending.problems)
+        return Verdict("succeeded", None, f"finished and saved its LoRA; the log also shows: {seen}" if seen else None)
     for kind in PRIORITY:
         if kind in problems:
             diagnosis, suggestion = _explain(problems[kind], plan, python=python, sd_scripts=sd_scripts, log=ending.log)
             return Verdict("failed", kind, diagnosis, suggestion)
-    if ending.exit_code == 0 and ending.final_output:
-        return Verdict("succeeded")
     if ending.exit_code == 0:
         return Verdict("failed", "no-output", "the trainer exited with code 0 but wrote no LoRA file",
                        f"read {ending.log} for what sd-scripts did instead of training")

@@ -28,14 +28,14 @@ from pathlib import Path
 from lorakit import __version__
 from lorakit.diagnose import Ending, diagnose
 from lorakit.doctor import DoctorOptions, DoctorReport, run_doctor
-from lorakit.errors import GateError, UserError
+from lorakit.errors import GateError, LorakitError, UserError
 from lorakit.fetch import LocalModels
 from lorakit.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.logparse import StreamParser
 from lorakit.outputs import latest_state, list_outputs, model_files, state_folders
 from lorakit.plan import Plan, load_plan
-from lorakit.runrecord import FINAL_STATES, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
+from lorakit.runrecord import FINAL_STATES, process_alive, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
 from lorakit.tally import RunTally
 from lorakit.trainer import trainer_command
 
@@ -84,6 +84,12 @@ class LaunchSetup:
         return " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_changes.items()) + " " + shlex.join(self.command)
 
 
+class Interrupted(LorakitError):
+    """Stopped on request before a trainer started (no run record is written)."""
+
+    exit_code = 130
+
+
 class Stopper:
     """Asks running launches to stop; each further request escalates at once (SIGINT → SIGTERM → SIGKILL).
 
@@ -94,6 +100,17 @@ class Stopper:
         self._requests = 0
         self._lock = threading.Lock()
         self.stopped = threading.Event()
+        self.trainers = 0  # launches between starting their trainer and closing its record
+
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        with self._lock:
+            self.trainers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.trainers -= 1
 
     def stop(self) -> None:
         with self._lock:
@@ -106,10 +123,20 @@ class Stopper:
 
 
 @contextmanager
-def stop_on_signals(stopper: Stopper) -> Iterator[Stopper]:
-    """Route Ctrl-C and SIGTERM to `stopper` while the block runs (main thread only), then restore."""
-    handler = lambda signum, frame: stopper.stop()  # noqa: E731
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+def stop_on_signals(stopper: Stopper, *, interrupt_when_idle: bool = True) -> Iterator[Stopper]:
+    """Route Ctrl-C, SIGTERM and SIGHUP to `stopper` while the block runs (main thread only), then restore.
+
+    With no trainer running (Gate 4, a model download), `interrupt_when_idle` makes the signal raise
+    KeyboardInterrupt at once, so nothing starts; the batch runner, whose main thread only waits for its
+    workers, passes False and its workers check the stopper before each launch.
+    """
+    def handler(signum, frame):
+        stopper.stop()
+        if interrupt_when_idle and stopper.trainers == 0:
+            raise KeyboardInterrupt
+
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield stopper
     finally:
@@ -160,7 +187,7 @@ def _check_outputs(plan_dir: Path, output_dir: Path, options: LaunchOptions) -> 
     record_path = plan_dir / RUN_FILE
     previous = read_record(record_path) if record_path.is_file() else None
     if previous is not None and previous.state == "running":
-        if previous.pid and _alive(previous.pid):
+        if previous.pid and process_alive(previous.pid):
             raise UserError(f"a run of this plan is still going (pid {previous.pid}, started {previous.started}).",
                             fix=f"wait for it, or stop it with: kill -INT {previous.pid}")
         # lorakit was killed before it could close the record; say so instead of keeping "running"
@@ -199,17 +226,6 @@ def _move_aside(plan_dir: Path, output_dir: Path, *, keep_outputs: bool) -> None
             shutil.move(str(source), str(target))
 
 
-def _alive(pid: int, *, group: bool = False) -> bool:
-    """Whether the process (or any process of the group) still exists."""
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --- the run --------------------------------------------------------------------------------------
 
 def run_plan(plan_dir: Path, options: LaunchOptions | None = None, on_event: Callable[[Event], None] | None = None,
@@ -223,7 +239,11 @@ def run_plan(plan_dir: Path, options: LaunchOptions | None = None, on_event: Cal
     # Models last: Gate 4 has passed, so a download is never wasted on a run that cannot start.
     setup.models = ensure_local(setup.plan)
     setup.command += setup.models.trainer_args(setup.plan.model)
-    return Launch(setup, options, on_event, stopper or Stopper(), monitor).run()
+    stopper = stopper or Stopper()
+    if stopper.stopped.is_set():
+        raise Interrupted("stopped before the trainer started; nothing was trained.")
+    with stopper.training():
+        return Launch(setup, options, on_event, stopper, monitor).run()
 
 
 class Launch:
@@ -407,14 +427,14 @@ class Launch:
         pgid = process.pid
         for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
             process.poll()  # reap the leader, or its zombie keeps the group alive
-            if not _alive(pgid, group=True):
+            if not process_alive(pgid, group=True):
                 return
             try:
                 os.killpg(pgid, sig)
             except (ProcessLookupError, PermissionError):
                 return
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and (process.poll() is None or _alive(pgid, group=True)):
+            while time.monotonic() < deadline and (process.poll() is None or process_alive(pgid, group=True)):
                 time.sleep(0.05)
 
     # --- the record -------------------------------------------------------------------------------

@@ -69,6 +69,24 @@ class RunRecord(BaseModel):
     lorakit_version: str | None = None
 
 
+def process_alive(pid: int, *, group: bool = False) -> bool:
+    """Whether the process (or any process of the group) still exists."""
+    try:
+        (os.killpg if group else os.kill)(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def shown_state(record: RunRecord) -> str:
+    """The state for people: a record left at "running" by a lorakit that is gone says so."""
+    if record.state == "running" and record.pid and not process_alive(record.pid):
+        return "stale"
+    return record.state
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 

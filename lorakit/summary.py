@@ -322,6 +322,8 @@ def print_run(out: Console, record: Any) -> None:
 def runs_table(runs: list[tuple[Any, Any]]):
     from rich.table import Table
 
+    from lorakit.runrecord import shown_state
+
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("plan", no_wrap=True)
     table.add_column("started", no_wrap=True)
@@ -330,10 +332,11 @@ def runs_table(runs: list[tuple[Any, Any]]):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("problem")
     for path, record in runs:
+        # a "stale" record: lorakit was killed while watching; the next launch of the plan closes it
         earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
         table.add_row(
             record.plan + earlier, (record.started or "")[5:16].replace("T", " "),
-            f"[{STATE_STYLE[record.state]}]{record.state}[/]",
+            f"[{STATE_STYLE.get(shown_state(record), 'yellow')}]{shown_state(record)}[/]",
             f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", loss_text(record.last_loss),
             duration_text(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
             _gib(record.peak_vram_gib), record.problem or "",

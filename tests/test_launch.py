@@ -342,3 +342,28 @@ def test_a_failing_consumer_still_ends_the_trainer_and_closes_the_record(runner,
     data = record(plan)
     assert (data["state"], data["problem"]) == ("failed", "crash") and "the display broke" in data["diagnosis"]
     assert not alive(data["pid"])
+
+
+def test_a_run_that_saved_its_lora_succeeded_despite_a_printed_traceback(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OPTIONAL_IMPORT", "1")
+    result = launch(runner, plan)
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    assert (data["state"], data["problem"]) == ("succeeded", None)
+    assert "triton_does_not_exist" in data["diagnosis"]
+
+
+def test_ctrl_c_before_the_trainer_starts_starts_nothing(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    model = tmp_path / "base model ü.safetensors"
+    with open(model, "r+b") as f:
+        f.truncate(4 * 1024**3)  # a sparse 4 GB checkpoint: hashing it keeps launch busy before the trainer
+    process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    assert not (plan / "run.json").exists() and "trainer started" not in output

@@ -16,6 +16,7 @@ Told what to do through the environment:
   FAKE_SDSCRIPTS_EXTRA_STEPS    train this many more steps than the dataset gives (a miscounting sd-scripts)
   FAKE_SDSCRIPTS_DROP_ARGS      comma-separated arguments this "older sd-scripts" does not know
   FAKE_SDSCRIPTS_IGNORE_SIGINT  1: ignore SIGINT (a trainer that needs SIGTERM)
+  FAKE_SDSCRIPTS_OPTIONAL_IMPORT 1: print the traceback of a failed optional import at start, then train on
   FAKE_SDSCRIPTS_WORKER_PIDFILE start a worker process (like a DataLoader worker) that ignores SIGINT
                                 and SIGTERM, and write its pid here
 Other failures come from the inputs, as in sd-scripts: a missing model file, no images, --xformers
@@ -220,6 +221,13 @@ OutOfMemoryError.__module__ = "torch"
 
 
 def main() -> None:
+    if env("FAKE_SDSCRIPTS_OPTIONAL_IMPORT") == "1":
+        import traceback
+
+        try:
+            import triton_does_not_exist  # noqa: F401  (sd-scripts' optional kernels print this and go on)
+        except ImportError:
+            traceback.print_exc()
     parser = make_parser()
     args = parser.parse_args()
     args = read_config(parser, args)
