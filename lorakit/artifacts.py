@@ -118,7 +118,9 @@ def sample_rounds(plan: Plan) -> list[SampleRound]:
             if index not in images or images[index][0] < match["stamp"]:
                 images[index] = (match["stamp"], path)
     prompts = _prompts(plan)
-    ordered = sorted(rounds.items(), key=lambda item: max(stamp for stamp, _ in item[1].values()))
+    # by time, then by step or epoch: rounds made within the same second share a time stamp
+    ordered = sorted(rounds.items(), key=lambda item: (max(stamp for stamp, _ in item[1].values()),
+                                                       int(item[0].lstrip("e"))))
     return [SampleRound(when, [Sample(path, prompts[i] if i < len(prompts) else "", i)
                                for i, (_, path) in sorted(images.items())]) for when, images in ordered]
 

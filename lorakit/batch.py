@@ -8,6 +8,7 @@ recorded as skipped, with its findings, unless forced.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import itertools
 import json
 import re
@@ -107,10 +108,16 @@ def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
     return sweeps
 
 
+MAX_LABEL = 60  # run ids become folder and LoRA file names: keep them well inside 255 bytes
+
+
 def run_id(index: int, presets: str, sweep: dict[str, str]) -> str:
     label = "-".join([presets, *(f"{k}={v}" for k, v in sweep.items())]) if presets else \
         "-".join(f"{k}={v}" for k, v in sweep.items())
-    return f"{index:02d}-" + (_SLUG.sub("_", label).strip("_") or "run")
+    slug = _SLUG.sub("_", label).strip("_") or "run"
+    if len(slug) > MAX_LABEL:  # a long swept value (a path): shortened, with a hash of the whole to stay unique
+        slug = slug[:MAX_LABEL - 9].rstrip("_-") + "-" + hashlib.sha1(label.encode()).hexdigest()[:8]
+    return f"{index:02d}-{slug}"
 
 
 def plan_batch(request: BatchRequest) -> BatchManifest:

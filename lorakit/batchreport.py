@@ -95,7 +95,7 @@ def render_report(batch_dir: Path) -> str:
 
     manifest = load_batch(batch_dir)
     rows = batch_rows(batch_dir, manifest)
-    planned = [(run.id, Path(run.plan_dir)) for run in manifest.planned()]
+    planned = [(run.id, Path(run.plan_dir)) for run in manifest.planned() if (Path(run.plan_dir) / "plan.json").is_file()]
     curves = {run_id: loss_curve(plan_dir) for run_id, plan_dir in planned}
     sample_every = next((load_plan(d).value_set["sample_every_n_steps"] for _, d in planned), None)
     return render(
@@ -105,10 +105,13 @@ def render_report(batch_dir: Path) -> str:
     )
 
 
-def write_report(batch_dir: Path, output: Path | None = None) -> Path:
+def write_report(batch_dir: Path, output: Path | None = None, *, force: bool = False) -> Path:
+    """Write the page; the batch's own report.html is rewritten each time, any other file only with `force`."""
     target = output or batch_dir / "report.html"
     if target.exists() and target.is_dir():
         raise UserError(f"'{target}' is a folder.", fix="give -o a file name such as report.html")
+    if output is not None and target.exists() and not force:
+        raise UserError(f"'{target}' already exists; lorakit does not overwrite it.", fix="choose another -o FILE, or pass --force")
     text = render_report(batch_dir)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -62,6 +62,13 @@ class Outcome:
 class BatchResult:
     outcomes: list[Outcome] = field(default_factory=list)
     stopped: bool = False  # Ctrl-C, or --stop-on-failure after a failure
+    total: int = 0  # runs in the batch
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def not_reached(self) -> int:
+        """Runs left waiting when the batch stopped early."""
+        return self.total - len(self.outcomes)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -73,18 +80,23 @@ def decide(run: BatchRun, options: BatchRunOptions) -> Decision:
     if run.status != "planned":
         return Decision("skip", "skipped when planned (gate errors)")
     plan_dir = Path(run.plan_dir)
+    if not (plan_dir / "plan.json").is_file():
+        return Decision("skip", f"its plan folder {plan_dir} is missing; re-plan the batch (lorakit batch plan ... --force)")
+    plan = load_plan(plan_dir)
     record = _record(plan_dir)
-    output_dir = Path(load_plan(plan_dir).value_set["output_dir"])
+    output_dir, name = Path(plan.value_set["output_dir"]), plan.value_set["output_name"]
     if record is None:
-        leftovers = bool(model_files(output_dir))
+        leftovers = bool(model_files(output_dir, name))
         return Decision("restart" if leftovers else "start", "outputs without a run record" if leftovers else "not run yet")
+    if record.plan_created and record.plan_created != plan.created:
+        return Decision("restart", "re-planned since its last run")
     if record.state == "succeeded":
         return Decision("skip", "succeeded already")
     if record.state == "failed":
         if options.retry_failed:
             return Decision("restart", f"failed before ({record.problem or record.diagnosis}); --retry-failed")
         return Decision("skip", f"failed before ({record.problem or record.diagnosis}); rerun with --retry-failed")
-    state = latest_state(output_dir)
+    state = latest_state(output_dir, name)
     if state is not None:
         return Decision("resume", f"{record.state}; resuming from {state.name}")
     return Decision("restart", f"{record.state} with no saved state to resume from")
@@ -116,10 +128,13 @@ def run_batch(
     base_env = dict(os.environ if env is None else env)
     with BatchLock(batch_dir):
         progress = Progress(batch_dir)
+        result = BatchResult(total=len(manifest.runs))
         if options.tensorboard:
-            write_hparams_experiment(batch_dir, manifest)
+            try:
+                write_hparams_experiment(batch_dir, manifest)
+            except UserError as exc:  # tensorboard is not installed: the runs go on without it, as a launch does
+                result.warnings.append(f"no TensorBoard HParams experiment: {exc.message} {exc.fix or ''}".strip())
         todo: queue.Queue[BatchRun] = queue.Queue()
-        result = BatchResult()
         for run in manifest.runs:
             decision = decide(run, options)
             if decision.action == "skip":
@@ -183,7 +198,14 @@ def _launch(run: BatchRun, slot: str | None, options: BatchRunOptions, stopper: 
         progress.ended(run.id)
         return Outcome(run.id, decision.action, "stopped before its trainer started", slot)
     except LorakitError as exc:
-        message = exc.render().replace("\n", " ")
+        message = " ".join(exc.render().split())
+        found = [f"{f.code}: {f.message} (fix: {f.fix})" for f in getattr(exc, "findings", []) if f.level == "error"]
+        if found:  # a failed Gate 4 says which checks failed, here and in `batch status`
+            message += " " + " ".join(found)
+        progress.ended(run.id, error=message)
+        return Outcome(run.id, decision.action, decision.reason, slot, error=message)
+    except Exception as exc:  # noqa: BLE001  (a bug must not silently end a worker and the rest of the batch)
+        message = f"lorakit failed while running it: {type(exc).__name__}: {exc}"
         progress.ended(run.id, error=message)
         return Outcome(run.id, decision.action, decision.reason, slot, error=message)
     progress.ended(run.id, state=record.state)
@@ -297,7 +319,10 @@ def varying_keys(manifest: BatchManifest) -> dict[str, object]:
     values: dict[str, list] = {}
     runs = manifest.planned()
     for run in runs:
-        plan = json.loads((Path(run.plan_dir) / "plan.json").read_text(encoding="utf-8"))
+        path = Path(run.plan_dir) / "plan.json"
+        if not path.is_file():
+            continue
+        plan = json.loads(path.read_text(encoding="utf-8"))
         for key, item in plan["values"].items():
             values.setdefault(key, []).append(json.dumps(item.get("value"), sort_keys=True))
     varying = [k for k, seen in values.items() if len(set(seen)) > 1 or len(seen) < len(runs)]

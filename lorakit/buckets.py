@@ -36,6 +36,10 @@ class Placement:
     original: tuple[int, int]
 
     @property
+    def usable(self) -> bool:
+        return 0 not in self.bucket
+
+    @property
     def upscale(self) -> float:
         """How much the image is enlarged to cover its bucket (1.0 or less: not enlarged)."""
         return max(self.resized[0] / self.original[0], self.resized[1] / self.original[1])
@@ -97,6 +101,8 @@ class BucketAssigner:
             resized = self._resize_no_upscale(width, height, aspect)
             step = self.settings.steps
             reso = (resized[0] - resized[0] % step, resized[1] - resized[1] % step)
+            if 0 in reso:  # a side shorter than one step: sd-scripts divides by zero on it
+                return Placement(reso, resized, math.inf, (width, height))
         return Placement(reso, resized, reso[0] / reso[1] - aspect, (width, height))
 
     def _resize_no_upscale(self, width: int, height: int, aspect: float) -> tuple[int, int]:

@@ -36,7 +36,17 @@ LORA_NETWORK_ARGS = {
     "conv_block_alphas", "down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold",
     "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio", "dropout",
 }
+LORA_NUMBER_ARGS = {"conv_dim", "conv_alpha", "rank_dropout", "module_dropout", "dropout", "loraplus_lr_ratio",
+                    "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio", "block_lr_zero_threshold"}
 GATE = 2
+
+
+def _is_number(text: str, *, integer: bool = False) -> bool:
+    try:
+        int(text) if integer else float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -269,6 +279,12 @@ def key_value_lists(ctx: CheckContext) -> list[Finding]:
     if v["network_module"] == "networks.lora" and v["network_args"]:
         unknown = [item.split("=", 1)[0] for item in v["network_args"]
                    if "=" in item and item.split("=", 1)[0] not in LORA_NETWORK_ARGS]
+        pairs = [item.split("=", 1) for item in v["network_args"] if "=" in item]
+        bad = [f"{k}={x}" for k, x in pairs if k in LORA_NUMBER_ARGS and not _is_number(x, integer=k == "conv_dim")]
+        if bad:
+            out.append(finding("params/network-args-number", "error", GATE,
+                               f"network_args {', '.join(bad)}: networks.lora reads these as numbers and fails on the text.",
+                               "write a number, e.g. conv_dim=8 conv_alpha=4", key="network_args"))
         if unknown:
             out.append(finding("params/network-args-ignored", "warning", GATE,
                                f"networks.lora silently ignores network_args {', '.join(unknown)}.",
@@ -431,6 +447,26 @@ def alpha_vs_rank(ctx: CheckContext) -> list[Finding]:
     return []
 
 
+def file_names(ctx: CheckContext) -> list[Finding]:
+    names = [n for save in ctx.saves or [] for n in (save.file, save.state_dir) if n]
+    longest = max(names, key=lambda n: len(n.encode()), default="")
+    if len(longest.encode()) <= 255:
+        return []
+    return [finding("params/output-name-too-long", "error", GATE,
+                    f"sd-scripts would save '{longest[:60]}…', a file name of {len(longest.encode())} bytes; file systems "
+                    "allow 255.", "give a shorter --name (or --set output_name=...)", key="output_name")]
+
+
+def training_length(ctx: CheckContext) -> list[Finding]:
+    v = ctx.values
+    if v.is_set("max_train_epochs") or v.is_set("max_train_steps"):
+        return []
+    return [finding("params/no-training-length", "error", GATE,
+                    "neither max_train_epochs nor max_train_steps is set, so sd-scripts would fall back to its default "
+                    "of 1600 steps whatever the dataset.",
+                    "--set max_train_epochs=10 (or the number of epochs you want)", key="max_train_epochs")]
+
+
 def step_targets(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
     out = []
@@ -506,6 +542,17 @@ def image_count(ctx: CheckContext) -> list[Finding]:
                     f"{count} training image(s); the seeds advise {low}–{high} for this plan.", advice)]
 
 
+def unplaceable(ctx: CheckContext) -> list[Finding]:
+    count = ctx.steps.unplaceable_images
+    if not count:
+        return []
+    step = ctx.values["bucket_reso_steps"]
+    return [finding("dataset/image-smaller-than-bucket-step", "error", 1,
+                    f"{count} image(s) have a side shorter than bucket_reso_steps ({step} px) after resizing, so "
+                    "bucket_no_upscale gives them a bucket of zero size and sd-scripts fails on them.",
+                    "remove or crop them, or --set bucket_no_upscale=false", paths=ctx.steps.unplaceable_examples)]
+
+
 def upscaled(ctx: CheckContext) -> list[Finding]:
     s = ctx.steps
     if not s.upscaled_images:
@@ -535,7 +582,7 @@ def unused_reg(ctx: CheckContext) -> list[Finding]:
 
 
 RULES: list[Callable[[CheckContext], list[Finding]]] = [
-    required_values, text_encoder_cache, latent_cache, buckets, scheduler, precision, key_value_lists,
+    required_values, training_length, file_names, text_encoder_cache, latent_cache, buckets, scheduler, precision, key_value_lists,
     optimizer, model_flags, attention, sampling, clip_skip, adaptive_lr, alpha_vs_rank, step_targets,
-    lr_times_steps, text_encoder_lr, image_count, upscaled, repeats_setting, unused_reg,
+    lr_times_steps, text_encoder_lr, image_count, unplaceable, upscaled, repeats_setting, unused_reg,
 ]

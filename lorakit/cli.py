@@ -570,7 +570,13 @@ def batch_plan(dataset: Path, preset_names, sweeps, overrides, reg, token, targe
         for finding in run.findings:
             click.echo(f"    {finding.code}: {finding.message}")
     planned = len(manifest.planned())
+    if not planned:
+        click.echo(f"No run could be planned in {out}: every combination has gate errors (above).", err=True)
+        sys.exit(1)
     click.echo(f"{planned} of {len(manifest.runs)} run(s) planned in {out}. Next: lorakit batch run {out}")
+
+
+ACTION_TEXT = {"start": "started", "resume": "resumed from its saved state", "restart": "started again"}
 
 
 @batch.command("run")
@@ -607,22 +613,31 @@ def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_f
         displays[run_id](event)
 
     def on_outcome(outcome) -> None:
+        from rich.markup import escape
+
         where = f" on GPU {outcome.slot}" if outcome.slot is not None else ""
+        run = escape(f"[{outcome.run}]")
         if outcome.action == "skip":
-            out.print(f"[{outcome.run}] skipped: {outcome.reason}")
+            out.print(f"{run} skipped: {escape(outcome.reason)}")
         elif outcome.error:
-            out.print(f"[{outcome.run}] [red]could not start[/]{where}: {outcome.error}", markup=True, highlight=False)
+            out.print(f"{run} [red]could not start[/]{where}: {escape(outcome.error)}")
+        elif outcome.state is None:
+            out.print(f"{run} not started: {escape(outcome.reason)}")
         else:
-            out.print(f"[{outcome.run}] {outcome.state}{where} ({outcome.reason})")
+            out.print(f"{run} {outcome.state}{where} ({ACTION_TEXT[outcome.action]})")
 
     options = BatchRunOptions(gpus=slots, sd_scripts=sd_scripts, python=python, retry_failed=retry_failed,
                               stop_on_failure=stop_on_failure, tensorboard=not no_tensorboard)
     stopper = Stopper()
     with stop_on_signals(stopper, interrupt_when_idle=False):
         result = run_batch(batch_dir, options, stopper=stopper, on_event=on_event, on_outcome=on_outcome)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     failed = result.failed
-    click.echo(f"{len(result.outcomes)} run(s): {sum(o.state == 'succeeded' for o in result.outcomes)} succeeded, "
-               f"{len(failed)} failed or not started. `lorakit batch status {batch_dir}` compares them.")
+    counts = {state: sum(o.state == state for o in result.outcomes) for state in ("succeeded", "interrupted")}
+    waiting = sum(o.state is None and not o.error for o in result.outcomes) + result.not_reached
+    click.echo(f"{result.total} run(s): {counts['succeeded']} succeeded, {len(failed)} failed or could not start, "
+               f"{counts['interrupted']} interrupted, {waiting} not started. `lorakit batch status {batch_dir}` compares them.")
     if stopper.stopped.is_set():
         sys.exit(130)
     if failed:
@@ -654,11 +669,12 @@ def batch_status(batch_dir: Path, fmt: str | None) -> None:
 @batch.command("report")
 @click.argument("batch_dir", type=PATH)
 @click.option("-o", "--output", type=PATH, help="The HTML file to write (default: BATCH_DIR/report.html, rewritten each time).")
-def batch_report(batch_dir: Path, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace -o FILE if it exists.")
+def batch_report(batch_dir: Path, output: Path | None, force: bool) -> None:
     """Write one self-contained HTML page: the runs' table, all loss curves on one chart, and the samples side by side."""
     from lorakit.batchreport import write_report
 
-    click.echo(f"Wrote {write_report(batch_dir, output)}")
+    click.echo(f"Wrote {write_report(batch_dir, output, force=force)}")
 
 
 @batch.command("export-slurm")

@@ -289,16 +289,23 @@ def _plan_findings(plan: Plan, *, cpu: bool, cuda: int, gpus: str | None) -> lis
         findings.append(finding("env/cpu-fp16", "error", 4,
                                 "the plan trains in fp16, which the CPU cannot do (sd-scripts stalls in latent caching).",
                                 "re-plan with --set mixed_precision=bf16 (or no)", key="mixed_precision"))
-    processes = values["num_processes"]
-    ids = [i for i in (gpus or values["gpu_ids"] or "").split(",") if i.strip()]
+    # num_processes counts every machine's processes; this machine runs its share
+    processes = -(-values["num_processes"] // max(1, values["num_machines"]))
+    ids = [i.strip() for i in (gpus or values["gpu_ids"] or "").split(",") if i.strip()]
+    bad = [i for i in ids if not i.isdigit() or (not cpu and cuda and int(i) >= cuda)]
+    if bad:
+        findings.append(finding("env/bad-gpu-ids", "error", 4,
+                                f"GPU id(s) {', '.join(bad)} do not name a CUDA device here (the trainer sees {cuda}: "
+                                f"ids 0 to {max(cuda - 1, 0)}).",
+                                "give --gpus as device numbers, e.g. --gpus 0 or --gpus 0,1"))
     if not cpu and ids and len(ids) < processes:
         findings.append(finding("env/gpus-too-few", "error", 4,
-                                f"the plan runs {processes} processes but only {len(ids)} GPU id(s) are given ({','.join(ids)}).",
-                                f"give {processes} ids with --gpus, or re-plan with --set num_processes={len(ids)}"))
+                                f"this machine runs {processes} of the plan's processes but only {len(ids)} GPU id(s) are given ({','.join(ids)}).",
+                                f"give {processes} ids with --gpus, or re-plan with --set num_processes={len(ids) * max(1, values['num_machines'])}"))
     if not cpu and not ids and cuda < processes:
         findings.append(finding("env/gpus-too-few", "error", 4,
-                                f"the plan runs {processes} processes but the trainer sees {cuda} CUDA device(s).",
-                                f"re-plan with --set num_processes={max(cuda, 1)}"))
+                                f"this machine runs {processes} of the plan's processes but the trainer sees {cuda} CUDA device(s).",
+                                f"re-plan with --set num_processes={max(cuda, 1) * max(1, values['num_machines'])}"))
     return findings
 
 

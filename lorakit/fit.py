@@ -230,6 +230,10 @@ def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, m
         result.changes.append(FitChange(key, value, note))
 
     result.findings += _precision_for_card(values, target, change)
+    if image_augmentations(values):  # colour or crop augmentation set: latents cannot be cached (sd-scripts asserts)
+        for key in ("cache_latents", "cache_latents_to_disk"):
+            change(key, False, "auto:augmentation", f"{' and '.join(image_augmentations(values))} changes each image "
+                   "every epoch, so its latents cannot be cached")
     for lever in speedup_levers(values, setup_from_values(values)):
         for key, value, why in lever.settings:
             change(key, value, source, why)
@@ -272,7 +276,9 @@ def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions:
     budget = target.budget_gib
     peak = target.bf16_tflops or NOMINAL_TFLOPS
     gc_options = [base.gradient_checkpointing] if values.user_set("gradient_checkpointing") else [True, False]
-    free_batch = not values.user_set("train_batch_size")
+    # A step count you fixed keeps its meaning only at the batch you planned it for: the batch stays.
+    steps_fixed = values.user_set("max_train_steps") and not values.user_set("max_train_epochs")
+    free_batch = not values.user_set("train_batch_size") and not steps_fixed
     for combo in combinations(levers):
         setup = apply_levers(base, combo)
         best: Choice | None = None

@@ -33,7 +33,7 @@ from lorakit.fetch import LocalModels
 from lorakit.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.logparse import StreamParser
-from lorakit.outputs import latest_state, list_outputs, model_files, state_folders
+from lorakit.outputs import latest_state, list_outputs, model_files, sample_files, saved_step, state_folders
 from lorakit.plan import Plan, load_plan
 from lorakit.runrecord import FINAL_STATES, process_alive, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
 from lorakit.tally import RunTally
@@ -161,15 +161,16 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     if options.resume and options.fresh:
         raise UserError("--resume and --fresh contradict each other.", fix="pick one")
     resume_from = None
-    output_dir = _output_dir(plan)
+    output_dir, name = _output_dir(plan), _output_name(plan)
     if check_outputs:
-        resume_from = _check_outputs(plan_dir, output_dir, options)
+        resume_from = _check_outputs(plan_dir, output_dir, name, plan.total_steps, options)
     elif options.resume:
-        resume_from = latest_state(output_dir)
+        resume_from = latest_state(output_dir, name)
     command = trainer_command(report.python, Path(report.sd_scripts), plan_dir / "config.toml", plan.value_set,
                               cpu=report.cpu, gpu_ids=options.gpus)
     if resume_from is not None:
-        command += ["--resume", str(resume_from)]
+        # without --skip_until_initial_step sd-scripts restarts at step 0 and only skips whole epochs (facts §i)
+        command += ["--resume", str(resume_from), "--skip_until_initial_step"]
     changes = dict(TRAINER_ENV)
     if "CUDA_VISIBLE_DEVICES" in base_env:
         changes["CUDA_VISIBLE_DEVICES"] = base_env["CUDA_VISIBLE_DEVICES"]
@@ -182,10 +183,24 @@ def _output_dir(plan: Plan) -> Path:
     return Path(plan.value_set["output_dir"] or Path(plan.plan_dir) / "output")
 
 
-def _check_outputs(plan_dir: Path, output_dir: Path, options: LaunchOptions) -> Path | None:
-    """Refuse to train over earlier results; --resume continues them, --fresh moves them aside."""
+def _output_name(plan: Plan) -> str:
+    return plan.value_set["output_name"] or "last"
+
+
+def _check_outputs(plan_dir: Path, output_dir: Path, name: str, planned_steps: int, options: LaunchOptions) -> Path | None:
+    """Refuse to train over earlier results; --resume continues them, --fresh moves them aside.
+
+    Only this plan's files count (its output_name's saves and states), so plans can share an output_dir.
+    """
     record_path = plan_dir / RUN_FILE
-    previous = read_record(record_path) if record_path.is_file() else None
+    try:
+        previous = read_record(record_path) if record_path.is_file() else None
+    except UserError:
+        if not options.fresh:
+            raise UserError(f"{record_path} is damaged, so lorakit cannot tell what the last run did.",
+                            fix="pass --fresh to start again (the damaged record and old outputs move to "
+                                f"{PREVIOUS_DIR}/ in the plan folder)") from None
+        previous = None
     if previous is not None and previous.state == "running":
         if previous.pid and process_alive(previous.pid):
             raise UserError(f"a run of this plan is still going (pid {previous.pid}, started {previous.started}).",
@@ -194,32 +209,39 @@ def _check_outputs(plan_dir: Path, output_dir: Path, options: LaunchOptions) -> 
         previous.state = "interrupted"
         previous.diagnosis = "lorakit was stopped before the trainer ended; the next launch closed this record"
         write_record(plan_dir, previous)
-    has_outputs = bool(model_files(output_dir) or state_folders(output_dir)) or previous is not None
+    has_outputs = bool(model_files(output_dir, name) or state_folders(output_dir, name)) or previous is not None
     if options.resume:
-        state = latest_state(output_dir)
+        state = latest_state(output_dir, name)
         if state is None:
             raise UserError(f"there is no saved state (*-state folder) in {output_dir} to resume from.",
                             fix="re-plan with --set save_state=true so runs can be resumed, or start again with --fresh")
-        _move_aside(plan_dir, output_dir, keep_outputs=True)
+        done = saved_step(state)
+        if done is not None and done >= planned_steps:
+            raise UserError(f"the newest saved state, {state.name}, already trained all {planned_steps} steps; there is "
+                            "nothing left to resume.", fix="pass --fresh to train the plan again")
+        _move_aside(plan_dir, output_dir, name, keep_outputs=True)
         return state
     if options.fresh:
-        _move_aside(plan_dir, output_dir, keep_outputs=False)
+        _move_aside(plan_dir, output_dir, name, keep_outputs=False)
         return None
     if has_outputs:
-        state = latest_state(output_dir)
+        state = latest_state(output_dir, name)
         resume = f"--resume to continue from {state.name}, or " if state else ""
         raise UserError(f"{plan_dir} already has the outputs of an earlier run; lorakit will not train over them.",
                         fix=f"pass {resume}--fresh to start again (the old outputs move to {PREVIOUS_DIR}/ in the plan folder)")
     return None
 
 
-def _move_aside(plan_dir: Path, output_dir: Path, *, keep_outputs: bool) -> None:
+def _move_aside(plan_dir: Path, output_dir: Path, name: str, *, keep_outputs: bool) -> None:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     keep = plan_dir / PREVIOUS_DIR / stamp
     moves = [(plan_dir / RUN_FILE, keep / RUN_FILE), (plan_dir / LOG_FILE, keep / LOG_FILE.name)]
-    if not keep_outputs and output_dir.exists() and any(output_dir.iterdir()):
-        inside = output_dir.resolve().is_relative_to(plan_dir.resolve())
-        moves.append((output_dir, keep / "output" if inside else output_dir.with_name(f"{output_dir.name}.previous-{stamp}")))
+    if not keep_outputs and output_dir.is_dir():
+        if output_dir.resolve().is_relative_to(plan_dir.resolve()):
+            moves.append((output_dir, keep / "output"))
+        else:  # an output_dir shared with other plans: only this plan's files move
+            ours = model_files(output_dir, name) + state_folders(output_dir, name) + sample_files(output_dir, name)
+            moves += [(path, keep / "output" / path.relative_to(output_dir)) for path in ours]
     for source, target in moves:
         if source.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +284,8 @@ class Launch:
         self._handled_requests = 0
         self.tensorboard = None
         self.record = RunRecord(
-            state="running", plan=self.plan.name, plan_dir=str(setup.plan_dir), planned_steps=self.plan.total_steps,
+            state="running", plan=self.plan.name, plan_dir=str(setup.plan_dir), plan_created=self.plan.created,
+            planned_steps=self.plan.total_steps,
             command=setup.command, environment=setup.env_changes, sd_scripts=setup.doctor.sd_scripts,
             sd_scripts_commit=setup.doctor.sd_scripts_commit, python=setup.doctor.python, cpu=setup.cpu,
             gpu=_gpu_description(setup, options), base_model=setup.base_model, models=setup.models,
@@ -478,7 +501,7 @@ class Launch:
         record.state = verdict.state  # type: ignore[assignment]
         record.problem, record.diagnosis, record.suggestion = verdict.problem, verdict.diagnosis, verdict.suggestion
         record.exit_code, record.signal = ending.exit_code, ending.signal
-        record.outputs = list_outputs(_output_dir(self.plan), since=started_wall)
+        record.outputs = list_outputs(_output_dir(self.plan), since=started_wall, name=_output_name(self.plan))
         record.ended = now_iso()
         record.duration_s = round(time.time() - started_wall, 2)
         self._update_record()

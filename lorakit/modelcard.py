@@ -8,9 +8,10 @@ licence, the instance prompt, and the sample images as the widget gallery.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from lorakit.modelsource import BASE_KEY, KNOWN_REPOS, human_bytes
 from lorakit.artifacts import LoraFile, Sample
+from lorakit.modelsource import BASE_KEY, KNOWN_REPOS, human_bytes
 from lorakit.plan import Plan
 from lorakit.render import render
 from lorakit.summary import HEADLINE_KEYS, show
@@ -66,7 +67,8 @@ def render_card(plan: Plan, lora: LoraFile, samples: list[Sample], facts: CardFa
         repo_id=facts.repo_id,
         base_model=facts.base_model,
         base_file=base.filename if facts.base_model == base.repo_id else None,
-        base_label=base.reference,
+        # a local base is named by its file name: the card must not publish the trainer's folders
+        base_label=base.reference if base.kind == "hub" else Path(base.value).name,
         license=facts.license,
         tags=TAGS,
         instance_prompt=", ".join(instance_prompts) or None,

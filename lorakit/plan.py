@@ -207,7 +207,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     plan = Plan(
         lorakit_version=__version__,
         sd_scripts_commit=SD_SCRIPTS_COMMIT,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
         name=name,
         plan_dir=str(plan_dir),
         presets=[p.name for p in resolution.presets],

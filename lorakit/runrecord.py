@@ -33,6 +33,7 @@ class RunRecord(BaseModel):
     state: RunState
     plan: str
     plan_dir: str
+    plan_created: str | None = None  # plan.json's `created`: a plan re-made since is another plan
     exit_code: int | None = None
     signal: str | None = None
     problem: str | None = None  # a stable code: out-of-memory, nan-loss, missing-module, no-data, ...

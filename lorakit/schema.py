@@ -52,6 +52,26 @@ RESERVED_KEYS = {
     "caption_extention": "misspelled legacy option; use caption_extension",
 }
 
+# Lowest values that make sense (sd-scripts divides by several of these, and a negative count trains nothing).
+# (minimum, whether the minimum itself is allowed)
+MINIMUMS: dict[str, tuple[float, bool]] = {
+    **{key: (1, True) for key in (
+        "train_batch_size", "gradient_accumulation_steps", "max_train_epochs", "max_train_steps", "network_dim",
+        "bucket_reso_steps", "min_bucket_reso", "max_bucket_reso", "save_every_n_epochs", "save_every_n_steps",
+        "save_n_epoch_ratio", "save_last_n_epochs", "save_last_n_steps", "save_last_n_epochs_state",
+        "save_last_n_steps_state", "vae_batch_size", "dataset_repeats", "lr_scheduler_num_cycles",
+        "num_processes", "num_machines", "sample_steps", "target_steps_min", "target_steps_max",
+        "steps_per_image_min", "steps_per_image_max", "images_min", "images_max",
+    )},
+    **{key: (0, True) for key in (
+        "learning_rate", "unet_lr", "text_encoder_lr", "max_grad_norm", "min_snr_gamma", "noise_offset",
+        "max_data_loader_n_workers", "keep_tokens", "caption_dropout_rate", "caption_tag_dropout_rate",
+        "caption_dropout_every_n_epochs", "network_dropout", "lr_warmup_steps", "lr_decay_steps", "seed",
+        "machine_rank", "sample_cfg", "prior_loss_weight", "min_timestep", "max_timestep", "sample_seed",
+    )},
+    "network_alpha": (0, False),
+}
+
 SPECIAL_KINDS: dict[str, Kind] = {
     "resolution": "resolution",
     "face_crop_aug_range": "float_pair",
@@ -274,10 +294,21 @@ def coerce(spec: KeySpec, raw: Any) -> Any:
         value = normalize_resolution(spec, raw)
     else:  # float_pair
         value = _float_pair(spec, raw)
+    _check_minimum(spec, raw, value)
     if spec.choices and value not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices if c is not None)
         raise ValueProblem(f"{spec.name} = {raw!r} is not one of: {allowed}")
     return value
+
+
+def _check_minimum(spec: KeySpec, raw: Any, value: Any) -> None:
+    if spec.name not in MINIMUMS:
+        return
+    low, inclusive = MINIMUMS[spec.name]
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(n, (int, float)) and (n < low or (n == low and not inclusive)) for n in numbers):
+        bound = f"at least {low:g}" if inclusive else f"above {low:g}"
+        raise ValueProblem(f"{spec.name} = {raw!r} must be {bound}")
 
 
 def normalize_resolution(spec: KeySpec, raw: Any) -> str:

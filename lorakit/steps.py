@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit.buckets import BucketAssigner, BucketSettings
 from lorakit.dataset import Subset
+from lorakit.findings import EXAMPLES
 
 
 class BucketCount(BaseModel):
@@ -47,6 +48,8 @@ class StepMath(BaseModel):
     mean_ar_error: float | None
     upscaled_images: int
     max_upscale: float
+    unplaceable_images: int = 0  # images no bucket can hold (sd-scripts fails on them)
+    unplaceable_examples: list[str] = []
 
 
 class Placed:
@@ -61,10 +64,14 @@ class Placed:
         ar_errors: list[float] = []
         self.upscaled = 0
         self.max_upscale = 1.0
+        self.unplaceable: list[str] = []  # images with a side below one bucket step (bucket_no_upscale)
         for index, subset in enumerate(self.subsets):
             counts: Counter = Counter()
             for image in subset.images:
                 placement = assigner.place(image.width, image.height)
+                if not placement.usable:
+                    self.unplaceable.append(image.path)
+                    continue
                 counts[placement.bucket] += 1
                 if subset.is_reg:
                     self.reg_order.append((index, placement.bucket))
@@ -147,6 +154,8 @@ def compute_steps(
         mean_ar_error=placed.mean_ar_error,
         upscaled_images=placed.upscaled,
         max_upscale=round(placed.max_upscale, 3),
+        unplaceable_images=len(placed.unplaceable),
+        unplaceable_examples=placed.unplaceable[:EXAMPLES],
     )
 
 

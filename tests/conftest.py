@@ -102,7 +102,7 @@ def make_plan(runner, tmp_path: Path, *overrides: str, out: Path | None = None, 
     model = tmp_path / "base model ü.safetensors"
     model.write_bytes(fake_checkpoint())
     out = out or tmp_path / "plan"
-    sets = [f"pretrained_model_name_or_path={model}", "max_train_steps=6", "mixed_precision=bf16",
+    sets = [f"pretrained_model_name_or_path={model}", "max_train_steps=6", "train_batch_size=4", "mixed_precision=bf16",
             "sample_every_n_steps=none", *overrides]
     result = runner.invoke(cli, ["plan", str(dataset), "--target-gpu", "rtx4090", "--out", str(out),
                                  *[word for s in sets for word in ("--set", s)]])

@@ -196,7 +196,9 @@ def test_an_interrupted_batch_resumes_without_repeating_finished_runs(runner, tm
                        "03-network_dim=32": ("start", "succeeded")}
     assert record(out / "01-network_dim=8")["ended"] == done_at  # not run again
     resumed = record(out / "02-network_dim=16")
-    assert resumed["resumed_from"] and resumed["command"][-2] == "--resume"
+    assert resumed["command"][-3:] == ["--resume", resumed["resumed_from"], "--skip_until_initial_step"]
+    saved = int(resumed["resumed_from"].rsplit("step", 1)[1][:8])
+    assert resumed["steps_done"] == 12 - saved  # continued at the saved step, not at 0
 
 
 def test_failed_runs_rerun_only_when_asked(runner, tmp_path, fake_trainer, monkeypatch):
@@ -325,3 +327,61 @@ def test_tensorboard_sees_the_batch_as_one_hparams_experiment(runner, tmp_path, 
         events.Reload()
         tags = events.PluginTagToContent("hparams")
         assert "_hparams_/session_start_info" in tags and "_hparams_/experiment" not in tags
+
+
+def test_a_replanned_batch_trains_its_new_plans(runner, tmp_path, fake_trainer):
+    out = trainable_batch(runner, tmp_path, "--sweep", "network_dim=8")
+    assert runner.invoke(cli, ["batch", "run", str(out)]).exit_code == 0
+    assert record(out / "01-network_dim=8")["steps_done"] == 6
+    dataset, model = tmp_path / "robot data", tmp_path / "base.safetensors"
+    replanned = runner.invoke(cli, ["batch", "plan", str(dataset), "--out", str(out), "--target-gpu", "rtx4090", "--force",
+                                    "--sweep", "network_dim=8", "--set", f"pretrained_model_name_or_path={model}",
+                                    "--set", "max_train_steps=8", "--set", "mixed_precision=bf16"])
+    assert replanned.exit_code == 0, replanned.output
+    again = runner.invoke(cli, ["batch", "run", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "started again" in again.output
+    assert record(out / "01-network_dim=8")["steps_done"] == 8
+
+
+def test_without_tensorboard_a_batch_still_runs_and_says_so(runner, tmp_path, fake_trainer, monkeypatch):
+    from lorakit.errors import UserError
+
+    def missing(*args, **kwargs):
+        raise UserError("TensorBoard summaries need the tensorboard package, which is not installed.",
+                        fix="pip install 'lorakit[tensorboard]'")
+
+    monkeypatch.setattr("lorakit.tbwriter.write_experiment", missing)
+    out = trainable_batch(runner, tmp_path, "--sweep", "network_dim=8")
+    result = runner.invoke(cli, ["batch", "run", str(out), "--no-tensorboard"])
+    assert result.exit_code == 0
+    result = run_batch(out, BatchRunOptions(retry_failed=True))
+    assert result.warnings and "tensorboard" in result.warnings[0]
+
+
+def test_a_long_swept_value_gives_a_short_unique_run_id(runner, tmp_path):
+    from lorakit.batch import run_id
+
+    long_a, long_b = "/models/" + "a" * 150 + ".safetensors", "/models/" + "a" * 150 + "b.safetensors"
+    ids = {run_id(1, "", {"pretrained_model_name_or_path": v}) for v in (long_a, long_b)}
+    assert len(ids) == 2 and all(len(i) <= 63 for i in ids)
+
+
+def test_report_never_overwrites_another_file(runner, tmp_path, fake_trainer):
+    out = trainable_batch(runner, tmp_path, "--sweep", "network_dim=8")
+    mine = tmp_path / "mine.html"
+    mine.write_text("precious")
+    refused = runner.invoke(cli, ["batch", "report", str(out), "-o", str(mine)])
+    assert refused.exit_code == 2 and mine.read_text() == "precious"
+    assert runner.invoke(cli, ["batch", "report", str(out), "-o", str(mine), "--force"]).exit_code == 0
+
+
+def test_a_missing_plan_folder_is_skipped_with_the_fix(runner, tmp_path, fake_trainer):
+    import shutil
+
+    out = trainable_batch(runner, tmp_path, "--sweep", "network_dim=8,16")
+    shutil.rmtree(out / "02-network_dim=16")
+    result = runner.invoke(cli, ["batch", "run", str(out)])
+    assert "plan folder" in result.output and "is missing" in result.output
+    assert record(out / "01-network_dim=8")["state"] == "succeeded"
+    assert runner.invoke(cli, ["batch", "report", str(out)]).exit_code == 0

@@ -159,3 +159,11 @@ def test_prepare_bad_repeats(runner, tmp_path, args, message):
     write_png(tmp_path / "src" / "a.png", 1024, 1024)
     result = runner.invoke(cli, ["dataset", "prepare", str(tmp_path / "src"), str(tmp_path / "out"), "--token", "x", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_an_image_thinner_than_a_bucket_step_is_an_error_not_a_crash(runner, tmp_path):
+    folder = make_folder(tmp_path / "d" / "5_x", [(1024, 1024), (800, 40)])
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--set", "bucket_no_upscale=true", "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    found = {f["code"]: f for f in json.loads(result.output)["findings"]}
+    assert found["dataset/image-smaller-than-bucket-step"]["paths"] == [str(folder / "img0001.png")]

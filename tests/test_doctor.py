@@ -165,3 +165,19 @@ def test_launch_refuses_what_doctor_refuses(runner, tmp_path, fake_trainer):
     assert result.exit_code == 1
     assert "env/cpu-fp16" in result.output and "the trainer was not started" in result.output
     assert not (plan / "run.json").exists()
+
+
+def test_a_multi_machine_plan_needs_only_this_machines_share_of_gpus(runner, tmp_path, fake_trainer, monkeypatch):
+    monkeypatch.setenv("LORAKIT_FAKE_GPU", "rtx4090,rtx4090")
+    plan = make_plan(runner, tmp_path, "num_processes=4", "num_machines=2", "machine_rank=1",
+                     "main_process_ip=10.0.0.1", "main_process_port=29500")
+    code, report = doctor(runner, str(plan))
+    assert "env/gpus-too-few" not in codes(report), report
+
+
+def test_gpu_ids_must_name_devices_that_exist(runner, tmp_path, fake_trainer, monkeypatch):
+    monkeypatch.setenv("LORAKIT_FAKE_GPU", "rtx4090,rtx4090")
+    plan = make_plan(runner, tmp_path)
+    for ids in ("a,b", "0,5"):
+        code, report = doctor(runner, str(plan), "--gpus", ids)
+        assert code == 1 and finding(report, "env/bad-gpu-ids")["level"] == "error"

@@ -137,7 +137,7 @@ def test_gpus_option_picks_the_cards(runner, tmp_path, fake_trainer, monkeypatch
     ("nan", "nan-loss", "--set learning_rate=5e-05"),
 ])
 def test_failures_get_a_diagnosis_and_a_next_step(runner, tmp_path, fake_trainer, monkeypatch, fail, problem, advice):
-    plan = make_plan(runner, tmp_path, "gradient_checkpointing=false")
+    plan = make_plan(runner, tmp_path, "gradient_checkpointing=false", "train_batch_size=1")
     monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", fail)
     result = launch(runner, plan)
     assert result.exit_code == 1
@@ -216,15 +216,26 @@ def test_fresh_start_keeps_the_old_outputs_aside(runner, tmp_path, fake_trainer)
     assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
 
 
-def test_resume_continues_from_the_newest_state(runner, tmp_path, fake_trainer):
-    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
-    assert launch(runner, plan).exit_code == 0
+def test_resume_continues_from_the_newest_state(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "5")  # after the state of step 4
+    assert launch(runner, plan).exit_code == 1
+    monkeypatch.delenv("FAKE_SDSCRIPTS_FAIL")
     result = launch(runner, plan, "--resume")
     assert result.exit_code == 0, result.output
     data = record(plan)
-    assert data["resumed_from"] == str(plan / "output" / "robot data-state")
-    assert data["command"][-2:] == ["--resume", data["resumed_from"]]
+    assert data["resumed_from"] == str(plan / "output" / "robot data-step00000004-state")
+    assert data["command"][-3:] == ["--resume", data["resumed_from"], "--skip_until_initial_step"]
+    assert data["steps_done"] == 2  # steps 5 and 6: sd-scripts continues at the saved step
     assert (plan / "previous").is_dir() and (plan / "output" / "robot data.safetensors").is_file()
+
+
+def test_a_finished_run_has_nothing_to_resume(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "save_state=true")
+    assert launch(runner, plan).exit_code == 0
+    result = launch(runner, plan, "--resume")
+    assert result.exit_code == 2 and "already trained all 6 steps" in result.output and "--fresh" in result.output
 
 
 def test_resume_without_a_saved_state_says_how_to_get_one(runner, tmp_path, fake_trainer):
@@ -367,3 +378,24 @@ def test_ctrl_c_before_the_trainer_starts_starts_nothing(runner, tmp_path, fake_
     assert process.returncode == 130, output
     assert "interrupted" in output and "Traceback" not in output
     assert not (plan / "run.json").exists() and "trainer started" not in output
+
+
+def test_plans_sharing_an_output_dir_leave_each_others_files_alone(runner, tmp_path, fake_trainer):
+    shared = tmp_path / "shared out"
+    one = make_plan(runner, tmp_path, f"output_dir={shared}", "output_name=one", out=tmp_path / "one")
+    two = make_plan(runner, tmp_path, f"output_dir={shared}", "output_name=two", out=tmp_path / "two")
+    assert launch(runner, one).exit_code == 0
+    assert launch(runner, two).exit_code == 0, "another plan's files are not this plan's outputs"
+    assert launch(runner, two, "--fresh").exit_code == 0
+    assert (shared / "one.safetensors").is_file() and (shared / "two.safetensors").is_file()
+    assert {p.name for p in (two / "previous").glob("*/output/*.safetensors")} == {"two.safetensors", "two-000001.safetensors"}
+
+
+def test_a_damaged_run_record_needs_fresh_and_fresh_moves_it_aside(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    (plan / "run.json").write_text('{"state": "runn')
+    refused = launch(runner, plan)
+    assert refused.exit_code == 2 and "damaged" in refused.output and "--fresh" in refused.output
+    assert launch(runner, plan, "--fresh").exit_code == 0
+    assert record(plan)["state"] == "succeeded"
+    assert [p.read_text() for p in (plan / "previous").glob("*/run.json")] == ['{"state": "runn']

@@ -19,7 +19,7 @@ def findings(dataset, tmp_path, *overrides, presets=("character",), gpu="rtx4090
         (["cache_text_encoder_outputs=true"], "params/te-cache-needs-unet-only"),
         (["cache_text_encoder_outputs=true", "network_train_unet_only=true", "shuffle_caption=true"],
          "params/te-cache-vs-caption-augmentation"),
-        (["color_aug=true"], "params/latent-cache-vs-augmentation"),
+        (["color_aug=true", "cache_latents=true"], "params/latent-cache-vs-augmentation"),
         (["bucket_reso_steps=48"], "params/bucket-steps"),
         (["min_bucket_reso=1088"], "params/resolution-below-min-bucket"),
         (["max_bucket_reso=768"], "params/resolution-above-max-bucket"),
@@ -92,3 +92,48 @@ def test_text_encoder_lr_guidance_for_the_seed_example(character_dataset, tmp_pa
     # seed 000 trains the text encoders at the U-Net's 4e-4: allowed, but gentler is advised
     found = findings(character_dataset, tmp_path, "text_encoder_lr=8e-4", presets=("kohya-example",))
     assert found["params/text-encoder-lr-high"].level == "warning"
+
+
+def test_augmentation_turns_off_a_presets_latent_cache(character_dataset, tmp_path):
+    request = PlanRequest(dataset=character_dataset, presets=["character"], overrides=["color_aug=true"],
+                          target_gpu="rtx4090", out=tmp_path / "p")
+    plan = make_plan(request).plan
+    assert plan.values["cache_latents"].value is False and plan.values["cache_latents"].source == "auto:augmentation"
+    assert not [f for f in plan.findings if f.level == "error"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train_batch_size=0"], "train_batch_size = 0 must be at least 1"),
+    (["max_train_epochs=-3"], "max_train_epochs = -3 must be at least 1"),
+    (["network_alpha=0"], "network_alpha = 0.0 must be above 0"),
+    (["learning_rate=-1"], "learning_rate = -1.0 must be at least 0"),
+    (["gradient_accumulation_steps=0"], "gradient_accumulation_steps = 0 must be at least 1"),
+])
+def test_values_below_their_minimum_are_refused(runner, character_dataset, tmp_path, overrides, message):
+    from lorakit.cli import cli
+
+    result = runner.invoke(cli, ["plan", str(character_dataset), "--target-gpu", "rtx4090", "--out", str(tmp_path / "p"),
+                                 *[w for o in overrides for w in ("--set", o)]])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_no_training_length_is_an_error(character_dataset, tmp_path):
+    found = findings(character_dataset, tmp_path, "max_train_epochs=none")
+    assert found["params/no-training-length"].level == "error"
+
+
+def test_network_args_that_must_be_numbers(character_dataset, tmp_path):
+    found = findings(character_dataset, tmp_path, "network_args=conv_dim=abc conv_alpha=4")
+    assert "conv_dim=abc" in found["params/network-args-number"].message
+
+
+def test_fixed_steps_keep_the_planned_batch(character_dataset, tmp_path):
+    request = PlanRequest(dataset=character_dataset, presets=["character"], overrides=["max_train_steps=2000"],
+                          target_gpu="rtx4090", out=tmp_path / "p")
+    plan = make_plan(request).plan
+    assert plan.values["train_batch_size"].value == 1 and plan.values["learning_rate"].value == 1e-4
+
+
+def test_an_output_name_too_long_for_the_file_system_is_an_error(character_dataset, tmp_path):
+    found = findings(character_dataset, tmp_path, "output_name=" + "x" * 250)
+    assert found["params/output-name-too-long"].level == "error"

@@ -295,11 +295,16 @@ def main() -> None:
     print(f"  total optimization steps / 学習ステップ数: {total}")
     sys.stdout.flush()
 
-    start_epoch = 0
+    start_epoch, initial_step = 0, 0
     if args.resume:
         state = json.loads((Path(args.resume) / "train_state.json").read_text())
         logger.info(f"resume training from local state: {args.resume}")
         start_epoch = state["current_step"] // steps_per_epoch
+        if args.skip_until_initial_step:  # as sd-scripts: continue at the saved step, not at step 0 of its epoch
+            initial_step = state["current_step"]
+            assert total > initial_step, (f"max_train_steps should be greater than initial step / "
+                                          f"max_train_stepsは初期ステップより大きい必要があります: {total} vs {initial_step}")
+            logger.info(f"skipping {initial_step} steps / {initial_step}ステップをスキップします")
     if env("FAKE_SDSCRIPTS_WORKER_PIDFILE"):
         worker = subprocess.Popen([sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                                    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"])
@@ -340,12 +345,13 @@ def main() -> None:
         (state / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
         logger.info(f"save train state to {state}/train_state.json at epoch {epoch} step {step}")
 
-    bar = Bar(total)
-    global_step, loss_sum, losses = 0, 0.0, 0
+    bar = Bar(total - initial_step)
+    global_step, loss_sum, losses = initial_step, 0.0, 0
     for epoch in range(start_epoch, epochs):
         print(f"\nepoch {epoch + 1}/{epochs}\n")
         sys.stdout.flush()
-        for _ in range(steps_per_epoch):
+        done_in_epoch = initial_step % steps_per_epoch if epoch == start_epoch else 0
+        for _ in range(steps_per_epoch - done_in_epoch):
             time.sleep(step_seconds)
             global_step += 1
             if fail and global_step == fail_at:
