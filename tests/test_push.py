@@ -160,7 +160,8 @@ def test_a_local_base_model_needs_base_model_to_be_linked(runner, character_data
     card, output = dry_run(runner, out)
     assert "base_model" not in front_matter(card) and "license" not in front_matter(card)
     assert "pass --base-model REPO_ID" in output and "pass --license" in output
-    assert "pony.safetensors" in card and str(tmp_path) not in card  # the trainer's folders stay private
+    published = card.split("\nnote:")[0]
+    assert "pony.safetensors" in published and str(tmp_path) not in published  # the trainer's folders stay private
     card, _ = dry_run(runner, out, "--base-model", "someone/pony-xl", "--license", "other")
     assert (front_matter(card)["base_model"], front_matter(card)["license"]) == ("someone/pony-xl", "other")
     assert "widget" not in front_matter(card)
