@@ -36,7 +36,11 @@ def loss_curve(plan_dir: Path) -> list[tuple[int, float]]:
     log = plan_dir / "logs" / "train.log"
     if not log.is_file():
         return []
-    return [(e.step, e.loss) for e in read_events(log) if isinstance(e, Step) and e.loss is not None and e.loss == e.loss]
+    points: dict[int, float] = {}  # by step: a resumed run logs some steps again, the later value counts
+    for event in read_events(log):
+        if isinstance(event, Step) and event.loss is not None and event.loss == event.loss:
+            points[event.step] = event.loss
+    return sorted(points.items())
 
 
 def loss_chart(curves: dict[str, list[tuple[int, float]]]) -> dict:

@@ -28,10 +28,7 @@ class TensorBoardWriter:
         try:
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
         except ImportError as exc:
-            from lorakit.errors import UserError
-
-            raise UserError("TensorBoard summaries need the tensorboard package, which is not installed.",
-                            fix="pip install 'lorakit[tensorboard]' (or pip install tensorboard)") from exc
+            raise _missing_tensorboard() from exc
         logdir.mkdir(parents=True, exist_ok=True)
         self.logdir = logdir
         self._writer = EventFileWriter(str(logdir), flush_secs=flush_secs)
@@ -101,6 +98,13 @@ class TensorBoardWriter:
         self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
 
 
+def _missing_tensorboard():
+    from lorakit.errors import UserError
+
+    return UserError("TensorBoard summaries need the tensorboard package, which is not installed.",
+                     fix="pip install 'lorakit[tensorboard]' (or pip install tensorboard)")
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "DATA_TYPE_BOOL"
@@ -123,7 +127,10 @@ def _experiment(hparams: dict[str, Any]):
 
 def write_experiment(logdir: Path, hparams: dict[str, Any]) -> None:
     """An HParams experiment of its own (the columns: `hparams`' keys), for runs that write only their sessions."""
-    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+    try:
+        from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+    except ImportError as exc:
+        raise _missing_tensorboard() from exc
 
     for old in logdir.glob("events.out.tfevents.*"):
         old.unlink()  # one experiment per batch: the newest
