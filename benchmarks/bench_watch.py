@@ -8,7 +8,8 @@
 2. Watching: the tests' fake sd-scripts (tests/fake_sdscripts, through the fake accelerate) runs
    with no pause between steps, so it prints as fast as Python can; lorakit's own CPU time
    (all its threads: pipe readers, parser, run.json, TensorBoard) is compared with the wall time
-   and with the trainer's CPU time.
+   and with the trainer's CPU time. The base model is a stand-in checkpoint and the Hugging Face
+   cache (with sd-scripts' tokenizers) and lorakit's cache are fresh folders, so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -83,15 +84,20 @@ def bench_parse(steps: int, runs: int) -> None:
 
 def bench_watch(steps: int, tensorboard: bool) -> None:
     from conftest import FAKE_SD_SCRIPTS, FAKE_TRAINER_ENV, make_folder
+    from hubgen import cache_sdxl, fake_checkpoint
     from lorakit.launch import LaunchOptions, run_plan
     from lorakit.plan import PlanRequest, make_plan, write_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_folder(root / "data" / "1_zk robot", [(1024, 1024)] * 4)
-        (root / "model.safetensors").write_bytes(b"x")
+        (root / "model.safetensors").write_bytes(fake_checkpoint())
+        cache_sdxl(root / "hf" / "hub")  # sd-scripts' tokenizers, which launch otherwise downloads
         os.environ.update({"LORAKIT_SD_SCRIPTS": str(FAKE_SD_SCRIPTS), "LORAKIT_FAKE_GPU": "none",
-                           "PYTHONPATH": str(FAKE_TRAINER_ENV), "FAKE_SDSCRIPTS_STEP_SECONDS": "0"})
+                           "PYTHONPATH": str(FAKE_TRAINER_ENV), "FAKE_SDSCRIPTS_STEP_SECONDS": "0",
+                           "HF_HOME": str(root / "hf"), "LORAKIT_CACHE_DIR": str(root / "lorakit-cache"),
+                           "HF_HUB_OFFLINE": "1"})
+        os.environ.pop("HF_HUB_CACHE", None)  # it would win over HF_HOME
         write_plan(make_plan(PlanRequest(dataset=root / "data", target_gpu="rtx4090", out=root / "plan", overrides=[
             f"pretrained_model_name_or_path={root / 'model.safetensors'}", f"max_train_steps={steps}",
             "train_batch_size=1", "mixed_precision=bf16", "sample_every_n_steps=none", "save_every_n_epochs=none"])))

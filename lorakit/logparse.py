@@ -16,6 +16,8 @@ import math
 import re
 from collections.abc import Iterable
 
+from rich.cells import cell_len
+
 from lorakit.events import (
     CheckpointRemoved, CheckpointSaved, Epoch, Event, LogMessage, ModelSaved, Problem, Progress, SampleStarted,
     StateSaved, Step, TrainingSummary,
@@ -31,7 +33,7 @@ _RICH = re.compile(
     r"(?:\[?\d{2,4}[-/]\d\d[-/]\d{2,4}[ T]\d\d:\d\d:\d\d\]?|\[?\d\d:\d\d:\d\d\]?| {8,})"
     r" (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) +(?P<message>.*)"
 )
-_RICH_PATH = re.compile(r"\s+[\w.\-]+\.py:\d+\s*$")
+_RICH_PATH = re.compile(r"\s+(?P<path>[\w.\-]+\.py:\d+)\s*$")
 _CONTINUATION_INDENT = 20  # the message column starts at 29; a wrapped line is indented at least this far
 _EPOCH = re.compile(r"epoch (\d+)/(\d+)$")
 _SUMMARY_LINE = re.compile(r"\s+(?P<key>[^/:=]+?)\s*/[^:=]*[:=]\s*(?P<value>.+)$")
@@ -65,6 +67,19 @@ def _loss(postfix: str | None) -> float | None:
         return float(text)  # "nan" too
     except ValueError:
         return None
+
+
+def _cut_mid_word(previous: str, piece: str, width: int | None) -> bool:
+    """Whether Rich cut a word between two wrapped lines of a record, rather than breaking at a space.
+
+    Rich (`rich._wrap.divide_line`) moves a word that does not fit to the next line, dropping the space,
+    and only a word longer than the column (a path) is cut, in pieces that start a line of their own and
+    fill it: the piece before a cut has no space and the cut word's next character no longer fits. (A
+    word exactly as wide as the column, then a break at a space, looks the same and is joined as cut.)
+    """
+    if not width or not piece or " " in previous:
+        return False
+    return cell_len(previous) + cell_len(piece[0]) > width
 
 
 class StreamParser:
@@ -171,8 +186,8 @@ class StreamParser:
             self._end_summary()
             start = record.start("message")
             path = _RICH_PATH.search(line, start)
-            # Rich pads the message column to a fixed width; a piece that fills it was cut mid-word
-            width = path.start() - start - 1 if path else None
+            # Rich pads the message column with spaces up to one column before the source location: its width
+            width = cell_len(line[start:path.start("path")]) - 1 if path else None
             message = line[start:path.start()] if path else line[start:]
             self._record = (record.group("level"), [message.strip()], width)
             return
@@ -193,7 +208,7 @@ class StreamParser:
         self._record = None
         message = pieces[0]
         for previous, piece in zip(pieces, pieces[1:], strict=False):
-            message += ("" if width and len(previous) >= width else " ") + piece
+            message += ("" if _cut_mid_word(previous, piece, width) else " ") + piece
         if level in ("WARNING", "ERROR", "CRITICAL"):
             self._events.append(LogMessage(level, message))
         self._message(message)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_folder
+from hubgen import SDXL, cache_files, diffusers_files, fake_checkpoint, safetensors_bytes
 from kohya_gui_rules import KEYS, export_problems
 from lorakit.cli import cli
 from lorakit.kohya_gui.arguments import effective
@@ -166,11 +167,85 @@ def test_what_the_gui_cannot_express_is_a_warning(dataset, tmp_path):
 def test_a_local_model_file_and_an_odd_caption_extension_are_reported(dataset, tmp_path):
     result = planned(dataset, tmp_path / "p", ["character"], overrides=["pretrained_model_name_or_path=/m/x.safetensors"])
     codes = {f.code: f.level for f in export_plan(result.plan).findings}
-    assert codes["gui/model-file"] == "warning"
+    assert codes["gui/model-path"] == "warning"
     result = planned(dataset, tmp_path / "q", ["character"], overrides=["caption_extension=.wd14.txt"])
     exported = export_plan(result.plan)
     assert exported.config["caption_extension"] == ".txt"
     assert "gui/caption-extension" in {f.code for f in exported.findings}
+
+
+def config_models(result) -> dict[str, str]:
+    """The model paths config.toml gives sd-scripts."""
+    model = tomllib.loads(result.files["config.toml"])["model"]
+    return {k: model[k] for k in ("pretrained_model_name_or_path", "vae") if k in model}
+
+
+@pytest.fixture
+def hub_models(isolated_hub) -> Path:
+    """A Hub cache with a diffusers repo at a tag, single-file repos and a VAE file."""
+    hub = isolated_hub / "hub"
+    cache_files(hub, "me/my-sdxl", diffusers_files(), revision="v2")
+    cache_files(hub, "me/sdxl.merge", diffusers_files())
+    cache_files(hub, "me/single", {"model.safetensors": fake_checkpoint()}, revision="v3")
+    cache_files(hub, "madebyollin/sdxl-vae-fp16-fix", {"sdxl_vae.safetensors": safetensors_bytes({"w": 4})})
+    return hub
+
+
+@pytest.mark.parametrize("overrides", [
+    ["pretrained_model_name_or_path=me/my-sdxl@v2"],
+    ["pretrained_model_name_or_path=me/single@v3:model.safetensors", "vae=madebyollin/sdxl-vae-fp16-fix:sdxl_vae.safetensors"],
+    ["pretrained_model_name_or_path=me/sdxl.merge"],  # the GUI takes no Hub id with a dot
+], ids=["revision", "file-and-vae-file", "id-the-gui-refuses"])
+def test_the_gui_gets_the_model_paths_config_toml_gives_sd_scripts(dataset, tmp_path, hub_models, overrides):
+    result = planned(dataset, tmp_path / "p", ["character"], overrides=overrides)
+    exported = export_plan(result.plan)
+    wanted = config_models(result)
+    assert {k: exported.config[k] for k in wanted} == wanted
+    gui_args, _ = gui_arguments(exported.config)
+    assert {k: gui_args[k] for k in wanted} == wanted
+    assert exported.config["additional_parameters"] == ""
+    warnings = [f for f in exported.findings if f.code == "gui/model-path"]
+    assert sorted(f.key for f in warnings) == sorted(wanted)
+    assert all("exists only on this machine" in f.message for f in warnings)
+
+
+def test_relative_model_paths_are_exported_as_config_toml_names_them(runner, dataset, tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "wörk dir", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (work / "models").mkdir(parents=True)
+    (work / "models" / "base.safetensors").write_bytes(fake_checkpoint())
+    (work / "models" / "vae.safetensors").write_bytes(safetensors_bytes({"w": 4}))
+    monkeypatch.chdir(work)
+    made = runner.invoke(cli, ["plan", str(dataset), "--out", str(tmp_path / "p"), "--target-gpu", "rtx4090",
+                               "--set", "pretrained_model_name_or_path=models/base.safetensors",
+                               "--set", "vae=models/vae.safetensors"])
+    assert made.exit_code == 0, made.output
+    monkeypatch.chdir(elsewhere)
+    done = runner.invoke(cli, ["export", "kohya-gui", str(tmp_path / "p"), "-o", "gui.json"])
+    assert done.exit_code == 0, done.output
+    exported = json.loads((elsewhere / "gui.json").read_text(encoding="utf-8"))
+    assert exported["pretrained_model_name_or_path"] == str(work / "models" / "base.safetensors")
+    assert exported["vae"] == str(work / "models" / "vae.safetensors")
+    assert exported["additional_parameters"] == ""
+
+
+def test_a_plain_hub_id_sd_scripts_loads_itself_is_kept(dataset, tmp_path, hub_models):
+    result = planned(dataset, tmp_path / "p", ["character"], overrides=["vae=madebyollin/sdxl-vae-fp16-fix"])
+    exported = export_plan(result.plan)
+    assert exported.config["pretrained_model_name_or_path"] == SDXL, "the GUI's own SDXL id (facts §0.7)"
+    assert exported.config["vae"] == "madebyollin/sdxl-vae-fp16-fix"
+    assert exported.config["additional_parameters"] == "", "the ids stand for the paths config.toml names"
+    note = next(f for f in exported.findings if f.code == "gui/model-hub-id")
+    assert note.level == "info" and "diffusers copy" in note.message
+    assert "gui/model-path" not in {f.code for f in exported.findings}
+
+
+def test_a_hub_model_not_downloaded_yet_is_exported_with_the_command_that_fetches_it(dataset, tmp_path):
+    result = planned(dataset, tmp_path / "p", ["character"], overrides=["pretrained_model_name_or_path=me/other@v9:m.safetensors"])
+    exported = export_plan(result.plan)
+    assert exported.config["pretrained_model_name_or_path"] == config_models(result)["pretrained_model_name_or_path"]
+    warning = next(f for f in exported.findings if f.code == "gui/model-path")
+    assert "once the model is downloaded" in warning.message and "lorakit fetch-model" in warning.fix
 
 
 def test_older_gui_versions_get_their_own_key_set(dataset, tmp_path):

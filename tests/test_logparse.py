@@ -83,6 +83,32 @@ def test_rich_records_wrapped_at_80_columns_are_joined_back():
     assert of_type(events, LogMessage)[0].level == "ERROR"
 
 
+WRAPPED = [
+    "model is not found as a file or in Hugging Face, perhaps file name is wrong? / 指定したモデル名のファイル、または"
+    "Hugging Faceのモデルが見つかりません。ファイル名が誤っているかもしれません: /data/very/long/folder name/that/does/not/"
+    "fit/into/one/line/sd_xl_base_1.0.safetensors",
+    "Loading settings from /home/me/p_raw/a folder with spaces/and/a/rather/long/path/to/the/plan/config.toml...",
+    "No data found. Please verify arguments (train_data_dir must be the parent of folders with images) / 画像がありません。"
+    "引数指定を確認してください（train_data_dirには画像があるフォルダではなく、画像があるフォルダの親フォルダを指定する必要があります）",
+]
+
+
+@pytest.mark.parametrize("width", [80, 100, 132])
+def test_rich_records_wrapped_at_a_space_keep_the_space_and_cut_words_are_joined_whole(width):
+    text = rich_log([(logging.WARNING, message) for message in WRAPPED], width)
+    assert len(text.splitlines()) > 2 * len(WRAPPED)
+    assert [e.message for e in of_type(events_of(text), LogMessage)] == WRAPPED
+
+
+def test_a_missing_model_in_a_wrapped_record_is_diagnosed_with_its_message_intact():
+    path = "/models/base model ü.safetensors"
+    text = rich_log([(logging.ERROR, "model is not found as a file or in Hugging Face, perhaps file name is wrong? / "
+                                     f"指定したモデル名のファイル、またはHugging Faceのモデルが見つかりません。ファイル名が誤っているかもしれません: {path}")])
+    (problem,) = of_type(events_of(text), Problem)
+    assert problem.message == f"model is not found as a file or in Hugging Face, perhaps file name is wrong?: {path}"
+    assert problem.detail == path
+
+
 def test_repeated_time_column_left_blank_still_starts_a_record():
     text = rich_log([(logging.INFO, "saving state at step 3"), (logging.INFO, "saving state at epoch 2"),
                      (logging.INFO, "saving last state."), (logging.WARNING, "clip_skip will be unexpected")])

@@ -35,17 +35,35 @@ def test_runs_without_any_run(runner, tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
+def gui_style_log(fake_trainer, plan, log, *, check: bool = True):
+    """Run the fake trainer on the plan as a GUI does: no COLUMNS (Rich wraps at 80), stdout and stderr in one file."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    with open(log, "wb") as f:
+        subprocess.run([sys.executable, str(fake_trainer / "sdxl_train_network.py"), "--config_file", str(plan / "config.toml")],
+                       stdout=f, stderr=subprocess.STDOUT, env=env, check=check)
+    return log
+
+
 def test_logs_reads_a_gui_style_log_at_80_columns(runner, tmp_path, fake_trainer):
     plan = make_plan(runner, tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    log = tmp_path / "gui console.log"
-    with open(log, "wb") as f:  # stdout and stderr in one file, as a GUI keeps them
-        subprocess.run([sys.executable, str(fake_trainer / "sdxl_train_network.py"), "--config_file", str(plan / "config.toml")],
-                       stdout=f, stderr=subprocess.STDOUT, env=env, check=True)
+    log = gui_style_log(fake_trainer, plan, tmp_path / "gui console.log")
     result = runner.invoke(cli, ["logs", str(log)])
     assert result.exit_code == 0, result.output
     assert "6/6 steps, epoch 2/2, final loss 0.2410" in " ".join(result.output.split())
     assert "2 checkpoint(s) saved; model saved." in result.output
+
+
+def test_logs_of_a_gui_style_log_name_a_missing_model_in_whole_words(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    model = tmp_path / "base model ü.safetensors"
+    model.unlink()
+    log = gui_style_log(fake_trainer, plan, tmp_path / "gui console.log", check=False)
+    assert "model is not found as a file or in Hugging Face" not in log.read_text(encoding="utf-8"), "wrapped"
+    report = json.loads(runner.invoke(cli, ["logs", str(log), "--json"]).output)
+    missing = next(p for p in report["problems"] if p["kind"] == "model-missing")
+    assert missing["message"] == f"model is not found as a file or in Hugging Face, perhaps file name is wrong?: {model}"
+    assert missing["detail"] == str(model)
+    assert report["errors"][0].startswith("ERROR: model is not found as a file or in Hugging Face, perhaps file name")
 
 
 def test_logs_writes_tensorboard_summaries(runner, tmp_path, fake_trainer):

@@ -3,7 +3,9 @@
 Every key the GUI's LoRA tab saves for the chosen version is written (a missing key would keep a stale
 GUI value), in the GUI's own forms (facts §0). The dataset goes in as the plan's `dataset.toml`
 (`dataset_config`) with the Kohya folder in `train_data_dir`, and epochs as `max_train_epochs` with
-`max_train_steps` 0. The export then runs the GUI's launch rules (`launch.gui_run`) on its own result:
+`max_train_steps` 0. The base model and the VAE go in as the absolute paths config.toml gives sd-scripts
+(lorakit's links for Hub files), except a plain Hub id that sd-scripts, started by the GUI, loads as the same
+model itself (facts §0.7, §c.5). The export then runs the GUI's launch rules (`launch.gui_run`) on its own result:
 any sd-scripts argument the GUI fields cannot carry goes through `additional_parameters` (command-line
 arguments after `--config_file` win over the TOML), and what cannot go there either is a warning.
 """
@@ -24,13 +26,17 @@ from lorakit.kohya_gui.keys import (NEWEST, OTHER_MODEL_FLAGS, SDXL_FLAG, VERSIO
                                     version_keys)
 from lorakit.kohya_gui.launch import BLOCK_ARGS, LORAPLUS_ARGS, LYCORIS_ALGOS, gui_run
 from lorakit.kohya_gui.load import migrate
+from lorakit.modelsource import ModelSource, fetch_fix
 from lorakit.plan import Plan
 from lorakit.schema import registry
 from lorakit.values import Values
 
 GATE = 2
 EXPORT_FILE = "kohya_gui.json"
-HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# A Hub id the GUI lets through to sd-scripts without a local file or folder (validate_model_path, facts §c.5).
+GUI_HUB_ID = re.compile(r"^[\w-]+/[\w-]+$")
+# The GUI's built-in SDXL base id: loading it ticks SDXL, where a missing file unticks it (facts §0.7, §g.3).
+SDXL_BASE_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 
 # GUI key → the sd-scripts argument of the same meaning (same name unless listed here).
 RENAMED = {"max_resolution": "resolution", "optimizer": "optimizer_type", "sdxl_no_half_vae": "no_half_vae",
@@ -40,7 +46,7 @@ BY_RULE = frozenset({
     "text_encoder_lr", "unet_lr", "lr_warmup_steps", "max_train_steps", "max_train_epochs", "sample_prompts",
     "optimizer_args", "lr_scheduler_args", "dataset_config", "train_data_dir", "reg_data_dir", "xformers",
     "pretrained_model_name_or_path", "caption_extension", "dynamo_backend", "cpu_offload_checkpointing",
-    "fp8_base_unet", "v2", "v_parameterization",
+    "fp8_base_unet", "v2", "v_parameterization", "vae",
 })
 # What the GUI field must hold for "unset" when an off value (0, "", false) would not mean that.
 UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "network_dim": 4}
@@ -100,7 +106,31 @@ def fits_choices(key: GuiKey, value: Any) -> bool:
 def plan_arguments(plan: Plan) -> dict[str, Any]:
     """The sd-scripts arguments the plan gives sd-scripts: config.toml and dataset.toml's [general]."""
     specs = registry()
-    return {k: v.value for k, v in plan.values.items() if specs[k].target != "lorakit" and v.value is not None}
+    args = {k: v.value for k, v in plan.values.items() if specs[k].target != "lorakit" and v.value is not None}
+    for source in model_sources(plan):
+        args[source.key] = trained_path(source)
+    return args
+
+
+def model_sources(plan: Plan) -> list[ModelSource]:
+    """The base model and the VAE, where the plan names them."""
+    return [s for s in (plan.model.base, plan.model.vae) if s is not None and s.key and s.value.strip()]
+
+
+def trained_path(source: ModelSource) -> str:
+    """The absolute path config.toml gives sd-scripts for a model (lorakit's link for a Hub file or folder)."""
+    return source.trainer_path or source.path or source.value
+
+
+def kept_hub_id(source: ModelSource) -> str | None:
+    """The plain Hub id the GUI gets instead of a path, where sd-scripts loading that id itself takes the same model."""
+    if source.kind != "hub" or source.value != source.repo_id:
+        return None  # a revision or a file was asked for: only lorakit's path gives sd-scripts exactly that
+    if source.role == "base" and source.repo_id == SDXL_BASE_ID:
+        return SDXL_BASE_ID
+    if source.layout != "checkpoint" and GUI_HUB_ID.match(source.repo_id or ""):
+        return source.repo_id  # a diffusers repo at its default branch, which sd-scripts downloads itself
+    return None
 
 
 def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
@@ -117,7 +147,7 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
             config[gui] = keys[gui].default  # the GUI would refuse it; the value travels in additional_parameters
         if gui in ZERO_DROPPED and config[gui] == 0:
             config[gui] = gui_value(keys[gui], registry()[arg].default)  # the GUI drops 0 (facts §0.8): carried too
-    _model(config, values, findings)
+    _models(config, plan, findings)
     _network(config, values)
     _learning_rates(config, values)
     _training_length(config, plan, values)
@@ -138,22 +168,58 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     return GuiExport(config={k: config[k] for k in sorted(present)}, version=version, findings=sort_findings(findings))
 
 
-def _model(config: dict, values: Values, findings: list[Finding]) -> None:
-    model = values["pretrained_model_name_or_path"] or ""
-    if model and (not HF_ID.match(model) or Path(model).expanduser().exists()):
-        model = str(Path(model).expanduser().resolve())
-    config["pretrained_model_name_or_path"] = model
+def _models(config: dict, plan: Plan, findings: list[Finding]) -> None:
+    base, vae = plan.model.base, plan.model.vae
+    config["pretrained_model_name_or_path"] = _gui_model(base, plan, findings) if base.value.strip() else ""
+    config["vae"] = _gui_model(vae, plan, findings) if vae and vae.value.strip() else ""
     config["model_list"] = "custom"
     config[SDXL_FLAG] = True
     for flag in OTHER_MODEL_FLAGS:
         config[flag] = False
-    if model.lower().endswith(".safetensors"):
+
+
+def _gui_model(source: ModelSource, plan: Plan, findings: list[Finding]) -> str:
+    kept = kept_hub_id(source)
+    if kept == SDXL_BASE_ID:
         findings.append(finding(
-            "gui/model-file", "warning", GATE,
-            f"the base model is the file {model}: on load the GUI opens it to detect the model type, and if the "
-            "file is missing on the GUI's machine it unchecks SDXL (and trains an SD 1.5 LoRA).",
-            "make sure the file exists at that path on the GUI's machine, and check that 'SDXL' is ticked after loading",
-            key="pretrained_model_name_or_path"))
+            "gui/model-hub-id", "info", GATE,
+            f"the GUI gets the base model as the Hub id {kept}, which it knows as SDXL. sd-scripts started by the GUI "
+            "loads that repo's diffusers copy of SDXL 1.0 base (a download into the GUI machine's Hugging Face cache "
+            f"on first use), where `lorakit launch` loads the repo's single-file checkpoint {source.filename}: "
+            "the same model from other files.", None, key=source.key))
+    if kept:
+        return kept
+    path = trained_path(source)
+    found = _model_path_finding(source, path, plan)
+    if found:
+        findings.append(found)
+    return path
+
+
+def _model_path_finding(source: ModelSource, path: str, plan: Plan) -> Finding | None:
+    """A warning when the GUI gets a model path that exists only on this machine, or not yet, or not at all."""
+    sentences, fixes = [], []
+    if source.kind == "hub":
+        state = "" if source.status == "cached" else " (it exists once the model is downloaded)"
+        sentences.append(f"the GUI gets the {source.label} {source.reference} as {path}, lorakit's link into this "
+                         f"machine's Hugging Face cache{state}; the path exists only on this machine, and the GUI "
+                         "refuses to train with a model path that does not exist")
+        if source.status != "cached":
+            fixes.append(fetch_fix(source, Path(plan.plan_dir)) + " before training in the GUI")
+        fixes.append("for a GUI on another machine, make and export the plan on that machine")
+    elif source.status == "missing":
+        sentences.append(f"the {source.label} {path} does not exist on this machine, and the GUI refuses to train "
+                         "with a model path that does not exist")
+        fixes.append(f"put the {source.label} there, or make the plan again with its path")
+    if source.role == "base" and path.lower().endswith(".safetensors"):
+        which = "the file" if sentences else f"the base model file {path}"
+        sentences.append(f"on load the GUI opens {which} to detect the model type, and if the file is missing on the "
+                         "GUI's machine it unticks SDXL (and trains an SD 1.5 LoRA)")
+        fixes += [] if fixes else ["make sure the file exists at that path on the GUI's machine"]
+        fixes.append("check that 'SDXL' is ticked after loading")
+    if not sentences:
+        return None
+    return finding("gui/model-path", "warning", GATE, "; ".join(sentences) + ".", "; ".join(fixes), key=source.key)
 
 
 def _kv(items: list[str] | None) -> dict[str, str]:
@@ -285,7 +351,12 @@ def _compared(plan: Plan, gui_args: dict[str, Any]) -> dict[str, Any]:
     # dataset.toml's [general] beats the GUI's TOML for the dataset keys the plan sets.
     specs = registry()
     dataset = {k: v for k, v in plan_arguments(plan).items() if specs[k].target == "dataset"}
-    return {**gui_args, **dataset}
+    return {**gui_args, **dataset, **_models_as_trained(plan, gui_args)}
+
+
+def _models_as_trained(plan: Plan, gui_args: dict[str, Any]) -> dict[str, str]:
+    """The GUI's kept Hub ids as the paths they stand for: sd-scripts loads the same model from either."""
+    return {s.key: trained_path(s) for s in model_sources(plan) if kept_hub_id(s) and gui_args.get(s.key) == kept_hub_id(s)}
 
 
 def _carry_the_rest(config: dict, plan: Plan, findings: list[Finding]) -> list[str]:
