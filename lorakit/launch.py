@@ -235,6 +235,10 @@ def _check_outputs(plan_dir: Path, output_dir: Path, name: str, planned_steps: i
 def _move_aside(plan_dir: Path, output_dir: Path, name: str, *, keep_outputs: bool) -> None:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     keep = plan_dir / PREVIOUS_DIR / stamp
+    for n in range(2, 1000):  # two starts within one second keep both earlier runs apart
+        if not keep.exists():
+            break
+        keep = plan_dir / PREVIOUS_DIR / f"{stamp}-{n}"
     moves = [(plan_dir / RUN_FILE, keep / RUN_FILE), (plan_dir / LOG_FILE, keep / LOG_FILE.name)]
     if not keep_outputs and output_dir.is_dir():
         if output_dir.resolve().is_relative_to(plan_dir.resolve()):

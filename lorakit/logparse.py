@@ -89,6 +89,7 @@ class StreamParser:
         self._buffer = ""
         self._events: list[Event] = []
         self._frame: Progress | None = None  # the bar's latest redraw (its step is not finished yet)
+        self._done: tuple[int, int | None] = (0, None)  # the last finished (step, total)
         self._record: tuple[str, list[str], int | None] | None = None  # a Rich record that may get wrapped lines
         self._summary: TrainingSummary | None = None
         self._in_traceback = False
@@ -172,7 +173,10 @@ class StreamParser:
 
     def _finish_step(self) -> None:
         frame, self._frame = self._frame, None
+        if frame is not None and frame.total == self._done[1] and frame.step <= self._done[0]:
+            return  # the same step drawn again after a line broke the bar (tqdm redraws it when it closes)
         if frame is not None and frame.step > 0:
+            self._done = (frame.step, frame.total)
             self._events.append(Step(frame.step, frame.total, frame.loss, frame.elapsed, frame.remaining, frame.rate))
             if frame.loss is not None and math.isnan(frame.loss):
                 self._problem("nan-loss", f"the loss is NaN (avr_loss=nan at step {frame.step})", "avr_loss")

@@ -222,3 +222,15 @@ def test_tqdm_rates():
     assert parse_rate(" 1.52it/s") == 1.52
     assert parse_rate("4.00s/it") == 0.25
     assert parse_rate("?it/s") is None
+
+
+def test_a_closed_bar_redrawn_after_a_line_is_not_a_new_step():
+    from lorakit.events import Step
+    from lorakit.logparse import StreamParser
+
+    text = ("\rsteps:  83%|████████  | 5/6 [00:00<00:00, 357.26it/s, avr_loss=0.246]\nsaving checkpoint: x\n"
+            "\rsteps: 100%|██████████| 6/6 [00:00<00:00, 320.17it/s, avr_loss=0.241]\nsaving checkpoint: y\n"
+            "\rsteps: 100%|██████████| 6/6 [00:00<00:00, 319.40it/s, avr_loss=0.241]\n")
+    parser = StreamParser()
+    events = list(parser.feed(text)) + list(parser.close())
+    assert [e.step for e in events if isinstance(e, Step)] == [5, 6]
