@@ -14,11 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit import gpus as gpu_catalog
 from lorakit.errors import UserError
+from lorakit.gpus import GIB, MIB
 
 VRAM_MARGIN = 0.20  # seed 004: "We always calculate with a 20% VRAM safety margin"
 FAKE_ENV = "LORAKIT_FAKE_GPU"
-MIB = 1024**2
-GIB = 1024**3
 
 
 class GpuInfo(BaseModel):
