@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from lorakit import __version__
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, has_errors
-from lorakit.plan import PlanRequest, make_plan, write_plan
+from lorakit.plan import PlanRequest, check_can_write, make_plan, write_plan
 from lorakit.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
 
 MANIFEST = "batch.json"
@@ -122,7 +122,8 @@ def run_id(index: int, presets: str, sweep: dict[str, str]) -> str:
 
 def plan_batch(request: BatchRequest) -> BatchManifest:
     out = request.out.expanduser().resolve()
-    _check_batch_dir(out, request.force)
+    check_can_write(out, replace=request.force, marker=MANIFEST, kind="batch",
+                    replace_note="each plan's old files move to its .lorakit-history/")
     sweeps = parse_sweeps(request.sweeps)
     alternatives = request.presets or [""]
     name = request.name or request.dataset.resolve().name
@@ -160,20 +161,6 @@ def plan_batch(request: BatchRequest) -> BatchManifest:
             write_plan(result, force=True)
     _atomic_write_json(out / MANIFEST, manifest.model_dump(mode="json"))
     return manifest
-
-
-def _check_batch_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file.", fix="give --out a new or empty folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not (out / MANIFEST).is_file():
-        raise UserError(f"--out '{out}' is a folder with other files in it, not a lorakit batch; lorakit will not write into it.",
-                        fix="give --out a new or empty folder")
-    if not force:
-        raise UserError(f"'{out}' already holds a batch.",
-                        fix="pass --force to re-plan it (each plan's old files move to its .lorakit-history/; "
-                            "trained outputs are never touched), or choose another --out")
 
 
 def load_batch(batch_dir: Path) -> BatchManifest:

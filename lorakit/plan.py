@@ -369,22 +369,23 @@ def _sampling(values: Values, plan_dir: Path, subsets: list[Subset]) -> list[str
 
 # --- writing --------------------------------------------------------------------------------------
 
-def check_can_write(plan_dir: Path, *, replace: bool) -> None:
-    """Refuse a folder we would clobber: a file, a non-plan folder with contents, or a plan without --force."""
-    if plan_dir.exists() and not plan_dir.is_dir():
-        raise UserError(f"--out '{plan_dir}' is a file.", fix="give --out a new or empty folder")
-    if not plan_dir.is_dir() or not any(plan_dir.iterdir()):
+def check_can_write(folder: Path, *, replace: bool, marker: str = "plan.json", kind: str = "plan",
+                    replace_note: str = f"the old plan files move to {HISTORY_DIR}/ inside it") -> None:
+    """Refuse a folder we would clobber: a file, a folder of other things, or a `kind` (known by its `marker`
+    file) without --force."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out '{folder}' is a file.", fix="give --out a new or empty folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
         return
-    if not (plan_dir / "plan.json").is_file():
+    if not (folder / marker).is_file():
         raise UserError(
-            f"--out '{plan_dir}' is a folder with other files in it, not a lorakit plan; lorakit will not write into it.",
+            f"--out '{folder}' is a folder with other files in it, not a lorakit {kind}; lorakit will not write into it.",
             fix="give --out a new or empty folder",
         )
     if not replace:
         raise UserError(
-            f"'{plan_dir}' already holds a plan.",
-            fix=f"pass --force to replace it (the old plan files move to {HISTORY_DIR}/ inside it; "
-            "training outputs are never touched), or choose another --out",
+            f"'{folder}' already holds a {kind}.",
+            fix=f"pass --force to replace it ({replace_note}; training outputs are never touched), or choose another --out",
         )
 
 
