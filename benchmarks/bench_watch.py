@@ -65,8 +65,8 @@ def generate_log(steps: int, steps_per_epoch: int = 1000) -> str:
 
 
 def bench_parse(steps: int, runs: int) -> None:
-    from lorakit.events import Step
-    from lorakit.logparse import StreamParser
+    from lorakit.watch.events import Step
+    from lorakit.watch.parse import StreamParser
 
     text = generate_log(steps)
     size_mb = len(text.encode("utf-8")) / 1e6
@@ -85,8 +85,8 @@ def bench_parse(steps: int, runs: int) -> None:
 def bench_watch(steps: int, tensorboard: bool) -> None:
     from conftest import FAKE_SD_SCRIPTS, FAKE_TRAINER_ENV, make_folder
     from hubgen import cache_sdxl, fake_checkpoint
-    from lorakit.launch import LaunchOptions, run_plan
-    from lorakit.plan import PlanRequest, make_plan, write_plan
+    from lorakit.run.launch import LaunchOptions, run_plan
+    from lorakit.plan.build import PlanRequest, make_plan, write_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 
 DOC = Path(__file__).resolve().parent / "cli.md"
 

@@ -94,7 +94,7 @@ def fake_trainer(monkeypatch, cached_sdxl) -> Path:
 
 def make_plan(runner, tmp_path: Path, *overrides: str, out: Path | None = None, images: int = 4) -> Path:
     """A small plan for the fake trainer: 4 images × 5 repeats at batch 4 = 5 steps per epoch, 6 steps in all."""
-    from lorakit.cli import cli
+    from lorakit.cli.main import cli
 
     dataset = tmp_path / "robot data"
     if not dataset.exists():

@@ -8,7 +8,7 @@ import os
 import struct
 from pathlib import Path
 
-from lorakit.modelsource import TOKENIZER_REPOS
+from lorakit.models.source import TOKENIZER_REPOS
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SDXL = "stabilityai/stable-diffusion-xl-base-1.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 
 
 def batch_plan(runner, dataset, out, *args):
@@ -114,9 +114,9 @@ from html.parser import HTMLParser  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from hubgen import fake_checkpoint  # noqa: E402
-from lorakit.batchrun import LOCK_FILE, BatchRunOptions, run_batch  # noqa: E402
-from lorakit.events import Step  # noqa: E402
-from lorakit.launch import Stopper  # noqa: E402
+from lorakit.batch.run import LOCK_FILE, BatchRunOptions, run_batch  # noqa: E402
+from lorakit.watch.events import Step  # noqa: E402
+from lorakit.run.launch import Stopper  # noqa: E402
 
 FAST = ["max_train_steps=6", "mixed_precision=bf16", "sample_every_n_steps=3"]
 
@@ -233,7 +233,7 @@ def test_two_gpus_run_two_plans_at_once_each_on_its_own_card(runner, tmp_path, f
 
     def watch(run_id, event):
         nonlocal most
-        from lorakit.events import Exited, Started
+        from lorakit.watch.events import Exited, Started
         with lock:
             if isinstance(event, Started):
                 running.add(run_id)
@@ -351,7 +351,7 @@ def test_without_tensorboard_a_batch_still_runs_and_says_so(runner, tmp_path, fa
         raise UserError("TensorBoard summaries need the tensorboard package, which is not installed.",
                         fix="pip install 'lorakit[tensorboard]'")
 
-    monkeypatch.setattr("lorakit.tbwriter.write_experiment", missing)
+    monkeypatch.setattr("lorakit.watch.tbwriter.write_experiment", missing)
     out = trainable_batch(runner, tmp_path, "--sweep", "network_dim=8")
     result = runner.invoke(cli, ["batch", "run", str(out), "--no-tensorboard"])
     assert result.exit_code == 0
@@ -360,7 +360,7 @@ def test_without_tensorboard_a_batch_still_runs_and_says_so(runner, tmp_path, fa
 
 
 def test_a_long_swept_value_gives_a_short_unique_run_id(runner, tmp_path):
-    from lorakit.batch import run_id
+    from lorakit.batch.manifest import run_id
 
     long_a, long_b = "/models/" + "a" * 150 + ".safetensors", "/models/" + "a" * 150 + "b.safetensors"
     ids = {run_id(1, "", {"pretrained_model_name_or_path": v}) for v in (long_a, long_b)}

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from conftest import make_folder
-from lorakit.buckets import BucketAssigner, BucketSettings, make_bucket_resolutions
-from lorakit.dataset import scan_dataset
-from lorakit.steps import Placed, compute_steps, predict_sample_steps, predict_saves
+from lorakit.dataset.buckets import BucketAssigner, BucketSettings, make_bucket_resolutions
+from lorakit.dataset.scan import scan_dataset
+from lorakit.dataset.steps import Placed, compute_steps, predict_sample_steps, predict_saves
 
 SDXL = BucketSettings(resolution=(1024, 1024), min_reso=512, max_reso=2048, steps=64)
 

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 
 
 def plan_for(runner, dataset, out, gpu="rtx4090", *extra):

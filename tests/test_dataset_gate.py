@@ -9,8 +9,8 @@ import pytest
 
 from conftest import make_folder
 from imagegen import write_png
-from lorakit.cli import cli
-from lorakit.dataset import parse_repeat_folder, scan_dataset
+from lorakit.cli.main import cli
+from lorakit.dataset.scan import parse_repeat_folder, scan_dataset
 
 
 def codes(scan):

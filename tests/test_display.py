@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from lorakit.display import BarDisplay, PlainDisplay, make_display
-from lorakit.events import CheckpointSaved, GpuSample, Mismatch, Problem, Progress
+from lorakit.cli.display import BarDisplay, PlainDisplay, make_display
+from lorakit.watch.events import CheckpointSaved, GpuSample, Mismatch, Problem, Progress
 
 
 def text_console(terminal: bool = False) -> tuple[Console, io.StringIO]:

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import FAKE_SD_SCRIPTS, make_plan
 from lorakit import SD_SCRIPTS_COMMIT
-from lorakit.cli import cli
-from lorakit.doctor import needed_disk_gib, read_requirements, sd_scripts_commit
-from lorakit.plan import load_plan
+from lorakit.cli.main import cli
+from lorakit.run.doctor import needed_disk_gib, read_requirements, sd_scripts_commit
+from lorakit.plan.build import load_plan
 
 
 def doctor(runner, *args: str) -> tuple[int, dict]:

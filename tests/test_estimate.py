@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorakit.estimate import (
+from lorakit.plan.estimate import (
     OVERHEAD_POOLED_GIB,
     TrainingSetup,
     activation_gib_per_sample,

@@ -11,12 +11,12 @@ import huggingface_hub
 import pytest
 
 from hubgen import SDXL, SDXL_FILE, cache_files, diffusers_files, fake_checkpoint, tokenizer_files
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 from lorakit.errors import UserError
-from lorakit.fetch import ensure_local, gate_findings
-from lorakit.filehash import sha256_file
-from lorakit.modelsource import TOKENIZER_REPOS
-from lorakit.plan import PlanRequest, load_plan, make_plan, write_plan
+from lorakit.models.fetch import ensure_local, gate_findings, relocate
+from lorakit.models.filehash import sha256_file
+from lorakit.models.source import TOKENIZER_REPOS
+from lorakit.plan.build import PlanRequest, load_plan, make_plan, write_plan
 
 CHECKPOINT = fake_checkpoint(256)
 
@@ -70,7 +70,7 @@ def test_fetch_model_downloads_what_is_missing_and_reports_paths_and_hashes(runn
 
 def test_ensure_local_returns_what_sd_scripts_gets_and_run_json_records(character_dataset, tmp_path, hub):
     plan = load_plan(make(character_dataset, tmp_path / "plan"))
-    models = ensure_local(plan)
+    models = ensure_local(relocate(plan.model), Path(plan.plan_dir))
     base = models.base
     assert (base.id, base.revision, base.filename, base.downloaded) == (SDXL, "main", SDXL_FILE, True)
     assert base.sha256 == hashlib.sha256(CHECKPOINT).hexdigest()
@@ -84,7 +84,7 @@ def test_ensure_local_returns_what_sd_scripts_gets_and_run_json_records(characte
 def test_what_is_cached_is_not_downloaded_again(character_dataset, tmp_path, hub, cached_sdxl, monkeypatch):
     plan = load_plan(make(character_dataset, tmp_path / "plan"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    models = ensure_local(plan)
+    models = ensure_local(relocate(plan.model), Path(plan.plan_dir))
     assert hub.calls == [] and not models.base.downloaded
 
 
@@ -113,7 +113,7 @@ def test_a_repo_that_is_no_diffusers_repo_says_to_name_the_file(character_datase
     FakeHub({"me/single": {"model.safetensors": CHECKPOINT}}).install(monkeypatch)
     plan = load_plan(make(character_dataset, tmp_path / "plan", "pretrained_model_name_or_path=me/single"))
     with pytest.raises(UserError, match="lacks model_index.json") as caught:
-        ensure_local(plan)
+        ensure_local(relocate(plan.model), Path(plan.plan_dir))
     assert "pretrained_model_name_or_path=me/single:FILENAME" in caught.value.fix
 
 
@@ -122,7 +122,7 @@ def test_a_diffusers_repo_downloads_only_what_sd_scripts_loads(character_dataset
                                  "sd_xl_single_file.safetensors": b"x"}
     FakeHub({"me/sdxl": files}).install(monkeypatch)
     plan = load_plan(make(character_dataset, tmp_path / "plan", "pretrained_model_name_or_path=me/sdxl"))
-    base = ensure_local(plan).base
+    base = ensure_local(relocate(plan.model), Path(plan.plan_dir)).base
     got = {p.relative_to(base.resolved).as_posix() for p in Path(base.resolved).rglob("*") if p.is_file()}
     assert got == set(diffusers_files())
     assert os.path.isdir(base.path) and os.path.realpath(base.path) == base.resolved
@@ -132,10 +132,10 @@ def test_a_local_model_gone_since_planning_stops_the_launch(character_dataset, t
     model = tmp_path / "pony.safetensors"
     model.write_bytes(CHECKPOINT)
     plan = load_plan(make(character_dataset, tmp_path / "plan", f"pretrained_model_name_or_path={model}"))
-    assert ensure_local(plan).base.path == str(model)
+    assert ensure_local(relocate(plan.model), Path(plan.plan_dir)).base.path == str(model)
     model.unlink()
     with pytest.raises(UserError, match="model/not-found|neither on this machine"):
-        ensure_local(plan)
+        ensure_local(relocate(plan.model), Path(plan.plan_dir))
 
 
 def test_file_hashes_are_remembered_until_the_file_changes(tmp_path):
@@ -149,10 +149,10 @@ def test_file_hashes_are_remembered_until_the_file_changes(tmp_path):
 
 
 def test_without_huggingface_hub_a_needed_download_stops_the_launch(character_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr("lorakit.modelsource.hub_installed", lambda: False)
+    monkeypatch.setattr("lorakit.models.source.hub_installed", lambda: False)
     plan = load_plan(make(character_dataset, tmp_path / "plan"))
     planned = next(f for f in plan.findings if f.code == "model/hub-package-missing")
     assert planned.level == "warning"  # the plan may be for a machine that has it
-    assert [f.level for f in gate_findings(plan) if f.code == "model/hub-package-missing"] == ["error"]
+    assert [f.level for f in gate_findings(relocate(plan.model), Path(plan.plan_dir)) if f.code == "model/hub-package-missing"] == ["error"]
     with pytest.raises(UserError, match=r"pip install 'lorakit\[hub\]'"):
-        ensure_local(plan)
+        ensure_local(relocate(plan.model), Path(plan.plan_dir))

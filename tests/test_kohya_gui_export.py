@@ -13,14 +13,14 @@ import pytest
 from conftest import REPO, make_folder
 from hubgen import SDXL, cache_files, diffusers_files, fake_checkpoint, safetensors_bytes
 from kohya_gui_rules import KEYS, export_problems
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import direct_keys, export_plan, fits_choices, gui_arguments, gui_value
 from lorakit.kohya_gui.keys import gui_keys
-from lorakit.plan import PlanRequest, make_plan, write_plan
-from lorakit.presets import PresetRegistry
-from lorakit.schema import registry
-from lorakit.values import ResolvedValue
+from lorakit.plan.build import PlanRequest, make_plan, write_plan
+from lorakit.config.presets import PresetRegistry
+from lorakit.config.schema import registry
+from lorakit.config.values import ResolvedValue
 
 GOLDEN = REPO / "tests" / "golden" / "kohya-gui"
 VERSIONS = ["master", "v26", "v25", "v24"]

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_folder
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 from lorakit.errors import ConfigError, UserError
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import export_plan
 from lorakit.kohya_gui.importer import import_gui_config
-from lorakit.plan import PlanRequest, make_plan
-from lorakit.presets import PresetRegistry, load_preset
+from lorakit.plan.build import PlanRequest, make_plan
+from lorakit.config.presets import PresetRegistry, load_preset
 from test_kohya_gui_export import builtin_presets, plan_arguments, planned
 
 GUI_PRESETS = REPO / "tests" / "fixtures" / "kohya_gui_presets"
@@ -34,7 +34,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def plan_from_gui(dataset: Path, out: Path, config: Path, gpu: str = "rtx4090", presets: list[str] = ()):
-    return make_plan(PlanRequest(dataset=dataset, target_gpu=gpu, out=out, from_kohya_gui=config, presets=list(presets)))
+    return make_plan(PlanRequest(dataset=dataset, target_gpu=gpu, out=out, imported=import_gui_config(config).imported(), presets=list(presets)))
 
 
 def codes(findings) -> dict[str, str]:

@@ -16,9 +16,9 @@ import pytest
 
 from hubgen import fake_checkpoint
 from conftest import make_plan
-from lorakit.cli import cli
-from lorakit.events import GpuSample, Step
-from lorakit.launch import LaunchOptions, Stopper, run_plan
+from lorakit.cli.main import cli
+from lorakit.watch.events import GpuSample, Step
+from lorakit.run.launch import LaunchOptions, Stopper, run_plan
 
 
 def launch(runner, plan: Path, *args: str):

@@ -8,11 +8,11 @@ import math
 
 import pytest
 
-from lorakit.events import (
+from lorakit.watch.events import (
     CheckpointSaved, Epoch, LogMessage, ModelSaved, Problem, Progress, SampleStarted, StateSaved, Step, TrainingSummary,
 )
-from lorakit.events import parse_interval, parse_rate
-from lorakit.logparse import StreamParser, parse_stream
+from lorakit.watch.events import parse_interval, parse_rate
+from lorakit.watch.parse import StreamParser, parse_stream
 
 
 def events_of(text: str, chunk: int | None = None) -> list:
@@ -225,8 +225,8 @@ def test_tqdm_rates():
 
 
 def test_a_closed_bar_redrawn_after_a_line_is_not_a_new_step():
-    from lorakit.events import Step
-    from lorakit.logparse import StreamParser
+    from lorakit.watch.events import Step
+    from lorakit.watch.parse import StreamParser
 
     text = ("\rsteps:  83%|████████  | 5/6 [00:00<00:00, 357.26it/s, avr_loss=0.246]\nsaving checkpoint: x\n"
             "\rsteps: 100%|██████████| 6/6 [00:00<00:00, 320.17it/s, avr_loss=0.241]\nsaving checkpoint: y\n"

@@ -12,8 +12,8 @@ import pytest
 from hubgen import (
     COMMIT, SDXL, SDXL_FILE, cache_files, cache_sdxl, diffusers_files, fake_checkpoint, fake_lora, write_safetensors,
 )
-from lorakit.cli import cli
-from lorakit.modelsource import human_bytes
+from lorakit.cli.main import cli
+from lorakit.models.source import human_bytes
 
 
 def plan(runner, dataset: Path, out: Path, *args: str):
@@ -196,7 +196,7 @@ def test_a_folder_that_is_not_a_diffusers_pipeline_is_an_error(runner, character
 
 
 def test_a_download_larger_than_the_free_space_warns(runner, character_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr("lorakit.modelsource._free_bytes", lambda path: 10**9)
+    monkeypatch.setattr("lorakit.models.source._free_bytes", lambda path: 10**9)
     out = tmp_path / "plan"
     plan(runner, character_dataset, out)
     warning = next(f for f in plan_json(out)["findings"] if f["code"] == "model/disk-space")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorakit.modelref import parse_model_ref
+from lorakit.models.ref import parse_model_ref
 
 
 @pytest.mark.parametrize(("value", "repo", "revision", "filename"), [

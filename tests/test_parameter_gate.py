@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorakit.plan import PlanRequest, make_plan
+from lorakit.plan.build import PlanRequest, make_plan
 
 
 def findings(dataset, tmp_path, *overrides, presets=("character",), gpu="rtx4090"):
@@ -110,7 +110,7 @@ def test_augmentation_turns_off_a_presets_latent_cache(character_dataset, tmp_pa
     (["gradient_accumulation_steps=0"], "gradient_accumulation_steps = 0 must be at least 1"),
 ])
 def test_values_below_their_minimum_are_refused(runner, character_dataset, tmp_path, overrides, message):
-    from lorakit.cli import cli
+    from lorakit.cli.main import cli
 
     result = runner.invoke(cli, ["plan", str(character_dataset), "--target-gpu", "rtx4090", "--out", str(tmp_path / "p"),
                                  *[w for o in overrides for w in ("--set", o)]])

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, make_folder
 from imagegen import write_png
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 from sdscripts_rules import config_problems, dataset_problems
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from lorakit.cli import cli
+from lorakit.cli.main import cli
 from lorakit.errors import ConfigError, UserError
-from lorakit.presets import PresetRegistry
-from lorakit.resolve import resolve
+from lorakit.config.presets import PresetRegistry
+from lorakit.config.resolve import resolve
 
 REQUIRED = {
     "sdxl-base", "pony", "kohya-example", "adamw", "adafactor", "prodigy", "lowvram-8gb",

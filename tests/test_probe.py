@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from lorakit.cli import cli
-from lorakit.gpus import catalog, lookup, match_name
-from lorakit.probe import choose_target, probe
+from lorakit.cli.main import cli
+from lorakit.machine.gpus import catalog, lookup, match_name
+from lorakit.machine.probe import choose_target, probe
 
 CATALOG_REQUIRED = {"rtx3060-12gb", "rtx3080-10gb", "rtx4060ti-16gb", "rtx3090", "rtx4090", "rtx5090", "t4",
                     "v100-16gb", "l4", "a10g", "a100-40gb", "a100-80gb", "h100"}

@@ -13,9 +13,9 @@ import yaml
 from conftest import make_folder
 from hubgen import fake_lora, write_safetensors
 from imagegen import write_png
-from lorakit.cli import cli
-from lorakit.modelsource import human_bytes
-from lorakit.plan import PlanRequest, load_plan, make_plan, write_plan
+from lorakit.cli.main import cli
+from lorakit.models.source import human_bytes
+from lorakit.plan.build import PlanRequest, load_plan, make_plan, write_plan
 
 SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
 TOKEN = "hf_secretTOKENvalue123"

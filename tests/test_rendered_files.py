@@ -13,8 +13,8 @@ import pytest
 
 from conftest import REPO
 from lorakit import __version__
-from lorakit.plan import PlanRequest, make_plan, write_plan
-from lorakit.presets import PresetRegistry
+from lorakit.plan.build import PlanRequest, make_plan, write_plan
+from lorakit.config.presets import PresetRegistry
 from sdscripts_rules import config_problems, dataset_problems
 
 GOLDEN = REPO / "tests" / "golden"
@@ -79,7 +79,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
 
 
 def test_planning_never_imports_training_packages(character_dataset, tmp_path):
-    code = ("import sys\nfrom lorakit.cli import main\nsys.argv = ['lorakit', 'plan', sys.argv[1], '--target-gpu', 'rtx4090', '--out', sys.argv[2]]\n"
+    code = ("import sys\nfrom lorakit.cli.main import main\nsys.argv = ['lorakit', 'plan', sys.argv[1], '--target-gpu', 'rtx4090', '--out', sys.argv[2]]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(sorted({'torch', 'tensorboard', 'huggingface_hub', 'accelerate'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code, str(character_dataset), str(tmp_path / "p")],

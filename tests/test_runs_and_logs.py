@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from conftest import make_plan
-from lorakit.cli import cli
-from lorakit.outputs import list_outputs, safetensors_metadata
+from lorakit.cli.main import cli
+from lorakit.run.outputs import list_outputs, safetensors_metadata
 
 
 def test_runs_lists_every_plan_with_its_outcome(runner, tmp_path, fake_trainer, monkeypatch):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import REPO, SHARED_DOCS
-from lorakit.cli import cli
-from lorakit.schema import LORAKIT_KEYS, ValueProblem, parse_text, registry, spec_for
+from lorakit.cli.main import cli
+from lorakit.config.schema import LORAKIT_KEYS, ValueProblem, parse_text, registry, spec_for
 
 
 def test_every_sd_scripts_argument_is_a_key():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorakit.schema import KeySpec, ValueProblem, coerce, normalize_resolution, parse_text, registry
+from lorakit.config.schema import KeySpec, ValueProblem, coerce, normalize_resolution, parse_text, registry
 
 # Arguments that only matter together with another one: dropped when that one is off.
 _ONLY_WITH = {

@@ -19,10 +19,10 @@ from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
 from lorakit.kohya_gui.export import direct_keys
 from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
-from lorakit.kohya_gui.launch import NON_SDXL_TYPES, gui_run
+from lorakit.kohya_gui.gui_toml import NON_SDXL_TYPES, gui_run
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config
-from lorakit.presets import BASE_PRESET, Preset, PresetEntry, PresetHeader, PresetRegistry
-from lorakit.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tuple
+from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
+from lorakit.config.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tuple
 
 GATE = 2
 # sd-scripts arguments in the GUI's TOML that a lorakit plan sets from its own folder and dataset.
@@ -61,6 +61,10 @@ class GuiImport:
 
     def origin(self, key: str) -> str:
         return f"Kohya GUI {self.source.name} · {self.origins.get(key, key)}"
+
+    def imported(self) -> ImportedPreset:
+        """What `lorakit plan --from-kohya-gui` hands the planner: the preset and the findings of reading it."""
+        return ImportedPreset(self.preset(), list(self.findings))
 
 
 def import_gui_config(path: Path) -> GuiImport:
@@ -274,7 +278,7 @@ def _rule_findings(config: GuiConfig) -> list[Finding]:
 
 @cache
 def _base_values() -> dict[str, Any]:
-    from lorakit.resolve import resolve
+    from lorakit.config.resolve import resolve
 
     resolution = resolve(PresetRegistry(include_user_dir=False), [], [])
     return {key: item.value for key, item in resolution.values.items()}
@@ -306,7 +310,7 @@ def preset_name(path: Path) -> str:
 
 def render_preset(imported: GuiImport) -> str:
     from lorakit import __version__
-    from lorakit.render import render
+    from lorakit.plan.render import render
 
     entries = [{"key": k, "value": v, "from": imported.origin(k)} for k, v in imported.entries.items()]
     notes = [f"{f.level}: {f.message}" for f in imported.findings if f.level != "info"]
@@ -330,7 +334,7 @@ def write_preset(imported: GuiImport, path: Path) -> Path:
 
 
 def default_preset_path(source: Path) -> Path:
-    from lorakit.presets import user_presets_dir
+    from lorakit.config.presets import user_presets_dir
 
     return user_presets_dir() / f"{preset_name(source)}.toml"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from lorakit.resources import PACKAGE_DIR
+from lorakit.util.resources import PACKAGE_DIR
 
 # --gui-version NAME → the release whose key set it means (master is the newest).
 VERSIONS = {"master": "master", "v26": "v26.0.0", "v25": "v25.2.2", "v24": "v24.1.7"}

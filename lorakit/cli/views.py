@@ -1,0 +1,374 @@
+"""What the commands print for people (rich tables); JSON output is the models' own dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorakit.config.values import HEADLINE_KEYS
+from lorakit.findings import Finding
+from lorakit.util.text import duration_text, gib_text, hours_text, loss_text, show
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lorakit.run.calibrate import CalibrationUpdate
+    from lorakit.models.source import ModelSection
+    from lorakit.plan.build import Plan
+    from lorakit.config.presets import Preset
+    from lorakit.machine.probe import HostInfo
+    from lorakit.dataset.steps import StepMath
+    from lorakit.config.values import Values
+
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def console(stderr: bool = False, *, wide: bool = False) -> Console:
+    """A console for people; `wide` tables are not squeezed to 80 columns when the output is not a terminal."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if wide and not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    return out
+
+
+def print_findings(out: Console, findings: list[Finding]) -> None:
+    if not findings:
+        out.print("[green]No findings: every gate passed.[/]")
+        return
+    from rich.markup import escape
+
+    for f in findings:
+        out.print(f"[{LEVEL_STYLE[f.level]}]{f.level.upper():7}[/] [dim]{f.code}[/] {escape(f.message)}")
+        if f.fix:
+            out.print(f"        [dim]fix:[/] {escape(f.fix)}")
+        for path in f.paths:
+            out.print(f"        [dim]{escape(path)}[/]")
+
+
+def values_table(values: Values, keys: list[str] | None = None, title: str | None = None, *, why: bool = True):
+    """Value and source side by side; with `why`, the reason and what the value replaced."""
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", style="cyan", no_wrap=True)
+    if why:
+        table.add_column("why", style="dim", overflow="fold")
+    for key in keys if keys is not None else list(values):
+        entry = values.entry(key)
+        if entry is None or entry.value is None:
+            continue
+        row = [key, show(entry.value), entry.source]
+        if why:
+            earlier = [e for e in entry.replaced if e.value != entry.value][-2:]
+            note = entry.note + (" (was " + ", ".join(f"{show(e.value)} from {e.source}" for e in earlier) + ")" if earlier else "")
+            row.append(note.strip())
+        table.add_row(*row)
+    return table
+
+
+def step_lines(steps: StepMath) -> list[str]:
+    lines = [
+        f"{steps.num_train_images} train samples per epoch (images × repeats)"
+        + (f" + {steps.reg_samples} regularisation samples" if steps.reg_samples else ""),
+        f"{len(steps.buckets)} bucket(s) → {steps.batches_per_epoch} batches of {steps.batch_size} per epoch"
+        + (f" ({steps.batches_per_process} per process × {steps.num_processes})" if steps.num_processes > 1 else ""),
+    ]
+    if steps.gradient_accumulation_steps > 1:
+        lines.append(f"gradient accumulation {steps.gradient_accumulation_steps} → {steps.steps_per_epoch} steps per epoch")
+    lines.append(f"{steps.epochs} epochs × {steps.steps_per_epoch} steps = [bold]{steps.total_steps} total steps[/]")
+    return lines
+
+
+def bucket_table(steps: StepMath):
+    from rich.table import Table
+
+    table = Table(title="buckets", show_edge=False, pad_edge=False)
+    for column in ("width", "height", "images", "samples", "batches"):
+        table.add_column(column, justify="right")
+    table.add_column("", style="green")
+    widest = max((b.samples for b in steps.buckets), default=1)
+    for b in steps.buckets:
+        bar = "█" * max(1, round(20 * b.samples / widest))
+        table.add_row(str(b.width), str(b.height), str(b.images), str(b.samples), str(b.batches), bar)
+    return table
+
+
+def subsets_table(plan_dataset: Any):
+    from rich.table import Table
+
+    table = Table(title="folders", show_edge=False, pad_edge=False)
+    for column in ("folder", "images", "captions", "repeats", "from", "class tokens", "seen per image"):
+        table.add_column(column)
+    for s in plan_dataset.subsets:
+        table.add_row(
+            s.folder + (" (reg)" if s.is_reg else ""), str(s.images), str(s.captions), str(s.num_repeats),
+            s.repeats_source, s.class_tokens or "", "" if s.steps_per_image is None else str(s.steps_per_image),
+        )
+    return table
+
+
+def estimate_lines(plan: Plan) -> list[str]:
+    """The VRAM estimate against the budget, and the ETA."""
+    lines = []
+    vram, time = plan.vram, plan.time
+    if vram is not None:
+        verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
+        lines.append(f"VRAM: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
+                     f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
+    if time is not None and time.seconds_per_step is not None:
+        where = "calibrated" if time.calibrated else f"assumed {time.mfu:.0%} of {time.peak_tflops:g} TFLOP/s"
+        lines.append(f"ETA: ~{time.seconds_per_step:.2f} s/step × {plan.total_steps} steps ≈ [bold]{hours_text(time.total_hours)}[/] "
+                     f"of training ({where})")
+    elif time is not None:
+        lines.append("ETA: unknown (the GPU is not in the catalog, so its peak FLOP/s is unknown)")
+    return lines
+
+
+def vram_table(plan: Plan):
+    """Each component of the VRAM estimate with how it was counted (`lorakit plan --explain-vram`)."""
+    from rich.table import Table
+
+    from lorakit.plan.estimate import estimate_vram, explain_vram, setup_from_values
+
+    vram = plan.vram
+    setup = setup_from_values(plan.value_set)
+    breakdown = estimate_vram(setup, vram.components["cuda_overhead"])
+    table = Table(title=f"VRAM estimate on {plan.target.name}", show_edge=False, pad_edge=False)
+    table.add_column("component", style="bold", no_wrap=True)
+    table.add_column("GiB", justify="right")
+    table.add_column("how", style="dim", overflow="fold")
+    for name, gib, how in explain_vram(setup, breakdown, vram.overhead_source):
+        table.add_row(name, f"{gib:.2f}", how)
+    table.add_row("[bold]estimate[/]", f"[bold]{vram.estimate_gib:.2f}[/]", "peak of one training step")
+    table.add_row("budget", f"{vram.budget_gib:.2f}", f"{vram.vram_total_gib:.1f} GiB less the 20% safety margin (free VRAM, if less)")
+    return table
+
+
+def print_calibration(out: Console, update: CalibrationUpdate) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    runs = Table(title="runs", show_edge=False, pad_edge=False)
+    for column in ("plan", "GPU", "overhead GiB", "efficiency", "not derived"):
+        runs.add_column(column, overflow="fold")
+    for r in update.runs:
+        runs.add_row(escape(str(r.plan_dir)), r.gpu or "", "" if r.overhead_gib is None else f"{r.overhead_gib:.2f}",
+                     "" if r.efficiency is None else f"{r.efficiency:.1%}", escape("; ".join(r.skipped)))
+    out.print(runs)
+    changed = [gpu for gpu in update.after if update.after[gpu] != update.before.get(gpu)]
+    if not changed:
+        out.print(f"Nothing to calibrate; {escape(str(update.path))} is unchanged.", soft_wrap=True)
+        return
+    for gpu in changed:
+        new, old = update.after[gpu], update.before.get(gpu)
+        was = f" (was {old.overhead_gib} GiB, {old.efficiency})" if old else ""
+        out.print(f"{gpu}: overhead {new.overhead_gib} GiB, efficiency {new.efficiency} at batch 1{was}")
+    out.print(f"Wrote {escape(str(update.path))}; `lorakit plan` uses it from now on.", soft_wrap=True)
+
+
+def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True, explain_vram: bool = False) -> None:
+    from rich.markup import escape
+
+    values = plan.value_set
+    target = plan.target
+    out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
+    out.print(f"GPU: {escape(target.name)} ({target.source}), {target.vram_total_gib:.1f} GiB, "
+              f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
+    for line in model_lines(plan.model):
+        out.print(escape(line))
+    out.print(subsets_table(plan.dataset))
+    for line in step_lines(plan.step_math):
+        out.print(line)
+    keep = [s for s in plan.saves if s.kept]
+    out.print(f"saves: {len(keep)} file(s), the last [bold]{escape(plan.saves[-1].file)}[/]" if plan.saves else "saves: none")
+    if plan.sample_steps:
+        shown = ", ".join(str(s) for s in plan.sample_steps[:8]) + (" …" if len(plan.sample_steps) > 8 else "")
+        out.print(f"samples at steps: {shown}")
+    for line in estimate_lines(plan):
+        out.print(line)
+    if explain_vram and plan.vram is not None:
+        out.print(vram_table(plan))
+    for note in plan.notes:
+        out.print(f"[dim]note:[/] {escape(note)}")
+    keys = None if explain else [k for k in HEADLINE_KEYS if k in values]
+    out.print(values_table(values, keys, title="values" if explain else "main values (--explain shows all, with reasons)",
+                           why=explain))
+    print_findings(out, plan.findings)
+    if written:
+        out.print(f"\nWrote {', '.join(plan.files)} to [bold]{escape(plan.plan_dir)}[/]")
+        out.print(f"Next: lorakit launch {escape(plan.plan_dir)}")
+
+
+def model_lines(section: ModelSection) -> list[str]:
+    """One line per model input: what it is and whether it is cached, local or still to download."""
+    from lorakit.models.source import status_line
+
+    lines = [f"{s.label}: {s.reference} — {status_line(s)}" for s in (section.base, section.vae) if s is not None]
+    waiting = [s.value for s in section.tokenizers if s.status == "download"]
+    if waiting:
+        lines.append(f"tokenizers: {', '.join(waiting)} not in the Hub cache; sd-scripts downloads them when it starts")
+    return lines
+
+
+def print_probe(out: Console, host: HostInfo) -> None:
+    from rich.markup import escape
+
+    if host.gpus:
+        for gpu in host.gpus:
+            known = f", catalog {gpu.catalog_id}" if gpu.catalog_id else ""
+            free = f", {gpu.vram_free_mib / 1024:.1f} GiB free" if gpu.vram_free_mib is not None else ""
+            out.print(f"GPU {gpu.index}: [bold]{escape(gpu.name)}[/] — {gpu.vram_total_gib:.1f} GiB{free}, "
+                      f"compute capability {gpu.compute_capability}, bf16 {'yes' if gpu.bf16 else 'no'}{known}")
+            out.print(f"       VRAM budget for training: {gpu.budget_gib:.1f} GiB (80% of total, 20% safety margin)")
+        out.print(f"driver: {host.driver}")
+    else:
+        out.print(f"[yellow]No NVIDIA GPU:[/] {escape(host.no_gpu_reason or 'none found')}.")
+        out.print("Plan for a card you do not have with --target-gpu (see `lorakit probe --catalog`).")
+    out.print(f"RAM: {host.ram_total_gib:.1f} GiB ({host.ram_available_gib:.1f} available), CPUs: {host.cpu_count}, "
+              f"free disk at {escape(host.disk_path)}: {host.disk_free_gib:.1f} GiB")
+
+
+def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("preset", style="bold")
+    table.add_column("kind")
+    table.add_column("extends")
+    table.add_column("description", overflow="fold")
+    for p in presets:
+        origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")
+        table.add_row(p.name + origin, p.header.kind, ", ".join(p.header.extends), p.description)
+    out.print(table)
+
+
+STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
+
+
+def print_doctor(out: Console, report: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}")
+    out.print(f"trainer Python: {escape(report.python)} ({report.python_found_by})"
+              + (f", Python {report.python_version}" if report.python_version else ""))
+    if report.packages:
+        out.print("packages: " + ", ".join(f"{name} {version or '[red]missing[/]'}" for name, version in report.packages.items()))
+    out.print(f"CUDA devices: {report.cuda_devices}" + (" → training on the CPU (accelerate --cpu)" if report.cpu else ""))
+    if report.base_model:
+        out.print(f"base model: {escape(report.base_model)}")
+    if report.free_disk_gib is not None:
+        out.print(f"free disk for outputs: {report.free_disk_gib:.1f} GiB")
+    print_findings(out, report.findings)
+
+
+def print_run(out: Console, record: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"[{STATE_STYLE[record.state]}]{record.state}[/] — {escape(record.plan)}: "
+              f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'} steps, "
+              f"final loss {loss_text(record.last_loss)} (lowest {loss_text(record.min_loss)}), {duration_text(record.duration_s)}"
+              + (f", {record.seconds_per_step:.2f} s/step" if record.seconds_per_step else "")
+              + f", peak GPU memory {gib_text(record.peak_vram_gib)}")
+    for output in record.outputs:
+        out.print(f"  {escape(output.path)} ({output.bytes / 1e6:.1f} MB, {len(output.metadata)} metadata keys)")
+    if record.diagnosis:
+        out.print(f"[bold]diagnosis:[/] {escape(record.diagnosis)}")
+    if record.suggestion:
+        out.print(f"[bold]next:[/] {escape(record.suggestion)}")
+    out.print(f"[dim]record: {escape(record.plan_dir)}/run.json · log: {escape(record.log or '')}"
+              + (f" · tensorboard --logdir {escape(str(Path(record.tensorboard).parent.parent))}" if record.tensorboard else "")
+              + "[/]")
+
+
+def runs_table(runs: list[tuple[Any, Any]]):
+    from rich.table import Table
+
+    from lorakit.run.record import shown_state
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("plan", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for column in ("steps", "loss", "time", "s/step", "VRAM"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("problem")
+    for path, record in runs:
+        # a "stale" record: lorakit was killed while watching; the next launch of the plan closes it
+        earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
+        table.add_row(
+            record.plan + earlier, (record.started or "")[5:16].replace("T", " "),
+            f"[{STATE_STYLE.get(shown_state(record), 'yellow')}]{shown_state(record)}[/]",
+            f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", loss_text(record.last_loss),
+            duration_text(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
+            gib_text(record.peak_vram_gib), record.problem or "",
+        )
+    return table
+
+
+def print_log_report(out: Console, report: Any) -> None:
+    from rich.markup import escape
+
+    out.print(f"{escape(report.path)}: {report.steps_done}/{report.total_steps or '?'} steps"
+              + (f", epoch {report.epoch}/{report.epochs}" if report.epoch else "")
+              + f", final loss {loss_text(report.last_loss)} (lowest {loss_text(report.min_loss)})"
+              + (f", {report.seconds_per_step:.2f} s/step" if report.seconds_per_step else ""))
+    out.print(f"{len(report.checkpoints)} checkpoint(s) saved" + ("; model saved." if report.model_saved else "; no 'model saved.'"))
+    for problem in report.problems:
+        out.print(f"[bold red]{problem.kind}:[/] {escape(problem.message)}")
+    for error in report.errors:
+        out.print(f"[red]{escape(error)}[/]")
+    if report.tensorboard:
+        out.print(f"TensorBoard events written to {escape(report.tensorboard)} (tensorboard --logdir {escape(report.tensorboard)})")
+
+
+def command_lines(command: list[str]) -> list[list[str]]:
+    """A trainer command as people read it: `python -m module`, then one option (and its value) per line."""
+    lines = [command[:3]]
+    for word in command[3:]:
+        last = lines[-1]
+        if len(last) == 1 and last[0].startswith("--") and not word.startswith("--"):
+            last.append(word)
+        else:
+            lines.append([word])
+    return lines
+
+
+def print_setup(out: Console, setup: Any) -> None:
+    """What `launch --dry-run` shows: warnings, the environment lorakit sets, the exact command."""
+    import shlex
+
+    from rich.markup import escape
+
+    for warning in setup.warnings:
+        out.print(f"[yellow]WARNING[/] {escape(warning)}")
+    if setup.resume_from:
+        out.print(f"resumes from {escape(str(setup.resume_from))}")
+    out.print("environment (set by lorakit):")
+    for key, value in setup.env_changes.items():
+        out.print(f"  {escape(key)}={escape(shlex.quote(value))}", soft_wrap=True)
+    out.print("command:")
+    text = " \\\n".join("  " + " ".join(shlex.quote(w) for w in line) for line in command_lines(setup.command))
+    out.print(escape(text), soft_wrap=True)
+
+
+def batch_table(rows: list[Any]):
+    """`lorakit batch status`: the rows of lorakit.batch.status, best run starred."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lorakit.batch.status import COLUMNS, cells
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in COLUMNS:
+        table.add_column("" if column == "best" else column.replace("_", " "),
+                         justify="right" if column in ("steps", "final_loss", "min_loss", "it_per_s", "peak_vram_gib") else "left",
+                         overflow="fold" if column == "why" else "ellipsis", no_wrap=column != "why")
+    for row in rows:
+        text = cells(row)
+        style = STATE_STYLE.get(row.state)
+        table.add_row(*[f"[{style}]{escape(text[c])}[/]" if c == "state" and style else escape(text[c]) for c in COLUMNS])
+    return table

@@ -1,0 +1,76 @@
+"""Resolve: lorakit's defaults, then the presets in order, then `--set` overrides, each value with its source."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lorakit.errors import ConfigError
+from lorakit.config.presets import BASE_PRESET, Preset, PresetRegistry
+from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
+from lorakit.config.values import USER_SOURCE, Values
+
+# What every plan has even when no preset says so; presets and --set override these.
+DEFAULTS: dict[str, tuple[object, str]] = {
+    "pretrained_model_name_or_path": ("stabilityai/stable-diffusion-xl-base-1.0", "seed 000 · Base Model"),
+    "network_module": ("networks.lora", "lorakit trains LoRA; sd-scripts has no default network module"),
+    "resolution": ("1024,1024", "SDXL's native size; sd-scripts needs a resolution"),
+    "caption_extension": (".txt", "sd-scripts' own default is .caption"),
+    "max_train_epochs": (10, "epochs are always written: without them sd-scripts trains 1600 steps"),
+    "save_model_as": ("safetensors", "keeps the ss_* metadata in the LoRA file"),
+}
+
+
+@dataclass
+class Resolution:
+    values: Values
+    presets: list[Preset]
+    notes: list[str]
+    required: list[str]  # keys some preset requires the user to set
+
+
+def parse_overrides(items: Sequence[str]) -> tuple[dict[str, object], list[str]]:
+    """`KEY=VALUE` strings typed by the schema; returns the values and every problem found."""
+    values: dict[str, object] = {}
+    problems: list[str] = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set {item!r}: write KEY=VALUE, e.g. --set network_dim=32")
+            continue
+        if key in RESERVED_KEYS:
+            problems.append(f"--set {key}: lorakit sets this itself ({RESERVED_KEYS[key]})")
+            continue
+        try:
+            values[key] = parse_text(spec_for(key), text)
+        except ValueProblem as exc:
+            problems.append(f"--set {exc}")
+    return values, problems
+
+
+def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Sequence[str],
+            imported: Sequence[Preset] = ()) -> Resolution:
+    """`imported` presets (built in memory, e.g. from a Kohya GUI config) come right after the base."""
+    presets = registry.chain(list(preset_names))
+    if imported:
+        if presets[0].name != BASE_PRESET:
+            raise ConfigError([f"an imported config builds on {BASE_PRESET}; it cannot be combined with the base "
+                               f"preset {presets[0].name}"], context="the presets")
+        presets = [presets[0], *imported, *presets[1:]]
+    parsed, problems = parse_overrides(overrides)
+    if problems:
+        raise ConfigError(problems, context="the --set options")
+    values = Values()
+    for key, (value, note) in DEFAULTS.items():
+        values.set(key, value, "default", note)
+    notes: list[str] = []
+    required: list[str] = []
+    for preset in presets:
+        for key, entry in preset.values.items():
+            values.set(key, entry.value, f"preset:{preset.name}", entry.from_)
+        notes += preset.header.notes
+        required += [k for k in preset.header.requires if k not in required]
+    for key, value in parsed.items():
+        values.set(key, value, USER_SOURCE)
+    return Resolution(values=values, presets=presets, notes=notes, required=required)

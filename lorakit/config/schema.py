@@ -1,0 +1,376 @@
+"""Every key a preset or `--set` may use: sd-scripts' own arguments plus a few lorakit keys.
+
+Keys are sd-scripts argument names (`network_dim`, `train_batch_size`, ...), typed from the argument
+table of `sdxl_train_network.py` at the pinned commit. Each key also says where it is written:
+`config` (config.toml, read through `--config_file`), `dataset` (dataset.toml, which beats the command
+line in sd-scripts) or `lorakit` (used for planning, never given to sd-scripts).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import shlex
+from lorakit.util import tomlio
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+from lorakit.util.resources import sd_scripts_arguments
+
+Kind = Literal[
+    "bool", "int", "float", "str", "int_or_float", "str_list", "float_list", "resolution", "float_pair"
+]
+Target = Literal["config", "dataset", "lorakit"]
+
+# Keys sd-scripts reads from dataset.toml ([general] of the dataset config, facts §c). Written there
+# because anything in the dataset config beats the command line and --config_file.
+DATASET_KEYS = frozenset(
+    {
+        "resolution", "enable_bucket", "bucket_no_upscale", "min_bucket_reso", "max_bucket_reso",
+        "bucket_reso_steps", "validation_split", "validation_seed", "resize_interpolation",
+        "caption_extension", "cache_info", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
+        "secondary_separator", "caption_separator", "enable_wildcard", "caption_prefix", "caption_suffix",
+        "color_aug", "flip_aug", "random_crop", "face_crop_aug_range", "token_warmup_min",
+        "token_warmup_step", "caption_dropout_rate", "caption_tag_dropout_rate",
+        "caption_dropout_every_n_epochs", "alpha_mask",
+    }
+)
+# Dataset keys that sd-scripts accepts only per subset, never in [general].
+SUBSET_ONLY_KEYS = frozenset({"alpha_mask"})
+
+# Keys lorakit writes itself from the plan folder and the dataset; setting them would break the plan.
+RESERVED_KEYS = {
+    "config_file": "lorakit passes --config_file itself",
+    "output_config": "it makes sd-scripts write a config and exit instead of training",
+    "dataset_config": "lorakit writes dataset.toml from DATASET and --reg",
+    "train_data_dir": "give the dataset folder as DATASET",
+    "reg_data_dir": "give regularisation images with --reg DIR",
+    "in_json": "lorakit plans DreamBooth-style (folder) datasets only",
+    "dataset_class": "lorakit plans DreamBooth-style (folder) datasets only",
+    "conditioning_data_dir": "ControlNet datasets are not planned by lorakit",
+    "caption_extention": "misspelled legacy option; use caption_extension",
+}
+
+# Lowest values that make sense (sd-scripts divides by several of these, and a negative count trains nothing).
+# (minimum, whether the minimum itself is allowed)
+MINIMUMS: dict[str, tuple[float, bool]] = {
+    **{key: (1, True) for key in (
+        "train_batch_size", "gradient_accumulation_steps", "max_train_epochs", "max_train_steps", "network_dim",
+        "bucket_reso_steps", "min_bucket_reso", "max_bucket_reso", "save_every_n_epochs", "save_every_n_steps",
+        "save_n_epoch_ratio", "save_last_n_epochs", "save_last_n_steps", "save_last_n_epochs_state",
+        "save_last_n_steps_state", "vae_batch_size", "dataset_repeats", "lr_scheduler_num_cycles",
+        "num_processes", "num_machines", "sample_steps", "target_steps_min", "target_steps_max",
+        "steps_per_image_min", "steps_per_image_max", "images_min", "images_max",
+    )},
+    **{key: (0, True) for key in (
+        "learning_rate", "unet_lr", "text_encoder_lr", "max_grad_norm", "min_snr_gamma", "noise_offset",
+        "max_data_loader_n_workers", "keep_tokens", "caption_dropout_rate", "caption_tag_dropout_rate",
+        "caption_dropout_every_n_epochs", "network_dropout", "lr_warmup_steps", "lr_decay_steps", "seed",
+        "machine_rank", "sample_cfg", "prior_loss_weight", "min_timestep", "max_timestep", "sample_seed",
+    )},
+    "network_alpha": (0, False),
+}
+
+SPECIAL_KINDS: dict[str, Kind] = {
+    "resolution": "resolution",
+    "face_crop_aug_range": "float_pair",
+}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    kind: Kind
+    target: Target
+    default: Any = None
+    choices: tuple | None = None
+    help: str = ""
+
+    @property
+    def type_name(self) -> str:
+        return {
+            "bool": "true/false",
+            "int": "an integer",
+            "float": "a number",
+            "str": "text",
+            "int_or_float": "an integer (steps) or a fraction below 1 (ratio of total steps)",
+            "str_list": "a list of text items (space separated, or a TOML array)",
+            "float_list": "a list of numbers (space separated, or a TOML array)",
+            "resolution": "a resolution like 1024 or 1024,1024",
+            "float_pair": "two numbers like 0.3,0.7",
+        }[self.kind]
+
+
+# lorakit's own keys: planning inputs that sd-scripts never sees.
+LORAKIT_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("task", "str", "lorakit", "general", ("general", "character", "style", "object"),
+            "what the LoRA teaches; picks sample prompts and rank guidance"),
+    KeySpec("intensity", "str", "lorakit", "standard", ("quick", "standard", "thorough"),
+            "how long the preset trains (seed 004's epoch table)"),
+    KeySpec("model_flavour", "str", "lorakit", "sdxl", ("sdxl", "pony"),
+            "the family of the base checkpoint (Pony needs its own checkpoint and tags)"),
+    KeySpec("generation_clip_skip", "int", "lorakit", None, None,
+            "clip skip to use when generating with the LoRA; sd-scripts ignores clip skip for SDXL training"),
+    KeySpec("num_processes", "int", "lorakit", 1, None,
+            "training processes (GPUs) in all; passed to accelerate and used in the step math"),
+    KeySpec("num_machines", "int", "lorakit", 1, None, "machines taking part (accelerate --num_machines)"),
+    KeySpec("machine_rank", "int", "lorakit", 0, None, "this machine's rank in a multi-machine run"),
+    KeySpec("main_process_ip", "str", "lorakit", None, None, "address of machine 0 in a multi-machine run"),
+    KeySpec("main_process_port", "int", "lorakit", None, None, "port of machine 0 in a multi-machine run"),
+    KeySpec("gpu_ids", "str", "lorakit", None, None, "GPUs accelerate may use, e.g. 0,1"),
+    KeySpec("sample_prompt_templates", "str_list", "lorakit", None, None,
+            "sample prompts; {tokens} is replaced by each subset's class tokens"),
+    KeySpec("sample_prompt_prefix", "str", "lorakit", "", None, "text put before every sample prompt"),
+    KeySpec("sample_negative_prompt", "str", "lorakit", "", None, "negative prompt of every sample"),
+    KeySpec("sample_steps", "int", "lorakit", 28, None, "denoising steps per sample image"),
+    KeySpec("sample_cfg", "float", "lorakit", 7.0, None, "CFG scale of the sample images"),
+    KeySpec("sample_seed", "int", "lorakit", 1, None, "seed of the first sample prompt; the next ones count up"),
+    KeySpec("target_steps_min", "int", "lorakit", 1500, None, "fewest total steps the plan aims for"),
+    KeySpec("target_steps_max", "int", "lorakit", 3000, None, "most total steps the plan aims for"),
+    KeySpec("steps_per_image_min", "int", "lorakit", 100, None,
+            "fewest times each training image should be seen (repeats x epochs)"),
+    KeySpec("steps_per_image_max", "int", "lorakit", 400, None,
+            "most times each training image should be seen (repeats x epochs)"),
+    KeySpec("lr_steps_min", "float", "lorakit", None, None,
+            "lowest learning rate x steps the preset intends; below a third of it the LoRA learns nothing"),
+    KeySpec("lr_steps_max", "float", "lorakit", None, None,
+            "highest learning rate x steps the preset intends; above three times it the LoRA fries"),
+    KeySpec("images_min", "int", "lorakit", 50, None, "fewest training images the seeds advise"),
+    KeySpec("images_max", "int", "lorakit", 100, None, "most training images the seeds advise"),
+)
+
+
+def _kind_from_argument(arg: dict) -> Kind:
+    name = arg["dest"]
+    if name in SPECIAL_KINDS:
+        return SPECIAL_KINDS[name]
+    if arg["action"] == "_StoreTrueAction":
+        return "bool"
+    if arg["nargs"] == "*":
+        return "float_list" if arg["type"] == "float" else "str_list"
+    return {"int": "int", "float": "float", "int_or_float": "int_or_float"}.get(arg["type"], "str")
+
+
+@cache
+def registry() -> dict[str, KeySpec]:
+    keys: dict[str, KeySpec] = {}
+    for arg in sd_scripts_arguments()["arguments"]:
+        name = arg["dest"]
+        keys[name] = KeySpec(
+            name=name,
+            kind=_kind_from_argument(arg),
+            target="dataset" if name in DATASET_KEYS else "config",
+            default=arg["default"],
+            choices=tuple(arg["choices"]) if arg["choices"] else None,
+            help=arg.get("help_en") or "",
+        )
+    for spec in LORAKIT_KEYS:
+        keys[spec.name] = spec
+    return keys
+
+
+class ValueProblem(ValueError):
+    """A key or value that does not fit the schema; the message names the key and what it expects."""
+
+
+def spec_for(key: str) -> KeySpec:
+    """The spec of `key`; unknown keys raise ValueProblem with a did-you-mean hint."""
+    keys = registry()
+    if key in keys:
+        return keys[key]
+    raise ValueProblem(unknown_key_message(key))
+
+
+def unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, list(registry()), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return (
+        f"unknown key '{key}': it is neither an sd-scripts argument of sdxl_train_network.py nor a lorakit key."
+        f"{hint} (`lorakit keys` lists them all.)"
+    )
+
+
+def _problem(spec: KeySpec, raw: Any, why: str = "") -> ValueProblem:
+    detail = f" ({why})" if why else ""
+    return ValueProblem(f"{spec.name} = {raw!r} is not {spec.type_name}{detail}")
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_text(spec: KeySpec, text: str) -> Any:
+    """Parse a `--set KEY=VALUE` string with the key's type. `none` (or `null`) unsets a key."""
+    stripped = text.strip()
+    if stripped.lower() in ("none", "null"):
+        return None
+    if spec.kind == "bool":
+        low = stripped.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise _problem(spec, text)
+    if spec.kind in ("str_list", "float_list"):
+        if stripped.startswith("["):
+            try:
+                items = tomlio.loads(f"v = {stripped}")["v"]
+            except tomlio.TOMLDecodeError as exc:
+                raise _problem(spec, text, f"not a TOML array: {exc}") from None
+        else:
+            try:
+                items = shlex.split(stripped)
+            except ValueError as exc:
+                raise _problem(spec, text, str(exc)) from None
+        return coerce(spec, items)
+    if spec.kind == "int_or_float":
+        return _int_or_float_text(spec, stripped)
+    if spec.kind in ("int", "float"):
+        try:
+            number = int(stripped) if spec.kind == "int" else float(stripped)
+        except ValueError:
+            raise _problem(spec, text) from None
+        return coerce(spec, number)
+    return coerce(spec, text if spec.kind == "str" else stripped)
+
+
+def _int_or_float_text(spec: KeySpec, text: str) -> int | float:
+    # Same rules as sd-scripts' own int_or_float: "10" steps, "0.1" ratio, "5%" ratio.
+    try:
+        if text.endswith("%"):
+            number: int | float = float(text[:-1]) / 100.0
+        else:
+            number = float(text)
+            number = int(text) if number >= 1 else number
+    except ValueError:
+        raise _problem(spec, text) from None
+    return coerce(spec, number)
+
+
+def coerce(spec: KeySpec, raw: Any) -> Any:
+    """Check a value (from TOML or parsed text) against its key and return it in canonical form."""
+    if raw is None:
+        return None
+    kind = spec.kind
+    if kind == "bool":
+        if not isinstance(raw, bool):
+            raise _problem(spec, raw)
+        return raw
+    if kind == "int":
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise _problem(spec, raw)
+        value: Any = raw
+    elif kind == "float":
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise _problem(spec, raw)
+        value = float(raw)
+    elif kind == "int_or_float":
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise _problem(spec, raw)
+        if isinstance(raw, float) and raw > 1:
+            raise _problem(spec, raw, "a fraction must be at most 1; write whole steps as an integer")
+        value = raw
+    elif kind == "str":
+        if not isinstance(raw, str):
+            raise _problem(spec, raw)
+        value = raw
+    elif kind == "str_list":
+        if isinstance(raw, str) or not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise _problem(spec, raw, "write a TOML array of strings")
+        value = list(raw)
+    elif kind == "float_list":
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = [raw]  # sd-scripts tolerates a scalar text_encoder_lr from TOML
+        if not isinstance(raw, list) or not all(
+            isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in raw
+        ):
+            raise _problem(spec, raw)
+        try:
+            value = [float(x) for x in raw]
+        except ValueError:
+            raise _problem(spec, raw) from None
+    elif kind == "resolution":
+        value = normalize_resolution(spec, raw)
+    else:  # float_pair
+        value = _float_pair(spec, raw)
+    _check_minimum(spec, raw, value)
+    if spec.choices and value not in spec.choices:
+        allowed = ", ".join(str(c) for c in spec.choices if c is not None)
+        raise ValueProblem(f"{spec.name} = {raw!r} is not one of: {allowed}")
+    return value
+
+
+def _check_minimum(spec: KeySpec, raw: Any, value: Any) -> None:
+    if spec.name not in MINIMUMS:
+        return
+    low, inclusive = MINIMUMS[spec.name]
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(n, (int, float)) and (n < low or (n == low and not inclusive)) for n in numbers):
+        bound = f"at least {low:g}" if inclusive else f"above {low:g}"
+        raise ValueProblem(f"{spec.name} = {raw!r} must be {bound}")
+
+
+def normalize_resolution(spec: KeySpec, raw: Any) -> str:
+    """sd-scripts wants resolution as the string "W,H"; accept 1024, "1024", "1024x768", [1024, 768]."""
+    if isinstance(raw, bool):
+        raise _problem(spec, raw)
+    if isinstance(raw, int):
+        parts: list[Any] = [raw, raw]
+    elif isinstance(raw, str):
+        pieces = raw.replace("x", ",").replace("X", ",").split(",")
+        parts = [p.strip() for p in pieces]
+        if len(parts) == 1:
+            parts = parts * 2
+    elif isinstance(raw, list):
+        parts = list(raw)
+    else:
+        raise _problem(spec, raw)
+    try:
+        width, height = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise _problem(spec, raw) from None
+    if width <= 0 or height <= 0:
+        raise _problem(spec, raw, "both sides must be positive")
+    return f"{width},{height}"
+
+
+def _float_pair(spec: KeySpec, raw: Any) -> list[float]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    try:
+        low, high = (float(x) for x in items)
+    except (TypeError, ValueError):
+        raise _problem(spec, raw) from None
+    if low > high:
+        raise _problem(spec, raw, "the first number must not exceed the second")
+    return [low, high]
+
+
+def resolution_tuple(value: str) -> tuple[int, int]:
+    width, height = value.split(",")
+    return int(width), int(height)
+
+
+def check_key_value_items(items: list[str], *, literal_values: bool) -> list[str]:
+    """Problems in `key=value` lists as sd-scripts parses them (optimizer_args, network_args, ...).
+
+    sd-scripts splits each item on '='; a second '=' breaks it, and for optimizer and scheduler
+    arguments the value goes through ast.literal_eval, so a bare word fails.
+    """
+    problems = []
+    for item in items:
+        if item.count("=") != 1:
+            problems.append(f"'{item}' must be exactly one key=value pair")
+            continue
+        key, value = item.split("=")
+        if not key.strip():
+            problems.append(f"'{item}' has no key before '='")
+        elif literal_values:
+            try:
+                ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                problems.append(
+                    f"'{item}': the value {value!r} is not a Python literal (numbers, True/False, tuples,"
+                    f" or quoted strings such as {key}='{value}')"
+                )
+    return problems

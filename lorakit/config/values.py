@@ -1,0 +1,94 @@
+"""Resolved values that remember where they came from, so a plan can explain itself.
+
+A source is `preset:NAME`, `set` (the user's --set), `auto:REASON` (lorakit chose it) or `default`
+(lorakit's own default). A key that is not set falls back to sd-scripts' argparse default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from lorakit.config.schema import registry, spec_for
+
+USER_SOURCE = "set"
+
+
+# The values a plan summary always shows; --explain shows all of them.
+HEADLINE_KEYS = (
+    "pretrained_model_name_or_path", "resolution", "train_batch_size", "max_train_epochs", "max_train_steps",
+    "network_dim", "network_alpha", "optimizer_type", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler",
+    "mixed_precision", "gradient_checkpointing", "cache_latents", "cache_text_encoder_outputs",
+    "network_train_unet_only", "sample_every_n_steps",
+)
+
+
+class Earlier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any
+    source: str
+
+
+class ResolvedValue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any
+    source: str
+    note: str = ""
+    replaced: list[Earlier] = []
+
+
+class Values:
+    """An ordered mapping key → ResolvedValue with schema defaults behind it."""
+
+    def __init__(self, items: dict[str, ResolvedValue] | None = None):
+        self._items: dict[str, ResolvedValue] = dict(items or {})
+
+    def set(self, key: str, value: Any, source: str, note: str = "") -> None:
+        spec_for(key)  # unknown keys are a bug in lorakit or a problem already reported upstream
+        previous = self._items.get(key)
+        replaced = []
+        if previous is not None:
+            replaced = [*previous.replaced, Earlier(value=previous.value, source=previous.source)]
+        self._items[key] = ResolvedValue(value=value, source=source, note=note, replaced=replaced)
+
+    def get(self, key: str) -> Any:
+        item = self._items.get(key)
+        return item.value if item is not None else registry()[key].default
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+    def source(self, key: str) -> str:
+        item = self._items.get(key)
+        return item.source if item is not None else "sd-scripts default"
+
+    def entry(self, key: str) -> ResolvedValue | None:
+        return self._items.get(key)
+
+    def is_set(self, key: str) -> bool:
+        return key in self._items and self._items[key].value is not None
+
+    def user_set(self, key: str) -> bool:
+        """True when the user fixed this key with --set; lorakit never changes those."""
+        item = self._items.get(key)
+        return item is not None and item.source == USER_SOURCE
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def items(self) -> Iterator[tuple[str, ResolvedValue]]:
+        return iter(self._items.items())
+
+    def to_json(self) -> dict[str, dict]:
+        return {key: item.model_dump(exclude_defaults=True) for key, item in self._items.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, dict]) -> Values:
+        return cls({key: ResolvedValue.model_validate(item) for key, item in data.items()})

@@ -1,0 +1,287 @@
+"""Step math exactly as sd-scripts counts (facts §e, §i, §j).
+
+Images × repeats go into buckets, regularisation images are balanced against the training
+samples, batches never mix buckets, accelerate shards batches over processes, and a step is an
+optimizer step (every gradient-accumulation micro-batches and at each epoch's end). The plan also
+predicts the checkpoint files and the steps at which sample images are made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from lorakit.dataset.buckets import BucketAssigner, BucketSettings
+from lorakit.dataset.scan import Subset
+from lorakit.findings import EXAMPLES
+
+
+class BucketCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    width: int
+    height: int
+    images: int
+    samples: int
+    batches: int
+
+
+class StepMath(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_train_images: int  # Σ train images × repeats ("num train images * repeats")
+    num_reg_images: int  # Σ reg images × repeats, before balancing ("num reg images")
+    reg_samples: int  # reg samples per epoch after balancing against the train samples
+    unused_reg_images: int
+    buckets: list[BucketCount]
+    batch_size: int
+    gradient_accumulation_steps: int
+    num_processes: int
+    batches_per_epoch: int  # all processes (len(train_dataloader) before accelerate shards it)
+    batches_per_process: int  # what sd-scripts prints as "num batches per epoch"
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    mean_ar_error: float | None
+    upscaled_images: int
+    max_upscale: float
+    unplaceable_images: int = 0  # images no bucket can hold (sd-scripts fails on them)
+    unplaceable_examples: list[str] = []
+
+
+class Placed:
+    """Each image's bucket, computed once per plan; repeats are applied afterwards (cheap to redo)."""
+
+    def __init__(self, subsets: Sequence[Subset], settings: BucketSettings):
+        self.settings = settings
+        assigner = BucketAssigner(settings)
+        self.subsets = list(subsets)
+        self.train_counts: list[Counter] = []  # per subset: bucket -> unique images
+        self.reg_order: list[tuple[int, tuple[int, int]]] = []  # (subset index, bucket) in sd-scripts' order
+        ar_errors: list[float] = []
+        self.upscaled = 0
+        self.max_upscale = 1.0
+        self.unplaceable: list[str] = []  # images with a side below one bucket step (bucket_no_upscale)
+        for index, subset in enumerate(self.subsets):
+            counts: Counter = Counter()
+            for image in subset.images:
+                placement = assigner.place(image.width, image.height)
+                if not placement.usable:
+                    self.unplaceable.append(image.path)
+                    continue
+                counts[placement.bucket] += 1
+                if subset.is_reg:
+                    self.reg_order.append((index, placement.bucket))
+                else:
+                    ar_errors.append(abs(placement.ar_error))
+                    if placement.upscale > 1.0 + 1e-9:
+                        self.upscaled += 1
+                        self.max_upscale = max(self.max_upscale, placement.upscale)
+            self.train_counts.append(counts)
+        # sd-scripts averages the error over every registered image; train images dominate it.
+        self.mean_ar_error = (sum(ar_errors) / len(ar_errors)) if (settings.enable_bucket and ar_errors) else None
+
+
+def compute_steps(
+    placed: Placed,
+    repeats: Sequence[int],
+    *,
+    batch_size: int,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
+    max_train_epochs: int | None = None,
+    max_train_steps: int | None = None,
+) -> StepMath:
+    """`repeats[i]` is subset i's num_repeats. Epochs win over steps, as in sd-scripts."""
+    samples: Counter = Counter()
+    unique: Counter = Counter()
+    num_train = 0
+    num_reg = 0
+    for subset, count, rep in zip(placed.subsets, placed.train_counts, repeats, strict=True):
+        if rep < 1:
+            continue
+        if subset.is_reg:
+            num_reg += subset.image_count * rep
+            continue
+        num_train += subset.image_count * rep
+        for bucket, n in count.items():
+            samples[bucket] += n * rep
+            unique[bucket] += n
+    reg_repeats = _balance_reg([repeats[i] for i, _ in placed.reg_order], num_train)
+    reg_samples = 0
+    unused = 0
+    for (index, bucket), rep in zip(placed.reg_order, reg_repeats, strict=True):
+        if repeats[index] < 1:
+            continue
+        if rep == 0:
+            unused += 1
+            continue
+        samples[bucket] += rep
+        unique[bucket] += 1
+        reg_samples += rep
+
+    buckets = [
+        BucketCount(width=w, height=h, images=unique[(w, h)], samples=n, batches=math.ceil(n / batch_size))
+        for (w, h), n in sorted(samples.items())
+        if n > 0
+    ]
+    batches = sum(b.batches for b in buckets)
+    per_process = math.ceil(batches / num_processes)
+    steps_per_epoch = math.ceil(per_process / gradient_accumulation_steps)
+    if max_train_epochs is not None:
+        epochs = max_train_epochs
+        total = epochs * steps_per_epoch
+    else:
+        total = max_train_steps if max_train_steps is not None else 1600
+        epochs = math.ceil(total / steps_per_epoch) if steps_per_epoch else 0
+    return StepMath(
+        num_train_images=num_train,
+        num_reg_images=num_reg,
+        reg_samples=reg_samples,
+        unused_reg_images=unused,
+        buckets=buckets,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        num_processes=num_processes,
+        batches_per_epoch=batches,
+        batches_per_process=per_process,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        total_steps=total,
+        mean_ar_error=placed.mean_ar_error,
+        upscaled_images=placed.upscaled,
+        max_upscale=round(placed.max_upscale, 3),
+        unplaceable_images=len(placed.unplaceable),
+        unplaceable_examples=placed.unplaceable[:EXAMPLES],
+    )
+
+
+def _balance_reg(reg_repeats: list[int], num_train: int) -> list[int]:
+    """Final repeats of each reg image (0: not used), as DreamBoothDataset balances them.
+
+    Reg images are registered in order until their repeats reach the train samples; if all are
+    registered and it is still short, each gets one more repeat, round-robin, until it matches.
+    """
+    result = [0] * len(reg_repeats)
+    usable = [i for i, r in enumerate(reg_repeats) if r >= 1]
+    if not usable or num_train <= 0:
+        return result
+    n = 0
+    for i in usable:
+        result[i] = reg_repeats[i]
+        n += reg_repeats[i]
+        if n >= num_train:
+            return result
+    short = num_train - n
+    rounds, rest = divmod(short, len(usable))
+    for position, i in enumerate(usable):
+        result[i] += rounds + (1 if position < rest else 0)
+    return result
+
+
+class SaveEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str  # "epoch", "step" or "final"
+    file: str
+    epoch: int
+    step: int
+    state_dir: str | None = None
+    kept: bool = True  # False when save_last_n_* deletes it later in the run
+
+
+def predict_saves(
+    math_: StepMath,
+    *,
+    output_name: str,
+    extension: str,
+    save_every_n_epochs: int | None,
+    save_every_n_steps: int | None,
+    save_n_epoch_ratio: int | None = None,
+    save_last_n_epochs: int | None = None,
+    save_last_n_steps: int | None = None,
+    save_state: bool = False,
+    save_state_on_train_end: bool = False,
+) -> list[SaveEvent]:
+    epochs, total, spe = math_.epochs, math_.total_steps, math_.steps_per_epoch
+    if save_n_epoch_ratio:
+        save_every_n_epochs = math.floor(epochs / save_n_epoch_ratio) or 1
+    events: list[SaveEvent] = []
+    step_files: list[SaveEvent] = []
+    if save_every_n_steps:
+        for step in range(save_every_n_steps, total + 1, save_every_n_steps):
+            event = SaveEvent(
+                kind="step", file=f"{output_name}-step{step:08d}.{extension}", epoch=math.ceil(step / spe), step=step,
+                state_dir=f"{output_name}-step{step:08d}-state" if save_state else None,
+            )
+            step_files.append(event)
+            if save_last_n_steps is not None:
+                remove = step - save_last_n_steps - 1
+                remove -= remove % save_every_n_steps
+                for earlier in step_files:
+                    if remove >= 0 and earlier.step == remove:
+                        earlier.kept = False
+    epoch_files: list[SaveEvent] = []
+    if save_every_n_epochs:
+        for epoch in range(1, epochs):
+            if epoch % save_every_n_epochs:
+                continue
+            event = SaveEvent(
+                kind="epoch", file=f"{output_name}-{epoch:06d}.{extension}", epoch=epoch, step=min(epoch * spe, total),
+                state_dir=f"{output_name}-{epoch:06d}-state" if save_state else None,
+            )
+            epoch_files.append(event)
+            if save_last_n_epochs is not None:
+                remove = epoch - save_every_n_epochs * save_last_n_epochs
+                for earlier in epoch_files:
+                    if earlier.epoch == remove:
+                        earlier.kept = False
+    events = sorted(step_files + epoch_files, key=lambda e: (e.step, e.kind != "step"))
+    events.append(SaveEvent(
+        kind="final", file=f"{output_name}.{extension}", epoch=epochs, step=total,
+        state_dir=f"{output_name}-state" if (save_state or save_state_on_train_end) else None,
+    ))
+    return events
+
+
+def predict_sample_steps(
+    math_: StepMath,
+    *,
+    sample_every_n_steps: int | None,
+    sample_every_n_epochs: int | None,
+    sample_at_first: bool = False,
+) -> list[int]:
+    """Global steps after which sample images are generated (0: before training)."""
+    steps = [0] if sample_at_first else []
+    if sample_every_n_epochs is not None and sample_every_n_epochs > 0:
+        steps += [min(e * math_.steps_per_epoch, math_.total_steps)
+                  for e in range(1, math_.epochs + 1) if e % sample_every_n_epochs == 0]
+    elif sample_every_n_steps is not None and sample_every_n_steps > 0:
+        steps += list(range(sample_every_n_steps, math_.total_steps + 1, sample_every_n_steps))
+    return steps
+
+
+# --- the seeds' targets are read at batch 1 -----------------------------------------------------------
+
+def effective_batch(steps: StepMath) -> int:
+    return steps.batch_size * steps.gradient_accumulation_steps * steps.num_processes
+
+
+def batch1_steps(steps: StepMath) -> int:
+    """The seeds' step targets are for batch 1: an epoch is one pass over the data whatever the batch,
+    so a run of N steps at effective batch B does the work of N × B steps at batch 1."""
+    return steps.total_steps * effective_batch(steps)
+
+
+def batch1_dose(lr: float, steps: StepMath) -> float:
+    """learning rate × steps read at batch 1 under the square-root rule (lorakit.plan.fit): the same
+    training at batch B uses √B × the learning rate over 1/B of the steps, so lr × steps × √B."""
+    return lr * steps.total_steps * effective_batch(steps) ** 0.5
+
+
+def at_batch(steps: StepMath) -> str:
+    batch = effective_batch(steps)
+    return f" at batch {batch}" if batch > 1 else ""

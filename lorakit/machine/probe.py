@@ -1,0 +1,222 @@
+"""What this machine has: NVIDIA GPUs through pynvml, RAM/CPU/disk through psutil.
+
+`LORAKIT_FAKE_GPU` replaces the driver for tests and dry planning: a comma-separated list of
+catalog names (`rtx4090,rtx4090`), or `none` for a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from lorakit.machine import gpus as gpu_catalog
+from lorakit.errors import UserError
+from lorakit.machine.gpus import GIB, MIB
+
+VRAM_MARGIN = 0.20  # seed 004: "We always calculate with a 20% VRAM safety margin"
+FAKE_ENV = "LORAKIT_FAKE_GPU"
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    name: str
+    vram_total_mib: int
+    vram_free_mib: int | None
+    compute_capability: str
+    bf16: bool
+    catalog_id: str | None
+    bf16_tflops: float | None
+
+    @property
+    def vram_total_gib(self) -> float:
+        return self.vram_total_mib * MIB / GIB
+
+    @property
+    def budget_gib(self) -> float:
+        return self.vram_total_gib * (1 - VRAM_MARGIN)
+
+
+class HostInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: list[GpuInfo]
+    driver: str | None
+    no_gpu_reason: str | None
+    fake: bool
+    ram_total_gib: float
+    ram_available_gib: float
+    cpu_count: int
+    disk_free_gib: float
+    disk_path: str
+
+
+def probe(disk_path: Path | None = None) -> HostInfo:
+    import psutil
+
+    fake = os.environ.get(FAKE_ENV)
+    if fake is not None:
+        gpus, driver, reason = _fake_gpus(fake), "fake", None
+        if not gpus:
+            reason = f"{FAKE_ENV}=none: no GPU (fake probe)"
+    else:
+        gpus, driver, reason = _nvml_gpus()
+    memory = psutil.virtual_memory()
+    where = _existing_parent(disk_path or Path.cwd())
+    return HostInfo(
+        gpus=gpus,
+        driver=driver,
+        no_gpu_reason=reason,
+        fake=fake is not None,
+        ram_total_gib=memory.total / GIB,
+        ram_available_gib=memory.available / GIB,
+        cpu_count=psutil.cpu_count() or 1,
+        disk_free_gib=free_disk_gib(where),
+        disk_path=str(where),
+    )
+
+
+def free_disk_gib(path: Path) -> float:
+    """Free space on the disk that holds `path` (or would, once its missing folders are made)."""
+    return shutil.disk_usage(_existing_parent(path)).free / GIB
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _fake_gpus(spec: str) -> list[GpuInfo]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["none"] or not names:
+        return []
+    gpus = []
+    for index, name in enumerate(names):
+        try:
+            entry = gpu_catalog.lookup(name)
+        except UserError as exc:
+            raise UserError(f"{FAKE_ENV}: {exc.message}", fix=exc.fix) from None
+        gpus.append(
+            GpuInfo(
+                index=index,
+                name=entry.name,
+                vram_total_mib=entry.vram_mib,
+                vram_free_mib=entry.vram_mib,
+                compute_capability=entry.compute_capability,
+                bf16=entry.bf16,
+                catalog_id=entry.id,
+                bf16_tflops=entry.bf16_tflops,
+            )
+        )
+    return gpus
+
+
+def _nvml_gpus() -> tuple[list[GpuInfo], str | None, str | None]:
+    try:
+        import pynvml
+    except ImportError:
+        return [], None, "the nvidia-ml-py package is not installed (pip install nvidia-ml-py)"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return [], None, f"no NVIDIA driver found ({exc})"
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = _text(pynvml.nvmlDeviceGetName(handle))
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            entry = gpu_catalog.match_name(name)
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    name=name,
+                    vram_total_mib=memory.total // MIB,
+                    vram_free_mib=memory.free // MIB,
+                    compute_capability=f"{major}.{minor}",
+                    bf16=(major, minor) >= (8, 0),
+                    catalog_id=entry.id if entry else None,
+                    bf16_tflops=entry.bf16_tflops if entry else None,
+                )
+            )
+        reason = None if gpus else "the NVIDIA driver reports no GPU"
+        return gpus, driver, reason
+    except pynvml.NVMLError as exc:
+        return [], None, f"the NVIDIA driver failed to answer ({exc})"
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class TargetGpu(BaseModel):
+    """The GPU a plan is made for: a catalog card (`--target-gpu`) or the probed one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    catalog_id: str | None
+    source: str  # "catalog", "probe" or "fake"
+    count: int
+    vram_total_gib: float
+    vram_free_gib: float | None
+    compute_capability: str
+    bf16: bool
+    bf16_tflops: float | None
+
+    @property
+    def budget_gib(self) -> float:
+        """80% of the card (seed 004's margin), or what is free right now if that is less."""
+        budget = self.vram_total_gib * (1 - VRAM_MARGIN)
+        if self.vram_free_gib is not None and self.source == "probe":
+            budget = min(budget, self.vram_free_gib)
+        return budget
+
+
+def choose_target(target_gpu: str | None, host: HostInfo | None = None) -> TargetGpu:
+    """`--target-gpu` wins; otherwise the first probed GPU; no GPU at all is an error naming the option."""
+    if target_gpu:
+        entry = gpu_catalog.lookup(target_gpu)
+        return TargetGpu(
+            name=entry.name,
+            catalog_id=entry.id,
+            source="catalog",
+            count=1,
+            vram_total_gib=entry.vram_gib,
+            vram_free_gib=None,
+            compute_capability=entry.compute_capability,
+            bf16=entry.bf16,
+            bf16_tflops=entry.bf16_tflops,
+        )
+    host = host or probe()
+    if not host.gpus:
+        raise UserError(
+            f"no GPU to plan for: {host.no_gpu_reason}.",
+            fix="name the card the run is for with --target-gpu (for example --target-gpu rtx4090;"
+            " `lorakit probe --catalog` lists them)",
+        )
+    gpu = host.gpus[0]
+    return TargetGpu(
+        name=gpu.name,
+        catalog_id=gpu.catalog_id,
+        source="fake" if host.fake else "probe",
+        count=len(host.gpus),
+        vram_total_gib=gpu.vram_total_gib,
+        vram_free_gib=gpu.vram_free_mib * MIB / GIB if gpu.vram_free_mib is not None else None,
+        compute_capability=gpu.compute_capability,
+        bf16=gpu.bf16,
+        bf16_tflops=gpu.bf16_tflops,
+    )

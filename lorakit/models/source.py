@@ -1,0 +1,405 @@
+"""Where the base model, the VAE and sd-scripts' tokenizers come from, decided at plan time without network.
+
+`pretrained_model_name_or_path` and `vae` accept a local file, a local diffusers folder, or
+`REPO_ID[@REVISION][:FILENAME]` (lorakit.models.ref). For a Hub id without FILENAME lorakit resolves:
+
+* a repo it knows to hold a single-file SDXL checkpoint → that file (KNOWN_REPOS:
+  `stabilityai/stable-diffusion-xl-base-1.0` → `sd_xl_base_1.0.safetensors`). sd-scripts loads a
+  single file directly and records its hash in the LoRA's metadata;
+* any other repo → its diffusers folder: the files in INCLUDE (configs, tokenizer files and the
+  components' non-variant `.safetensors` weights; no `.bin`, no fp16 variants, no single-file copies).
+  For a VAE that is `config.json` + `diffusion_pytorch_model.safetensors`, at the top or under `vae/`,
+  which is where sd-scripts' `load_vae` looks.
+
+The cache is read from disk (lorakit.models.hubcache); sizes come from the cache, or from what lorakit
+knows offline (KNOWN_REPOS), never from the Hub. The summary says "cached at PATH (size)" or "will be
+downloaded at launch (size if known)"; plan.json keeps the reference (id, revision, file) in `model`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from lorakit.findings import Finding, finding
+from lorakit.models.hub import INSTALL, hub_installed
+from lorakit.models.hubcache import hub_cache_dir, hub_offline, size_of, snapshot
+from lorakit.models.links import hub_link, local_link, needs_local_link
+from lorakit.machine.probe import GIB, free_disk_gib
+from lorakit.models.ref import DEFAULT_REVISION, SYNTAX, WEIGHT_SUFFIXES, Kind, ModelRef, parse_model_ref
+from lorakit.util.safetensors_file import read_header
+from lorakit.config.values import ResolvedValue, Values
+
+BASE_KEY = "pretrained_model_name_or_path"
+VAE_KEY = "vae"
+TOKENIZER_CACHE_KEY = "tokenizer_cache_dir"
+GATE = 4
+# sd-scripts fetches these at start (library/strategy_sdxl.py) unless tokenizer_cache_dir holds them.
+TOKENIZER_REPOS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
+# Findings that only warn at plan time (the plan may be for another machine) but stop a launch.
+LAUNCH_BLOCKERS = {"model/not-found", "model/offline-not-cached", "model/hub-package-missing"}
+
+
+@dataclass(frozen=True)
+class KnownRepo:
+    checkpoint: str
+    approx_bytes: int
+    license: str
+    why: str
+
+
+KNOWN_REPOS = {
+    "stabilityai/stable-diffusion-xl-base-1.0": KnownRepo(
+        "sd_xl_base_1.0.safetensors", 6_940_000_000, "openrail++",
+        "the repo's single-file SDXL 1.0 checkpoint (3.47 B parameters in fp16, about 6.94 GB)"),
+}
+
+Layout = Literal["checkpoint", "diffusers", "diffusers-vae", "tokenizer"]
+_WEIGHTS = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-*.safetensors",
+            "model.safetensors", "model-*-of-*.safetensors"]
+INCLUDE: dict[str, list[str]] = {
+    "diffusers": ["model_index.json", "*/*.json", "*/*.txt", *(f"*/{w}" for w in _WEIGHTS)],
+    "diffusers-vae": ["config.json", "diffusion_pytorch_model.safetensors",
+                      "vae/config.json", "vae/diffusion_pytorch_model.safetensors"],
+    "tokenizer": ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"],
+}
+# Components sd-scripts loads weights for; their folders must hold a weights file.
+_WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
+Role = Literal["base", "vae", "tokenizer"]
+ROLE_LABEL = {"base": "base model", "vae": "VAE", "tokenizer": "tokenizer"}
+
+
+class ModelSource(BaseModel):
+    """One model input of the run: what was asked for, what lorakit resolved it to, and where it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    key: str | None = None  # the value it comes from (None for the tokenizers)
+    value: str
+    kind: Kind
+    repo_id: str | None = None
+    revision: str | None = None  # the Hub revision asked for ("main" unless given)
+    filename: str | None = None  # the single file taken from the repo
+    layout: Layout
+    rule: str  # why this file or folder
+    status: Literal["local", "cached", "download", "missing"] = "missing"
+    path: str | None = None  # the local file or folder, or the cached file or snapshot folder
+    commit: str | None = None  # the cached snapshot's commit
+    bytes: int | None = None
+    bytes_exact: bool = True
+    trainer_path: str | None = None  # what sd-scripts is given
+
+    @property
+    def label(self) -> str:
+        return ROLE_LABEL[self.role]
+
+    @property
+    def reference(self) -> str:
+        """The Hub reference in full (`REPO@REVISION[:FILE]`), or the local value."""
+        if self.kind != "hub":
+            return self.value
+        return f"{self.repo_id}@{self.revision}" + (f":{self.filename}" if self.filename else "")
+
+    @property
+    def include(self) -> list[str]:
+        return [] if self.layout == "checkpoint" else INCLUDE[self.layout]
+
+
+class ModelSection(BaseModel):
+    """plan.json `model`: the model inputs as resolved when the plan was made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hub_cache: str
+    offline: bool
+    base: ModelSource
+    vae: ModelSource | None = None
+    tokenizers: list[ModelSource] = []
+
+    def sources(self) -> list[ModelSource]:
+        return [self.base, *([self.vae] if self.vae else []), *self.tokenizers]
+
+
+# --- resolving ------------------------------------------------------------------------------------
+
+def resolve_models(values: Values, base_dir: Path | None = None, plan_dir: Path | None = None,
+                   ) -> tuple[ModelSection, list[Finding]]:
+    cache = hub_cache_dir()
+    base = locate(describe("base", BASE_KEY, values[BASE_KEY] or "", base_dir), cache)
+    vae = locate(describe("vae", VAE_KEY, str(values[VAE_KEY]), base_dir), cache) if values[VAE_KEY] else None
+    tokenizers = [locate(tokenizer_source(repo, values[TOKENIZER_CACHE_KEY], base_dir), cache) for repo in TOKENIZER_REPOS]
+    section = ModelSection(hub_cache=str(cache), offline=hub_offline(), base=base, vae=vae, tokenizers=tokenizers)
+    return section, model_findings(section, plan_dir)
+
+
+def describe(role: Role, key: str, value: str, base_dir: Path | None = None) -> ModelSource:
+    """What the value asks for, and which file or folder lorakit takes for it (not yet located)."""
+    if not value.strip():
+        return ModelSource(role=role, key=key, value=value, kind="missing", layout="checkpoint", rule="not set")
+    ref = parse_model_ref(value, base_dir)
+    folder: Layout = "diffusers" if role == "base" else "diffusers-vae"
+    fields = dict(role=role, key=key, value=value, kind=ref.kind, path=str(ref.path) if ref.path else None)
+    if ref.kind == "file":
+        return ModelSource(**fields, layout="checkpoint", rule="a local file")
+    if ref.kind == "folder":
+        return ModelSource(**fields, layout=folder, rule="a local diffusers folder")
+    if ref.kind == "missing":
+        layout = "checkpoint" if value.lower().endswith(WEIGHT_SUFFIXES) else folder
+        return ModelSource(**fields, layout=layout, rule="a local path")
+    return _hub_source(ref, role, key, folder)
+
+
+def _hub_source(ref: ModelRef, role: Role, key: str, folder: Layout) -> ModelSource:
+    fields = dict(role=role, key=key, value=ref.value, kind="hub", repo_id=ref.repo_id, revision=ref.hub_revision)
+    if ref.filename:
+        return ModelSource(**fields, filename=ref.filename, layout="checkpoint", rule="the file named after ':'")
+    known = KNOWN_REPOS.get(ref.repo_id or "") if role == "base" else None
+    if known:
+        return ModelSource(**fields, filename=known.checkpoint, layout="checkpoint", rule=known.why)
+    return ModelSource(**fields, layout=folder,
+                       rule="a Hub id without ':FILENAME' is read as a diffusers repo: its configs and non-variant .safetensors weights")
+
+
+def tokenizer_source(repo_id: str, tokenizer_cache_dir: str | None, base_dir: Path | None = None) -> ModelSource:
+    if tokenizer_cache_dir:
+        saved = parse_model_ref(str(Path(tokenizer_cache_dir) / repo_id.replace("/", "_")), base_dir)
+        if saved.kind == "folder":
+            return ModelSource(role="tokenizer", value=repo_id, kind="folder", layout="tokenizer",
+                               path=str(saved.path), rule="saved in tokenizer_cache_dir")
+    return ModelSource(role="tokenizer", value=repo_id, kind="hub", repo_id=repo_id, revision=DEFAULT_REVISION,
+                       layout="tokenizer", rule="sd-scripts loads SDXL's tokenizers from the Hub")
+
+
+def locate(source: ModelSource, cache: Path | None = None) -> ModelSource:
+    """The source with where it is now: local, cached, to download, or missing; its size; sd-scripts' path."""
+    if source.kind in ("file", "folder", "missing"):
+        return _locate_local(source)
+    found = _cached(source, cache or hub_cache_dir())
+    if found is None:
+        known = KNOWN_REPOS.get(source.repo_id or "")
+        approx = known.approx_bytes if known and source.filename == known.checkpoint else None
+        return source.model_copy(update=dict(status="download", path=None, commit=None, bytes=approx,
+                                             bytes_exact=approx is None, trainer_path=_trainer_link(source)))
+    commit, path, files = found
+    return source.model_copy(update=dict(status="cached", path=str(path), commit=commit, bytes=size_of(files),
+                                         bytes_exact=True, trainer_path=_trainer_link(source)))
+
+
+def _locate_local(source: ModelSource) -> ModelSource:
+    path = Path(source.path or "")
+    if source.path and path.is_file():
+        trainer = local_link(path) if source.role == "base" and needs_local_link(path) else path
+        return source.model_copy(update=dict(kind="file", status="local", bytes=path.stat().st_size, trainer_path=str(trainer)))
+    if source.path and path.is_dir():
+        return source.model_copy(update=dict(kind="folder", status="local", bytes=size_of(_files(path)), trainer_path=str(path)))
+    return source.model_copy(update=dict(kind="missing", status="missing", bytes=None, trainer_path=None))
+
+
+def _trainer_link(source: ModelSource) -> str | None:
+    if source.role == "tokenizer":
+        return None  # sd-scripts finds them in the Hub cache itself
+    name = source.filename or (source.repo_id or "").split("/")[-1]
+    return str(hub_link(source.repo_id or "", source.revision or DEFAULT_REVISION, name))
+
+
+def _cached(source: ModelSource, cache: Path) -> tuple[str, Path, list[Path]] | None:
+    """(commit, file or snapshot folder, its files) when the cache holds everything the source needs."""
+    snap = snapshot(source.repo_id or "", source.revision or DEFAULT_REVISION, cache)
+    if snap is None:
+        return None
+    if source.layout == "checkpoint":
+        file = snap.file(source.filename or "")
+        return (snap.commit, file, [file]) if file else None
+    if missing_parts(snap.path, source.layout):
+        return None
+    return snap.commit, snap.path, matching_files(snap.path, source.include)
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def matching_files(root: Path, patterns: list[str]) -> list[Path]:
+    """Files under root whose relative path matches a pattern (fnmatch, as huggingface_hub's allow_patterns)."""
+    return [p for p in _files(root) if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), pat) for pat in patterns)]
+
+
+def missing_parts(root: Path, layout: Layout) -> list[str]:
+    """What a folder lacks to be loaded as `layout` by sd-scripts (empty when complete)."""
+    if layout == "tokenizer":
+        return [name for name in ("vocab.json", "merges.txt") if not (root / name).is_file()]
+    if layout == "diffusers-vae":
+        pairs = [root, root / "vae"]
+        if any((d / "config.json").is_file() and (d / "diffusion_pytorch_model.safetensors").is_file() for d in pairs):
+            return []
+        return ["config.json + diffusion_pytorch_model.safetensors (at the top or in vae/)"]
+    index = root / "model_index.json"
+    try:
+        components = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ["model_index.json"]
+    missing = []
+    for name, spec in components.items():
+        if not (isinstance(spec, list) and len(spec) == 2 and all(spec)):
+            continue  # "_class_name", "_diffusers_version", and components the repo leaves out ([null, null])
+        folder = root / name
+        if not folder.is_dir():
+            missing.append(f"{name}/")
+        elif name in _WEIGHTED and not matching_files(folder, ["*.safetensors", "*.bin"]):
+            missing.append(f"{name}/ weights")
+    return missing
+
+
+# --- findings -------------------------------------------------------------------------------------
+
+def model_findings(section: ModelSection, plan_dir: Path | None = None) -> list[Finding]:
+    found: list[Finding] = []
+    for source in section.sources():
+        found += _source_findings(source, section, plan_dir)
+    return found
+
+
+def launch_findings(section: ModelSection, plan_dir: Path | None = None) -> list[Finding]:
+    """The same findings as at plan time, with the ones that only warned then made errors: a run needs its model."""
+    return [f.model_copy(update={"level": "error"}) if f.code in LAUNCH_BLOCKERS else f
+            for f in model_findings(section, plan_dir)]
+
+
+def _source_findings(source: ModelSource, section: ModelSection, plan_dir: Path | None) -> list[Finding]:
+    if source.status == "missing" and not source.value.strip():
+        return [finding("model/not-set", "error", GATE, f"{source.key} is not set; sd-scripts needs a base model.",
+                        f"--set {source.key}=stabilityai/stable-diffusion-xl-base-1.0, or another SDXL model", key=source.key)]
+    if source.status == "missing":
+        return [finding("model/not-found", "warning", GATE,
+                        f"{source.key} '{source.value}' is neither on this machine nor a Hub reference; launch stops here.",
+                        f"give {SYNTAX}", key=source.key)]
+    if source.status == "local":
+        return _local_findings(source)
+    if source.status != "download":
+        return []
+    if section.offline:
+        if source.role == "tokenizer":
+            message = (f"HF_HUB_OFFLINE is set and sd-scripts' tokenizer {source.repo_id} is not in the Hub cache "
+                       f"({section.hub_cache}); sd-scripts stops at start.")
+        else:
+            message = (f"HF_HUB_OFFLINE is set and the {source.label} {source.reference} is not in the Hub cache "
+                       f"({section.hub_cache}); launch cannot download it.")
+        return [finding("model/offline-not-cached", "warning", GATE, message, fetch_fix(source, plan_dir), key=source.key)]
+    if source.role == "tokenizer":
+        return []  # sd-scripts downloads them itself when online
+    found = []
+    if not hub_installed():
+        found.append(finding("model/hub-package-missing", "warning", GATE,
+                             f"the {source.label} {source.reference} must be downloaded, which needs huggingface_hub.",
+                             INSTALL, key=source.key))
+    free = _free_bytes(Path(section.hub_cache))
+    if source.bytes and free is not None and free < source.bytes:
+        found.append(finding("model/disk-space", "warning", GATE,
+                             f"the {source.label} needs {human_bytes(source.bytes, source.bytes_exact)} in {section.hub_cache}, "
+                             f"which has {human_bytes(free)} free.",
+                             "free some space, or point HF_HOME (or HF_HUB_CACHE) at a larger disk", key=source.key))
+    return found
+
+
+def _local_findings(source: ModelSource) -> list[Finding]:
+    path = Path(source.path or "")
+    if source.role == "tokenizer":
+        return []
+    if source.kind == "folder":
+        missing = missing_parts(path, source.layout)
+        if not missing:
+            return []
+        return [finding("model/incomplete-folder", "error", GATE,
+                        f"{source.key} '{source.value}' is a folder but not a loadable diffusers "
+                        f"{'pipeline' if source.role == 'base' else 'VAE'}: it lacks {', '.join(missing)}.",
+                        f"give {SYNTAX}", key=source.key, paths=[path])]
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        return [finding("model/unknown-format", "error", GATE,
+                        f"{source.key} '{source.value}' is neither .safetensors nor a torch checkpoint (.ckpt, .pt, .pth, .bin); "
+                        "sd-scripts cannot load it.", "give the model's .safetensors file", key=source.key, paths=[path])]
+    if suffix != ".safetensors":
+        return []
+    try:
+        header = read_header(path)
+    except (OSError, ValueError) as exc:
+        return [finding("model/unreadable", "error", GATE,
+                        f"{source.key} '{source.value}' is not a complete safetensors file: {exc}.",
+                        "download the file again", key=source.key, paths=[path])]
+    if header.is_lora:
+        return [finding("model/lora-as-base", "error", GATE,
+                        f"{source.key} '{source.value}' is a LoRA, not a {source.label}.",
+                        "give the SDXL checkpoint the LoRA is trained on (a LoRA to start from goes in network_weights)",
+                        key=source.key, paths=[path])]
+    return []
+
+
+def fetch_fix(source: ModelSource, plan_dir: Path | None = None) -> str:
+    """The commands that put the model in the cache, for a machine that can reach the Hub."""
+    plan = shlex.quote(str(plan_dir)) if plan_dir else "PLAN"
+    fix = f"where the Hub is reachable, run `HF_HUB_OFFLINE=0 lorakit fetch-model {plan}`"
+    if source.layout == "checkpoint" and source.kind == "hub":
+        fix += f" (or `HF_HUB_OFFLINE=0 {hf_download_command(source)}`)"
+    return fix
+
+
+def hf_download_command(source: ModelSource) -> str:
+    args = ["hf", "download", source.repo_id or "", source.filename or ""]
+    if source.revision and source.revision != DEFAULT_REVISION:
+        args += ["--revision", source.revision]
+    return shlex.join(args)
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return int(free_disk_gib(path) * GIB)
+    except OSError:
+        return None
+
+
+# --- for people and for sd-scripts ----------------------------------------------------------------
+
+def human_bytes(n: int, exact: bool = True) -> str:
+    size = (f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6
+            else f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n} bytes")
+    return size if exact else f"about {size}"
+
+
+def status_line(source: ModelSource) -> str:
+    """`cached at PATH (size)`, `will be downloaded at launch (size if known)`, …"""
+    size = human_bytes(source.bytes, source.bytes_exact) if source.bytes is not None else None
+    if source.status == "cached":
+        return f"cached at {source.path} ({size})"
+    if source.status == "download":
+        return "will be downloaded at launch" + (f" ({size})" if size else " (size unknown until then)")
+    if source.status == "local":
+        return f"local {source.kind} ({size})"
+    return "not found on this machine"
+
+
+def trainer_values(values: Values, section: ModelSection) -> Values:
+    """The values with each model key replaced by the path sd-scripts can load; the source stays the user's."""
+    items = dict(values.items())
+    for source in (section.base, section.vae):
+        if source is None or source.key is None or not source.trainer_path or source.trainer_path == source.value:
+            continue
+        item = items[source.key]
+        note = (f"{item.note} · " if item.note else "") + f"{source.reference}: {status_line(source)}"
+        items[source.key] = ResolvedValue(value=source.trainer_path, source=item.source, note=note)
+    return Values(items)
+
+
+def make_links(section: ModelSection) -> None:
+    """Point lorakit's links at the models this machine has (see lorakit.models.links)."""
+    from lorakit.models.links import point
+
+    for source in section.sources():
+        if source.status in ("cached", "local") and source.trainer_path and source.path and source.trainer_path != source.path:
+            point(Path(source.trainer_path), Path(source.path))

@@ -1,0 +1,96 @@
+"""The estimator's two machine-dependent numbers per GPU, read from the calibration file: a constant
+overhead and an efficiency (`lorakit calibrate`, in lorakit.run.calibrate, writes them).
+
+The file is `$LORAKIT_CALIBRATION`, else `$XDG_CONFIG_HOME/lorakit/calibration.toml`
+(`~/.config/lorakit/calibration.toml`). One table per GPU, named by its catalog id (or by the name the
+driver reports for a card the catalog does not know):
+
+    [gpus.rtx4090]
+    overhead_gib = 1.4   # C: CUDA context + allocator reserve measured here (replaces 1.0 GiB)
+    efficiency = 0.11    # model-FLOPs utilisation at batch 1 (replaces the assumed 15%)
+
+Without an entry for the GPU, the estimator's assumed overhead and utilisation curve apply.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lorakit.util import tomlio
+from lorakit.errors import UserError
+from lorakit.plan.estimate import default_overhead_gib
+from lorakit.machine.probe import TargetGpu
+from lorakit.util.resources import user_config_dir
+
+CALIBRATION_ENV = "LORAKIT_CALIBRATION"
+
+
+class GpuCalibration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overhead_gib: float | None = None
+    efficiency: float | None = None
+    runs: list[str] = []
+    updated: str | None = None
+
+
+class CalibrationFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: dict[str, GpuCalibration] = {}
+
+
+@dataclass
+class Assumptions:
+    """The two machine-dependent numbers the estimator uses, and where they come from."""
+
+    overhead_gib: float
+    efficiency: float | None  # None: the assumed §6 utilisation curve
+    vram_calibrated: bool
+    time_calibrated: bool
+    source: str | None  # the calibration file, when it had an entry for this GPU
+
+    @classmethod
+    def uncalibrated(cls) -> Assumptions:
+        return cls(default_overhead_gib(), None, False, False, None)
+
+
+def calibration_path() -> Path:
+    if os.environ.get(CALIBRATION_ENV):
+        return Path(os.environ[CALIBRATION_ENV]).expanduser()
+    return user_config_dir() / "calibration.toml"
+
+
+def load_calibration(path: Path | None = None) -> CalibrationFile:
+    path = path or calibration_path()
+    if not path.is_file():
+        return CalibrationFile()
+    try:
+        return CalibrationFile.model_validate(tomlio.load_file(path))
+    except (tomlio.TOMLDecodeError, ValidationError, OSError) as exc:
+        raise UserError(f"cannot read the calibration file {path}: {str(exc).splitlines()[0]}",
+                        fix=f"fix or delete it (set {CALIBRATION_ENV} to use another file), "
+                        "or rebuild it with `lorakit calibrate PLAN...`") from None
+
+
+def gpu_key(target: TargetGpu) -> str:
+    return target.catalog_id or target.name
+
+
+def assumptions_for(target: TargetGpu, path: Path | None = None) -> Assumptions:
+    """The calibrated overhead and efficiency for this GPU where the file has them, else the defaults."""
+    path = path or calibration_path()
+    entry = load_calibration(path).gpus.get(gpu_key(target))
+    overhead = entry.overhead_gib if entry else None
+    efficiency = entry.efficiency if entry else None
+    return Assumptions(
+        overhead_gib=overhead if overhead is not None else default_overhead_gib(),
+        efficiency=efficiency,
+        vram_calibrated=overhead is not None,
+        time_calibrated=efficiency is not None,
+        source=str(path) if entry else None,
+    )

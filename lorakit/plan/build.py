@@ -1,0 +1,432 @@
+"""`lorakit plan`: probe → resolve → fit → scan → step math → check → render → write.
+
+`make_plan` does everything in memory and returns the plan and its files; `write_plan` puts them
+on disk. Nothing is written when a gate finds an error (unless forced), and an existing plan
+folder is never overwritten silently.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from lorakit import SD_SCRIPTS_COMMIT, __version__
+from lorakit.dataset.buckets import BucketSettings
+from lorakit.plan.assumptions import Assumptions, assumptions_for
+from lorakit.plan.check import CheckContext, check_parameters
+from lorakit.dataset.scan import DatasetScan, Subset, scan_dataset
+from lorakit.errors import GateError, UserError
+from lorakit.plan.estimate import TimeReport, VramReport, setup_from_values, time_report, vram_report
+from lorakit.findings import Finding, finding, has_errors, sort_findings
+from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.plan.hardware import check_hardware
+from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
+from lorakit.config.presets import ImportedPreset, PresetRegistry
+from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
+from lorakit.plan.prompts import sample_prompt_lines
+from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
+from lorakit.config.resolve import resolve
+from lorakit.config.schema import resolution_tuple
+from lorakit.dataset.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
+from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_command
+from lorakit.config.values import ResolvedValue, Values
+
+PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
+HISTORY_DIR = ".lorakit-history"
+PLAN_FOLDER = "auto:plan-folder"
+
+
+@dataclass
+class PlanRequest:
+    dataset: Path
+    presets: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    reg: Path | None = None
+    token: str | None = None
+    target_gpu: str | None = None
+    out: Path | None = None
+    name: str | None = None
+    force: bool = False
+    presets_dirs: list[Path] = field(default_factory=list)
+    sd_scripts: str | None = None
+    python: str | None = None
+    fit: str = "speed"  # speed | memory | off (lorakit.plan.fit)
+    imported: ImportedPreset | None = None  # e.g. a Kohya SS GUI config, applied as a preset right after the base
+
+
+class SubsetStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str
+    image_dir: str
+    images: int
+    num_repeats: int
+    repeats_source: str
+    class_tokens: str | None
+    is_reg: bool
+    captions: int
+    steps_per_image: int | None
+
+
+class DatasetStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str
+    layout: str
+    images: int
+    reg_root: str | None
+    reg_images: int
+    subsets: list[SubsetStats]
+
+
+class Plan(BaseModel):
+    """plan.json: the source of truth for launch, export and batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lorakit_version: str
+    sd_scripts_commit: str
+    created: str
+    name: str
+    plan_dir: str
+    presets: list[str]
+    notes: list[str]
+    target: TargetGpu
+    model: ModelSection
+    dataset: DatasetStats
+    total_steps: int
+    epochs: int
+    batches_per_epoch: int
+    steps_per_epoch: int
+    step_math: StepMath
+    saves: list[SaveEvent]
+    sample_steps: list[int]
+    values: dict[str, ResolvedValue]
+    findings: list[Finding]
+    command: list[str]
+    files: list[str]
+    vram: VramReport | None = None
+    time: TimeReport | None = None
+
+    @property
+    def value_set(self) -> Values:
+        return Values(self.values)
+
+    @property
+    def error_count(self) -> int:
+        return sum(1 for f in self.findings if f.level == "error")
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    files: dict[str, str]  # file name in the plan folder → text
+
+    @property
+    def plan_dir(self) -> Path:
+        return Path(self.plan.plan_dir)
+
+
+_UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f]")
+
+
+def _plan_name(request: PlanRequest) -> str:
+    name = request.name if request.name is not None else request.dataset.resolve().name
+    name = name.strip()
+    if not name or name in (".", "..") or _UNSAFE_NAME.search(name):
+        raise UserError(
+            f"--name {name!r} cannot be used as a file name (no slashes, control characters, or empty names).",
+            fix="pass --name with letters, digits, spaces, dashes or underscores",
+        )
+    return name
+
+
+def make_plan(request: PlanRequest) -> PlanResult:
+    registry = PresetRegistry(request.presets_dirs)
+    gui = request.imported
+    resolution = resolve(registry, request.presets, request.overrides, imported=[gui.preset] if gui else [])
+    values = resolution.values
+    if request.fit not in FIT_MODES:
+        raise UserError(f"--fit {request.fit!r} is not one of {', '.join(FIT_MODES)}.", fix="--fit speed (the default)")
+    target = choose_target(request.target_gpu)
+    assumptions = assumptions_for(target)
+    name = _plan_name(request)
+    plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
+
+    train, reg = scan_folders(values, request.dataset, request.reg, request.token)
+    fit = fit_to_gpu(values, target, assumptions, mode=request.fit, images=train.image_count + (reg.image_count if reg else 0))
+    data = analyse_scans(values, train, reg)
+    subsets, steps = data.subsets, data.steps
+
+    _set_plan_paths(values, plan_dir, name)
+    prompt_lines = _sampling(values, plan_dir, subsets)
+    saves = predict_saves(
+        steps,
+        output_name=values["output_name"],
+        extension=values["save_model_as"] or "safetensors",
+        save_every_n_epochs=values["save_every_n_epochs"],
+        save_every_n_steps=values["save_every_n_steps"],
+        save_n_epoch_ratio=values["save_n_epoch_ratio"],
+        save_last_n_epochs=values["save_last_n_epochs"],
+        save_last_n_steps=values["save_last_n_steps"],
+        save_state=bool(values["save_state"]),
+        save_state_on_train_end=bool(values["save_state_on_train_end"]),
+    )
+    sample_steps = predict_sample_steps(
+        steps,
+        sample_every_n_steps=values["sample_every_n_steps"],
+        sample_every_n_epochs=values["sample_every_n_epochs"],
+        sample_at_first=bool(values["sample_at_first"]),
+    ) if values["sample_prompts"] else []
+
+    findings = data.train.findings + (data.reg.findings if data.reg else []) + fit.findings
+    context = data.context(values, target, resolution.required, saves=saves, assumptions=assumptions,
+                           disk_free_gib=free_disk_gib(Path(values["output_dir"])))
+    findings += check_parameters(context) + check_hardware(context)
+    models, model_findings = resolve_models(values, plan_dir=plan_dir)
+    findings += model_findings
+    findings += gui.findings if gui else []
+    if steps.total_steps == 0 and not has_errors(findings):
+        findings.append(finding("dataset/no-steps", "error", 1, "the plan has no training steps (no usable images).",
+                                "check the dataset folder"))
+
+    python, _ = find_python(request.python)
+    sd_scripts, _ = find_sd_scripts(request.sd_scripts)
+    config_path = plan_dir / "config.toml"
+    plan = Plan(
+        lorakit_version=__version__,
+        sd_scripts_commit=SD_SCRIPTS_COMMIT,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+        name=name,
+        plan_dir=str(plan_dir),
+        presets=[p.name for p in resolution.presets],
+        notes=resolution.notes,
+        target=target,
+        model=models,
+        dataset=data.stats(),
+        total_steps=steps.total_steps,
+        epochs=steps.epochs,
+        batches_per_epoch=steps.batches_per_epoch,
+        steps_per_epoch=steps.steps_per_epoch,
+        step_math=steps,
+        saves=saves,
+        sample_steps=sample_steps,
+        values=dict(values.items()),
+        findings=sort_findings(findings),
+        command=trainer_command(python, sd_scripts, config_path, values),
+        files=[],
+        **estimates(values, target, assumptions, steps.total_steps, request.fit),
+    )
+    files = {
+        "config.toml": render_config(plan, trainer_values(values, models), config_path),
+        "dataset.toml": render_dataset(plan, values, subsets),
+        "launch.sh": render_launch(plan, plan_dir=plan_dir, command=plan.command),
+    }
+    if prompt_lines:
+        files["sample_prompts.txt"] = render_prompts(plan, prompt_lines)
+    plan.files = ["plan.json", *files]
+    files["plan.json"] = plan.model_dump_json(indent=2) + "\n"
+    return PlanResult(plan, files)
+
+
+@dataclass
+class DatasetAnalysis:
+    train: DatasetScan
+    reg: DatasetScan | None
+    subsets: list[Subset]  # train subsets, then reg subsets
+    repeats: list[int]
+    steps: StepMath
+
+    def context(self, values: Values, target: TargetGpu | None, required: list[str], **hardware) -> CheckContext:
+        return CheckContext(values, self.train, self.reg, self.repeats, self.steps, target, required, **hardware)
+
+    def stats(self) -> DatasetStats:
+        return DatasetStats(
+            root=str(self.train.root),
+            layout=self.train.layout,
+            images=self.train.image_count,
+            reg_root=str(self.reg.root) if self.reg else None,
+            reg_images=self.reg.image_count if self.reg else 0,
+            subsets=[
+                SubsetStats(
+                    folder=s.folder_name,
+                    image_dir=str(s.image_dir),
+                    images=s.image_count,
+                    num_repeats=r,
+                    repeats_source=s.repeats_source,
+                    class_tokens=s.class_tokens,
+                    is_reg=s.is_reg,
+                    captions=sum(1 for img in s.images if img.caption is not None),
+                    steps_per_image=None if s.is_reg else r * self.steps.epochs,
+                )
+                for s, r in zip(self.subsets, self.repeats, strict=True)
+            ],
+        )
+
+
+def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total_steps: int, fit: str) -> dict:
+    """plan.json's `vram` and `time` for the final values."""
+    setup = setup_from_values(values)
+    where = f"calibrated in {assumptions.source}"
+    overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (performance facts §5.3)"
+    efficiency = where if assumptions.time_calibrated else "assumed (performance facts §6)"
+    return {
+        "vram": vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
+                            vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
+                            overhead_source=overhead, fit=fit),
+        "time": time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
+                            total_steps=total_steps, efficiency_source=efficiency),
+    }
+
+
+def scan_folders(values: Values, dataset: Path, reg_dir: Path | None, token: str | None) -> tuple[DatasetScan, DatasetScan | None]:
+    """Gate 1: read the training (and regularisation) folders as sd-scripts will."""
+    train = scan_dataset(dataset, caption_extension=values["caption_extension"], token=token,
+                         enable_wildcard=values["enable_wildcard"])
+    reg = None
+    if reg_dir is not None:
+        reg = scan_dataset(reg_dir, caption_extension=values["caption_extension"], is_reg=True,
+                           enable_wildcard=values["enable_wildcard"])
+    return train, reg
+
+
+def analyse_dataset(values: Values, dataset: Path, reg_dir: Path | None, token: str | None) -> DatasetAnalysis:
+    """Scan the folders (Gate 1), choose repeats for flat folders, and count steps as sd-scripts will."""
+    return analyse_scans(values, *scan_folders(values, dataset, reg_dir, token))
+
+
+def analyse_scans(values: Values, train: DatasetScan, reg: DatasetScan | None) -> DatasetAnalysis:
+    """Choose repeats for flat folders and count steps as sd-scripts will."""
+    subsets = train.subsets + (reg.subsets if reg else [])
+    if values.user_set("max_train_steps") and not values.user_set("max_train_epochs"):
+        values.set("max_train_epochs", None, "auto:max_train_steps-set",
+                   "you set max_train_steps; sd-scripts would let epochs override it")
+    placed = Placed(subsets, _bucket_settings(values))
+    repeats = _repeats(subsets, placed, values)
+    for subset, r in zip(subsets, repeats, strict=True):
+        subset.num_repeats = r
+    return DatasetAnalysis(train, reg, subsets, repeats, steps_for_repeats(placed, repeats, values))
+
+
+def _bucket_settings(values: Values) -> BucketSettings:
+    return BucketSettings(
+        resolution=resolution_tuple(values["resolution"]),
+        enable_bucket=bool(values["enable_bucket"]),
+        no_upscale=bool(values["bucket_no_upscale"]),
+        min_reso=values["min_bucket_reso"],
+        max_reso=values["max_bucket_reso"],
+        steps=values["bucket_reso_steps"] or 64,
+    )
+
+
+def _repeats(subsets: list[Subset], placed: Placed, values: Values) -> list[int]:
+    repeats = [s.num_repeats if s.num_repeats is not None else 1 for s in subsets]
+    for index, subset in enumerate(subsets):
+        if subset.num_repeats is not None:
+            continue
+        if values.user_set("dataset_repeats"):
+            repeats[index] = values["dataset_repeats"]
+            subset.repeats_source = "--set dataset_repeats"
+        else:
+            repeats[index], subset.repeats_source = choose_repeats(placed, repeats, index, values)
+    return repeats
+
+
+def _set_plan_paths(values: Values, plan_dir: Path, name: str) -> None:
+    values.set("dataset_config", str(plan_dir / "dataset.toml"), PLAN_FOLDER, "the plan's dataset.toml")
+    if not values.user_set("output_dir"):
+        values.set("output_dir", str(plan_dir / "output"), PLAN_FOLDER, "LoRA files go into the plan folder")
+    if not values.user_set("output_name"):
+        values.set("output_name", name, PLAN_FOLDER, "the plan's name")
+    if not values.user_set("logging_dir"):
+        values.set("logging_dir", str(plan_dir / "tensorboard" / "sd-scripts"), PLAN_FOLDER,
+                   "sd-scripts' own TensorBoard events, beside lorakit's")
+
+
+def _sampling(values: Values, plan_dir: Path, subsets: list[Subset]) -> list[str]:
+    """The sample prompt lines to write; empty when sampling is off or the user brings a prompt file."""
+    every = [values["sample_every_n_steps"], values["sample_every_n_epochs"]]
+    enabled = any(n is not None and n > 0 for n in every) or values["sample_at_first"]
+    if not enabled or values.user_set("sample_prompts"):
+        return []
+    lines = sample_prompt_lines(values, subsets)
+    if lines:
+        values.set("sample_prompts", str(plan_dir / "sample_prompts.txt"), PLAN_FOLDER,
+                   "prompts built from the dataset's class tokens")
+    return lines
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+def check_can_write(folder: Path, *, replace: bool, marker: str = "plan.json", kind: str = "plan",
+                    replace_note: str = f"the old plan files move to {HISTORY_DIR}/ inside it") -> None:
+    """Refuse a folder we would clobber: a file, a folder of other things, or a `kind` (known by its `marker`
+    file) without --force."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out '{folder}' is a file.", fix="give --out a new or empty folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if not (folder / marker).is_file():
+        raise UserError(
+            f"--out '{folder}' is a folder with other files in it, not a lorakit {kind}; lorakit will not write into it.",
+            fix="give --out a new or empty folder",
+        )
+    if not replace:
+        raise UserError(
+            f"'{folder}' already holds a {kind}.",
+            fix=f"pass --force to replace it ({replace_note}; training outputs are never touched), or choose another --out",
+        )
+
+
+def write_plan(result: PlanResult, *, force: bool = False) -> Path:
+    plan_dir = result.plan_dir
+    if has_errors(result.plan.findings) and not force:
+        raise GateError(
+            f"the plan has {result.plan.error_count} error(s); nothing was written.",
+            result.plan.findings,
+        )
+    check_can_write(plan_dir, replace=force)
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    _keep_previous(plan_dir)
+    for name, text in result.files.items():
+        _atomic_write(plan_dir / name, text)
+    os.chmod(plan_dir / "launch.sh", 0o755)
+    make_links(result.plan.model)
+    return plan_dir
+
+
+def _keep_previous(plan_dir: Path) -> None:
+    old = [plan_dir / n for n in PLAN_FILES if (plan_dir / n).exists()]
+    if not old:
+        return
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    keep = plan_dir / HISTORY_DIR / stamp
+    keep.mkdir(parents=True)
+    for path in old:
+        shutil.move(str(path), keep / path.name)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_plan(plan_dir: Path) -> Plan:
+    """Read `<plan>/plan.json` (the folder or the file itself)."""
+    path = plan_dir / "plan.json" if plan_dir.is_dir() else plan_dir
+    if not path.is_file():
+        raise UserError(f"'{plan_dir}' is not a lorakit plan (no plan.json).",
+                        fix="make one with `lorakit plan DATASET --out DIR`")
+    try:
+        return Plan.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot read {path}: {exc}".splitlines()[0],
+                        fix="re-create the plan with `lorakit plan ... --force`") from None

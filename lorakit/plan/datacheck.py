@@ -1,0 +1,37 @@
+"""`lorakit dataset check`: Gate 1 on its own, with a per-folder table and the bucket histogram."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit.plan.check import check_parameters
+from lorakit.findings import Finding, sort_findings
+from lorakit.plan.build import DatasetAnalysis, analyse_dataset
+from lorakit.config.presets import PresetRegistry
+from lorakit.config.resolve import resolve
+from lorakit.config.values import Values
+
+
+@dataclass
+class DatasetReport:
+    analysis: DatasetAnalysis
+    values: Values
+    findings: list[Finding]
+
+
+def check_dataset(
+    dataset: Path,
+    *,
+    reg: Path | None = None,
+    token: str | None = None,
+    presets: list[str] | None = None,
+    overrides: list[str] | None = None,
+    presets_dirs: list[Path] | None = None,
+) -> DatasetReport:
+    resolution = resolve(PresetRegistry(presets_dirs), presets or [], overrides or [])
+    analysis = analyse_dataset(resolution.values, dataset, reg, token)
+    findings = analysis.train.findings + (analysis.reg.findings if analysis.reg else [])
+    dataset_rules = check_parameters(analysis.context(resolution.values, None, []))
+    findings += [f for f in dataset_rules if f.gate == 1]
+    return DatasetReport(analysis, resolution.values, sort_findings(findings))

@@ -1,0 +1,427 @@
+"""Fit a plan to its GPU with the VRAM/time estimator, and choose repeats for flat folders.
+
+The fit changes only values you did not `--set`, each with source `auto:<reason>` and a note:
+
+1. precision the card has: before compute capability 8.0 (T4, V100) a preset's bf16 becomes fp16 with
+   the fp32 VAE (`no_half_vae`), and a preset's full_bf16 is turned off;
+2. free speed-ups: an attention backend (SDPA) when none is set, cached latents (to disk for datasets of
+   1000 images or more), cached text-encoder outputs when the text encoders are not trained;
+3. batch size and gradient checkpointing: `--fit speed` takes the fastest per image that fits the
+   budget, `--fit memory` the smallest estimate; `--fit off` changes nothing;
+4. only when nothing fits, memory savers in order of what they cost in quality: train the U-Net only
+   (any card), then, on 8–10 GB cards, the seeds' low-VRAM steps (rank 16 with alpha 1, fp8 base
+   weights, 768², 512²) with a quality warning.
+
+Batch rule: an epoch stays one pass over images × repeats whatever the batch, so a larger batch means
+proportionally fewer steps and every image is still seen repeats × epochs times. When the fit changes
+the batch from B0 to B it multiplies the learning rates lorakit chose by √(B/B0) (square-root scaling
+for Adam-type optimizers), so a step over B images moves the LoRA as far as the preset meant; adaptive
+optimizers (Prodigy, DAdapt*, Adafactor with relative steps) find their own step size and keep theirs,
+and if you set any learning rate none is scaled. A warmup given in steps is divided by B/B0 so it
+covers the same share of the run. The seeds' step targets are read at batch 1 (lorakit.plan.check).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+from lorakit.plan.assumptions import Assumptions
+from lorakit.config.derived import caption_augmentations, image_augmentations, is_adaptive
+from lorakit.dataset.steps import batch1_steps
+from lorakit.plan.estimate import (
+    TrainingSetup,
+    canonical_optimizer,
+    largest_batch,
+    seconds_per_sample,
+    setup_from_values,
+    vram_gib,
+)
+from lorakit.findings import Finding, finding
+from lorakit.config.presets import PresetRegistry
+from lorakit.machine.probe import TargetGpu
+from lorakit.dataset.steps import Placed, StepMath, compute_steps
+from lorakit.config.values import Values
+
+FitMode = Literal["speed", "memory", "off"]
+FIT_MODES = ("speed", "memory", "off")
+MAX_BATCH = 16
+LOW_VRAM_MAX_GIB = 10.5  # "8–10 GB cards": a 10 GB card reports 10.0 GiB
+LARGE_DATASET_IMAGES = 1000
+LOW_VRAM_PRESET = "lowvram-8gb"
+NOMINAL_TFLOPS = 100.0  # ranks settings by speed for a card whose peak the catalog does not know
+LR_KEYS = ("learning_rate", "unet_lr", "text_encoder_lr")
+
+
+@dataclass
+class FitChange:
+    key: str
+    value: object
+    reason: str
+
+
+@dataclass
+class FitResult:
+    mode: str
+    changes: list[FitChange] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    fits: bool = True
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One change to the values and what it does to the estimator's setup."""
+
+    name: str
+    cost: int  # quality given up: 0 none; the fit tries cheaper levers first
+    settings: tuple[tuple[str, object, str], ...]  # (key, value, why)
+    apply: Callable[[TrainingSetup], TrainingSetup]
+    fit_uses: str = "never"  # "any" card, "low-vram" (8–10 GB) cards only, or "never" (Gate 3 advice only)
+    group: str = ""  # levers of one group exclude each other (768² or 512²)
+    quality: str = ""  # what it costs, for the fit's warning
+
+    def keys(self) -> list[str]:
+        return [key for key, _, _ in self.settings]
+
+    def flags(self) -> str:
+        return " ".join(f"--set {key}={_flag(value)}" for key, value, _ in self.settings)
+
+
+def _flag(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --- levers ---------------------------------------------------------------------------------------
+
+def checkpointing_lever(setup: TrainingSetup) -> list[Lever]:
+    if setup.gradient_checkpointing:
+        return []
+    return [Lever("gradient checkpointing", 0, (
+        ("gradient_checkpointing", True, "recomputes activations in the backward pass: ~13× less activation memory"),),
+        lambda s: s.with_(gradient_checkpointing=True))]
+
+
+def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
+    """Changes that save memory and time at no cost in quality: an attention backend, caching."""
+    out = []
+    if setup.attention == "none":
+        out.append(Lever("SDPA attention", 0, (
+            ("sdpa", True, "no attention backend was set; plain attention needs ~17 GiB more at 1024² and runs "
+                           "memory-bound (performance facts §5.1, §6)"),),
+            lambda s: s.with_(attention="sdpa")))
+    if not setup.cache_latents and not image_augmentations(values):
+        out.append(Lever("cached latents", 0, (
+            ("cache_latents", True, "the VAE encodes each image once and leaves the GPU: −25% work per step, "
+                                    "no VAE in VRAM (performance facts §6)"),),
+            lambda s: s.with_(cache_latents=True)))
+    if not setup.train_text_encoders and not setup.cache_text_encoder_outputs and not caption_augmentations(values):
+        out.append(Lever("cached text-encoder outputs", 0, (
+            ("cache_text_encoder_outputs", True, "the text encoders are not trained: their outputs are computed once "
+                                                 "and their 1.5 GiB of weights leave the GPU"),),
+            lambda s: s.with_(cache_text_encoder_outputs=True)))
+    return out
+
+
+@cache
+def _seed_recipe() -> dict[str, str]:
+    """Where the low-VRAM steps come from: the built-in lowvram-8gb preset's citations of seed 000."""
+    return {key: entry.from_ for key, entry in PresetRegistry(include_user_dir=False).get(LOW_VRAM_PRESET).values.items()}
+
+
+def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -> list[Lever]:
+    """Changes that trade quality for memory, cheapest first; with `respect_user`, none touches a value you set."""
+    out = []
+    if setup.train_text_encoders and setup.train_unet:
+        settings: list[tuple[str, object, str]] = [(
+            "network_train_unet_only", True,
+            "training the text encoders does not fit: they stay frozen (sd-scripts docs highly recommend U-Net-only "
+            "training for SDXL LoRA)")]
+        can_cache = not caption_augmentations(values) and not (respect_user and values.user_set("cache_text_encoder_outputs"))
+        if can_cache:
+            settings.append(("cache_text_encoder_outputs", True,
+                             "frozen text encoders: their outputs are cached and their weights leave the GPU"))
+        out.append(Lever("train the U-Net only", 1, tuple(settings),
+                         lambda s: s.with_(train_text_encoders=False, cache_text_encoder_outputs=can_cache or s.cache_text_encoder_outputs),
+                         fit_uses="any", quality="the text encoders do not learn the trigger word (the U-Net alone does)"))
+    if canonical_optimizer(setup.optimizer) == "adamw":
+        out.append(Lever("8-bit AdamW", 1, (
+            ("optimizer_type", "AdamW8bit", "8-bit optimizer states (bitsandbytes): 2 bytes per parameter instead of 8"),),
+            lambda s: s.with_(optimizer="AdamW8bit")))
+    if setup.mixed_precision in ("bf16", "fp16") and not setup.full_half:
+        key = "full_bf16" if setup.mixed_precision == "bf16" else "full_fp16"
+        out.append(Lever(f"{key}", 2, (
+            (key, True, "LoRA weights, gradients and optimizer states in 16 bits"),),
+            lambda s: s.with_(full_half=True)))
+    recipe = _seed_recipe()
+    if setup.network_dim > 16:
+        out.append(Lever("rank 16, alpha 1", 2, (
+            ("network_dim", 16, recipe["network_dim"]),
+            ("network_alpha", 1.0, recipe["network_alpha"])),
+            lambda s: s.with_(network_dim=16), fit_uses="low-vram",
+            quality="rank 16 holds less detail, and alpha 1 scales each update down"))
+    if not setup.fp8_unet and setup.mixed_precision != "no":
+        out.append(Lever("fp8 base weights", 4, (
+            ("fp8_base", True, "sd-scripts docs (facts §l): fp8 U-Net and text-encoder weights, experimental; "
+                               "halves the frozen model's memory"),),
+            lambda s: s.with_(fp8_unet=True, fp8_text_encoders=True), fit_uses="low-vram",
+            quality="the LoRA trains against fp8 copies of the frozen weights (experimental in sd-scripts)"))
+    for side, cost, low, high in ((768, 5, 256, 1536), (512, 8, 256, 1024)):
+        if setup.megapixels > side * side / 1e6 + 1e-9:
+            out.append(Lever(f"{side}² resolution", cost, (
+                ("resolution", f"{side},{side}", recipe["resolution"]),
+                ("min_bucket_reso", low, recipe["min_bucket_reso"]),
+                ("max_bucket_reso", high, recipe["max_bucket_reso"])),
+                lambda s, side=side: s.with_(width=side, height=side), fit_uses="low-vram", group="resolution",
+                quality=f"{side}² images lose detail against SDXL's native 1024²"))
+    if respect_user:
+        out = [lever for lever in out if not any(values.user_set(key) for key in lever.keys())]
+    return out
+
+
+def combinations(levers: list[Lever], max_size: int | None = None) -> list[tuple[Lever, ...]]:
+    """Every compatible set of levers, cheapest (then smallest) first; the empty set comes first."""
+    found = []
+    for size in range(0, (max_size if max_size is not None else len(levers)) + 1):
+        for combo in itertools.combinations(levers, size):
+            groups = [lever.group for lever in combo if lever.group]
+            if len(groups) == len(set(groups)):
+                found.append(combo)
+    return sorted(found, key=lambda c: (sum(lever.cost for lever in c), len(c)))
+
+
+def apply_levers(setup: TrainingSetup, levers: tuple[Lever, ...]) -> TrainingSetup:
+    for lever in levers:
+        setup = lever.apply(setup)
+    return setup
+
+
+# --- the fit --------------------------------------------------------------------------------------
+
+@dataclass
+class Choice:
+    levers: tuple[Lever, ...]
+    setup: TrainingSetup
+    vram_gib: float
+    seconds_per_sample: float
+
+
+def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, mode: str = "speed",
+               images: int = 0) -> FitResult:
+    """Change what the user left open to suit the card; returns the changes and the findings they call for."""
+    result = FitResult(mode=mode)
+    if mode == "off":
+        return result
+    source = f"auto:fit-{mode}"
+
+    def change(key: str, value: object, source: str, note: str) -> None:
+        if values.user_set(key) or values.get(key) == value:
+            return
+        values.set(key, value, source, note)
+        result.changes.append(FitChange(key, value, note))
+
+    result.findings += _precision_for_card(values, target, change)
+    if image_augmentations(values):  # colour or crop augmentation set: latents cannot be cached (sd-scripts asserts)
+        for key in ("cache_latents", "cache_latents_to_disk"):
+            change(key, False, "auto:augmentation", f"{' and '.join(image_augmentations(values))} changes each image "
+                   "every epoch, so its latents cannot be cached")
+    for lever in speedup_levers(values, setup_from_values(values)):
+        for key, value, why in lever.settings:
+            change(key, value, source, why)
+    if images >= LARGE_DATASET_IMAGES and values["cache_latents"] and not values["cache_latents_to_disk"]:
+        change("cache_latents_to_disk", True, "auto:large-dataset",
+               f"{images} images: latents are cached to disk (sd-scripts writes *_sdxl.npz files beside the images), "
+               "so later runs skip encoding them and RAM stays free")
+
+    base = setup_from_values(values)
+    choice = _search(values, base, target, assumptions, mode)
+    if choice is None:
+        result.fits = False
+        # nothing fits: keep the least memory the open settings allow, so Gate 3's advice starts from there
+        choice = _least_memory(values, base, assumptions)
+    old_batch = values["train_batch_size"] or 1
+    lever_source = "auto:low-vram" if _on_low_vram_card(target) else "auto:vram-saver"
+    for lever in choice.levers:
+        for key, value, why in lever.settings:
+            change(key, value, lever_source, why)
+    budget = target.budget_gib
+    how = "fastest per image" if mode == "speed" else "least memory"
+    fits = f"est. {choice.vram_gib:.1f} of {budget:.1f} GiB" if result.fits else \
+        f"est. {choice.vram_gib:.1f} GiB, over the {budget:.1f} GiB budget"
+    gc = choice.setup.gradient_checkpointing
+    gc_text = "with" if gc else "without"
+    change("train_batch_size", choice.setup.batch_size, source,
+           f"{how} on {target.name}: batch {choice.setup.batch_size} {gc_text} gradient checkpointing, {fits}")
+    change("gradient_checkpointing", gc, source,
+           f"{how}: " + ("checkpointing trades ~43% more work per step for ~13× less activation memory" if gc else
+                         "without checkpointing a step is ~30% less work, and it fits") + f" ({fits})")
+    _scale_for_batch(values, old_batch, choice.setup.batch_size, change)
+    result.findings += _quality_findings(target, choice.levers)
+    return result
+
+
+def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions: Assumptions, mode: str) -> Choice | None:
+    """The cheapest set of memory levers with which something fits, and in it the best batch and checkpointing."""
+    allowed = ("any", "low-vram") if _on_low_vram_card(target) else ("any",)
+    levers = [lever for lever in memory_levers(values, base, respect_user=True) if lever.fit_uses in allowed]
+    budget = target.budget_gib
+    peak = target.bf16_tflops or NOMINAL_TFLOPS
+    gc_options = [base.gradient_checkpointing] if values.user_set("gradient_checkpointing") else [True, False]
+    # A step count you fixed keeps its meaning only at the batch you planned it for: the batch stays.
+    steps_fixed = values.user_set("max_train_steps") and not values.user_set("max_train_epochs")
+    free_batch = not values.user_set("train_batch_size") and not steps_fixed
+    for combo in combinations(levers):
+        setup = apply_levers(base, combo)
+        best: Choice | None = None
+        for gc in gc_options:
+            trial = setup.with_(gradient_checkpointing=gc)
+            if free_batch:
+                batches = range(1, largest_batch(trial, assumptions.overhead_gib, budget, MAX_BATCH) + 1)
+            else:
+                batches = range(trial.batch_size, trial.batch_size + 1)
+            for batch in batches:
+                candidate = trial.with_(batch_size=batch)
+                gib = vram_gib(candidate, assumptions.overhead_gib)
+                if gib > budget:
+                    continue
+                option = Choice(combo, candidate, gib, seconds_per_sample(candidate, peak, assumptions.efficiency))
+                if best is None or _better(option, best, mode):
+                    best = option
+        if best is not None:
+            return best
+    return None
+
+
+def _better(a: Choice, b: Choice, mode: str) -> bool:
+    # seconds per image are equal beyond the batch where the efficiency stops growing: ties go to less memory
+    speed = (round(a.seconds_per_sample, 6), a.vram_gib) < (round(b.seconds_per_sample, 6), b.vram_gib)
+    memory = (round(a.vram_gib, 6), a.seconds_per_sample) < (round(b.vram_gib, 6), b.seconds_per_sample)
+    return speed if mode == "speed" else memory
+
+
+def _least_memory(values: Values, base: TrainingSetup, assumptions: Assumptions) -> Choice:
+    setup = base
+    if not values.user_set("gradient_checkpointing"):
+        setup = setup.with_(gradient_checkpointing=True)
+    if not values.user_set("train_batch_size"):
+        setup = setup.with_(batch_size=1)
+    return Choice((), setup, vram_gib(setup, assumptions.overhead_gib), 0.0)
+
+
+def _on_low_vram_card(target: TargetGpu) -> bool:
+    return target.vram_total_gib <= LOW_VRAM_MAX_GIB
+
+
+def _precision_for_card(values: Values, target: TargetGpu, change: Callable[..., None]) -> list[Finding]:
+    """Cards before compute capability 8.0 have no bf16: a preset's bf16 becomes fp16 with the fp32 VAE."""
+    if target.bf16:
+        return []
+    why = f"{target.name} (compute capability {target.compute_capability}) has no bf16 (performance facts §4)"
+    switched = []
+    if values["mixed_precision"] == "bf16" and not values.user_set("mixed_precision"):
+        change("mixed_precision", "fp16", "auto:no-bf16", f"{why}: fp16 instead")
+        change("no_half_vae", True, "auto:no-bf16", "fp16 needs the fp32 VAE: the SDXL VAE overflows in fp16 (NaN)")
+        switched.append("mixed_precision bf16 → fp16 with no_half_vae")
+    if values["full_bf16"] and not values.user_set("full_bf16"):
+        change("full_bf16", False, "auto:no-bf16", f"{why}: LoRA weights stay fp32")
+        switched.append("full_bf16 off")
+    if not switched:
+        return []
+    return [finding("hardware/fp16-instead-of-bf16", "info", 3,
+                    f"{why}, so lorakit changed the preset's {' and '.join(switched)}.",
+                    key="mixed_precision")]
+
+
+def _quality_findings(target: TargetGpu, levers: tuple[Lever, ...]) -> list[Finding]:
+    if not levers:
+        return []
+    names = ", ".join(lever.name for lever in levers)
+    costs = "; ".join(lever.quality for lever in levers)
+    if _on_low_vram_card(target):
+        return [finding(
+            "hardware/low-vram-recipe", "warning", 3,
+            f"{target.name} has {target.vram_total_gib:.0f} GiB: to fit the {target.budget_gib:.1f} GiB budget lorakit "
+            f"applied the low-VRAM steps ({names}). Low-VRAM training trades quality for memory: {costs}.",
+            "train on a card with 12 GB or more for full quality (or plan for one with --target-gpu)")]
+    return [finding(
+        "hardware/text-encoders-not-trained", "warning", 3,
+        f"the plan does not fit {target.name}'s {target.budget_gib:.1f} GiB budget with the text encoders trained, so "
+        f"lorakit applied: {names}. Quality: {costs}.",
+        "--set network_train_unet_only=false together with a change that frees the memory (see `lorakit plan --explain-vram`), "
+        "or a card with more VRAM", key="network_train_unet_only")]
+
+
+def _scale_for_batch(values: Values, old: int, new: int, change: Callable[..., None]) -> None:
+    """The square-root rule in the module docstring."""
+    if new == old or is_adaptive(values) or any(values.user_set(key) for key in LR_KEYS):
+        return
+    factor = math.sqrt(new / old)
+    why = f"batch {old} → {new}: × √({new}/{old}) = {factor:.3g}, so a step over {new} images moves the LoRA as the preset meant"
+    for key in LR_KEYS:
+        value = values[key]
+        if value is None:
+            continue
+        scaled = [_lr(v * factor) for v in value] if isinstance(value, list) else _lr(value * factor)
+        change(key, scaled, "auto:batch-scaling", why)
+    warmup = values["lr_warmup_steps"]
+    if isinstance(warmup, int) and not isinstance(warmup, bool) and warmup > 0 and not values.user_set("lr_warmup_steps"):
+        change("lr_warmup_steps", max(1, round(warmup * old / new)), "auto:batch-scaling",
+               f"batch {old} → {new}: the warmup covers the same share of the run in fewer steps")
+
+
+def _lr(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+# --- repeats for flat folders ---------------------------------------------------------------------
+
+def steps_for_repeats(placed: Placed, repeats: list[int], values: Values) -> StepMath:
+    return compute_steps(
+        placed,
+        repeats,
+        batch_size=values["train_batch_size"],
+        gradient_accumulation_steps=values["gradient_accumulation_steps"],
+        num_processes=values["num_processes"],
+        max_train_epochs=values["max_train_epochs"],
+        max_train_steps=values["max_train_steps"],
+    )
+
+
+def choose_repeats(placed: Placed, repeats: list[int], index: int, values: Values) -> tuple[int, str]:
+    """Repeats for the flat folder at `index` so total steps and steps per image land in the seeds' ranges.
+
+    The step range is read at batch 1 (steps × effective batch). Prefers a count that meets both ranges
+    with the total nearest the middle of the step range; otherwise the count that misses them by the
+    least (relative to each range).
+    """
+    low, high = values["target_steps_min"], values["target_steps_max"]
+    low_img, high_img = values["steps_per_image_min"], values["steps_per_image_max"]
+    middle = (low + high) / 2
+    best: tuple[float, float, int] | None = None
+    best_math: StepMath | None = None
+    epochs_hint = values["max_train_epochs"] or 1
+    for r in range(1, max(2, high_img // epochs_hint + 2)):
+        trial = list(repeats)
+        trial[index] = r
+        result = steps_for_repeats(placed, trial, values)
+        seen = r * result.epochs
+        total = batch1_steps(result)
+        miss = _distance(total, low, high) / low + _distance(seen, low_img, high_img) / low_img
+        score = (miss, abs(total - middle), r)
+        if best is None or score < best:
+            best, best_math = score, result
+    assert best is not None and best_math is not None
+    r = best[2]
+    fits = "meets" if best[0] == 0 else "comes closest to"
+    reason = (f"{r} repeats × {best_math.epochs} epochs = {best_math.total_steps} steps, {r * best_math.epochs} per image: "
+              f"{fits} the seeds' {low}–{high} steps and {low_img}–{high_img} per image")
+    return r, reason
+
+
+def _distance(x: float, low: float, high: float) -> float:
+    return low - x if x < low else (x - high if x > high else 0.0)

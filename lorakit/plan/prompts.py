@@ -1,0 +1,47 @@
+"""Sample prompts for sd-scripts' `--sample_prompts` .txt format (facts §j), built from class tokens."""
+
+from __future__ import annotations
+
+from lorakit.dataset.scan import Subset
+from lorakit.config.schema import resolution_tuple
+from lorakit.config.values import Values
+
+MAX_PROMPTS = 6
+
+
+def _clean(text: str) -> str:
+    # One prompt per line, and " --" starts an option in sd-scripts' parser.
+    return " ".join(text.split()).replace(" --", " -").lstrip("#")
+
+
+def subjects(subsets: list[Subset]) -> list[str]:
+    """What the prompts are about: each training subset's class tokens, else a caption of it."""
+    found: list[str] = []
+    for subset in subsets:
+        if subset.is_reg:
+            continue
+        subject = subset.class_tokens or next((img.caption for img in subset.images if img.caption), None)
+        if subject and subject not in found:
+            found.append(subject)
+    return found
+
+
+def sample_prompt_lines(values: Values, subsets: list[Subset]) -> list[str]:
+    templates = values["sample_prompt_templates"] or ["{tokens}"]
+    width, height = resolution_tuple(values["resolution"])
+    prefix = values["sample_prompt_prefix"] or ""
+    negative = values["sample_negative_prompt"] or ""
+    seed = values["sample_seed"]
+    lines: list[str] = []
+    for subject in subjects(subsets) or [""]:
+        for template in templates:
+            if len(lines) >= MAX_PROMPTS:
+                return lines
+            prompt = _clean(prefix + template.replace("{tokens}", subject)).strip(" ,")
+            if not prompt or any(line.startswith(prompt + " --") for line in lines):
+                continue  # a template without {tokens} gives the same prompt for every subject
+            options = f" --w {width} --h {height} --d {seed + len(lines)} --l {values['sample_cfg']:g} --s {values['sample_steps']}"
+            if negative:
+                options = f" --n {_clean(negative)}" + options
+            lines.append(prompt + options)
+    return lines

@@ -1,0 +1,340 @@
+"""Gate 4, the environment: can this machine run this plan? (`lorakit doctor`, and `launch` before starting)
+
+It checks the sd-scripts checkout and its commit, the trainer's Python (torch, accelerate and
+sd-scripts' requirements, imported in a subprocess of that Python), xformers when the plan asks for
+it, CUDA, the base model and free disk. Every problem is a finding whose fix is a command.
+No CUDA device is a loud warning, not an error: sd-scripts trains on the CPU too (slowly, bf16 or
+fp32), and launch then passes accelerate's `--cpu`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from lorakit import SD_SCRIPTS_COMMIT
+from lorakit.findings import Finding, finding, sort_findings
+from lorakit.models.source import ModelSection
+from lorakit.plan.build import Plan
+from lorakit.machine.probe import FAKE_ENV, free_disk_gib
+from lorakit.machine.trainer import TRAIN_SCRIPT, find_python, find_sd_scripts
+
+PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "machine" / "trainerprobe.py"
+ALWAYS_IMPORTED = ("torch", "accelerate")
+# sd-scripts needs these but does not list them in requirements.txt; checked when the file that imports them exists
+UNLISTED = {"torchvision": "library/utils.py"}
+# an SDXL LoRA in fp32 takes about 14.3 MB per unit of rank with both text encoders (the real CPU run:
+# 114.4 MB at dim 16 saved in fp16), about 10.7 MB for the U-Net alone (facts §i: 42.9 MB at dim 4)
+MB_PER_RANK = 14.3
+PROBE_TIMEOUT_S = 180
+# The variables that decide what the trainer's Python imports (and sees of CUDA): the cache key of a probe.
+PROBE_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
+
+
+class DoctorReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sd_scripts: str
+    sd_scripts_found_by: str
+    sd_scripts_commit: str
+    python: str
+    python_found_by: str
+    python_version: str | None
+    packages: dict[str, str | None]
+    cuda_devices: int
+    cpu: bool
+    base_model: str | None
+    free_disk_gib: float | None
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+
+@dataclass
+class DoctorOptions:
+    sd_scripts: str | None = None
+    python: str | None = None
+    gpus: str | None = None
+    cpu: bool = False  # force the CPU even when CUDA is there
+    env: dict[str, str] | None = None  # the trainer's environment (CUDA_VISIBLE_DEVICES, PYTHONPATH, ...)
+
+
+@dataclass
+class TrainerProbe:
+    ok: bool
+    error: str | None = None
+    python_version: str | None = None
+    imports: dict[str, dict] = field(default_factory=dict)
+    distributions: dict[str, str | None] = field(default_factory=dict)
+    cuda_devices: int | None = None
+
+
+def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_here: ModelSection | None = None,
+               ) -> DoctorReport:
+    """Gate 4. `models_here` is the plan's model section as this machine has it (`relocate`), when the caller
+    has already looked; otherwise doctor looks itself."""
+    options = options or DoctorOptions()
+    findings: list[Finding] = []
+    sd_scripts, sd_found_by = find_sd_scripts(options.sd_scripts)
+    python, python_found_by = find_python(options.python)
+
+    has_script = (sd_scripts / TRAIN_SCRIPT).is_file()
+    if not has_script:
+        findings.append(_sd_scripts_missing(sd_scripts, sd_found_by))
+    commit = sd_scripts_commit(sd_scripts) if sd_scripts.is_dir() else "unknown"
+    if has_script:
+        findings.append(_commit_finding(sd_scripts, commit))
+
+    requirements = read_requirements(sd_scripts / "requirements.txt")
+    imports = list(ALWAYS_IMPORTED) + [m for m, f in UNLISTED.items() if (sd_scripts / f).is_file()]
+    if plan is not None and plan.value_set["xformers"]:
+        imports.append("xformers")
+    probe = probe_trainer(python, tuple(imports), tuple(sorted(requirements)), _env_key(options.env))
+    packages: dict[str, str | None] = {}
+    if not probe.ok:
+        findings.append(finding("env/python-broken", "error", 4,
+                                f"the trainer's Python {python!r} ({python_found_by}) does not run: {probe.error}",
+                                "pass --python PATH (or set LORAKIT_PYTHON) to the Python of a trainer environment; "
+                                "vendor/README.md shows how to make one"))
+    else:
+        packages = {name: info.get("version") if info["ok"] else None for name, info in probe.imports.items()}
+        packages.update({name: version for name, version in probe.distributions.items() if name not in packages})
+        findings += _import_findings(probe, python, sd_scripts)
+        findings += _requirement_findings(probe, requirements, python, sd_scripts)
+
+    cuda = cuda_device_count(probe)
+    cpu = options.cpu or cuda == 0
+    if cuda == 0:
+        findings.append(finding(
+            "env/no-cuda", "warning", 4,
+            "NO CUDA DEVICE: the trainer's torch sees no GPU, so sd-scripts will train on the CPU (lorakit passes "
+            "accelerate's --cpu). That is very slow: minutes per step at 1024² even for a LoRA.",
+            "train on a machine with an NVIDIA GPU and a CUDA build of torch (vendor/README.md); on the CPU use "
+            "mixed_precision bf16 or no"))
+    if plan is not None:
+        findings += _plan_findings(plan, cpu=cpu, cuda=cuda, gpus=options.gpus)
+    base_model = None
+    if plan is not None:
+        from lorakit.models.fetch import describe_base, gate_findings, relocate
+
+        here = models_here or relocate(plan.model)
+        findings += gate_findings(here, Path(plan.plan_dir))
+        base_model = describe_base(here)
+    free = None
+    if plan is not None:
+        try:
+            free = free_disk_gib(Path(plan.value_set["output_dir"] or plan.plan_dir))
+        except OSError:
+            pass
+    if plan is not None and free is not None:
+        disk = _disk_finding(plan, free)
+        if disk is not None:
+            findings.append(disk)
+    return DoctorReport(
+        sd_scripts=str(sd_scripts), sd_scripts_found_by=sd_found_by, sd_scripts_commit=commit,
+        python=python, python_found_by=python_found_by, python_version=probe.python_version, packages=packages,
+        cuda_devices=cuda, cpu=cpu, base_model=base_model,
+        free_disk_gib=round(free, 1) if free is not None else None, findings=sort_findings(findings),
+    )
+
+
+# --- sd-scripts -----------------------------------------------------------------------------------
+
+def _sd_scripts_missing(sd_scripts: Path, found_by: str) -> Finding:
+    where = "is not a folder" if not sd_scripts.is_dir() else f"has no {TRAIN_SCRIPT}"
+    if found_by == "vendor/sd-scripts":
+        fix = "git submodule update --init vendor/sd-scripts (see vendor/README.md), or pass --sd-scripts PATH"
+    else:
+        fix = f"point {found_by} at a kohya-ss/sd-scripts checkout (git clone https://github.com/kohya-ss/sd-scripts)"
+    return finding("env/sd-scripts-missing", "error", 4, f"sd-scripts at {sd_scripts} ({found_by}) {where}.", fix)
+
+
+def sd_scripts_commit(sd_scripts: Path) -> str:
+    """The checkout's commit, or "unknown" when it is not the top of its own git work tree."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    try:
+        done = subprocess.run([git, "-C", str(sd_scripts), "rev-parse", "--show-toplevel", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != sd_scripts.resolve():
+        return "unknown"  # not a git checkout, or a folder inside another repository
+    return lines[1]
+
+
+def _commit_finding(sd_scripts: Path, commit: str) -> Finding:
+    if commit == SD_SCRIPTS_COMMIT:
+        return finding("env/sd-scripts-commit", "info", 4, f"sd-scripts at {sd_scripts}, commit {commit[:8]} (the pinned one).")
+    if commit == "unknown":
+        return finding("env/sd-scripts-commit", "info", 4,
+                       f"sd-scripts at {sd_scripts}, commit unknown (not a git checkout); lorakit follows {SD_SCRIPTS_COMMIT[:8]}.")
+    return finding("env/sd-scripts-other-commit", "warning", 4,
+                   f"sd-scripts at {sd_scripts} is at commit {commit[:8]}, not {SD_SCRIPTS_COMMIT[:8]} that lorakit "
+                   "follows: arguments and log formats may differ.",
+                   f"git -C {shlex.quote(str(sd_scripts))} checkout {SD_SCRIPTS_COMMIT}")
+
+
+# --- the trainer's Python -------------------------------------------------------------------------
+
+_REQUIREMENT_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:\[[^\]]*\])?\s*(==\s*([^\s;#]+))?")
+
+
+def read_requirements(path: Path) -> dict[str, str | None]:
+    """requirements.txt as distribution name → pinned version (None when not pinned with ==)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    pins: dict[str, str | None] = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue  # options, -r includes and the "-e ." of sd-scripts' own `library` package
+        found = _REQUIREMENT_NAME.match(line)
+        if found:
+            pins[found.group(1)] = found.group(3)
+    return pins
+
+
+def _env_key(env: dict[str, str] | None) -> tuple[tuple[str, str | None], ...]:
+    env = os.environ if env is None else env
+    return tuple((key, env.get(key)) for key in PROBE_ENV)
+
+
+@lru_cache(maxsize=16)
+def probe_trainer(python: str, imports: tuple[str, ...], distributions: tuple[str, ...],
+                  env: tuple[tuple[str, str | None], ...]) -> TrainerProbe:
+    """Ask the trainer's Python what it can import (cached per process: importing torch takes seconds)."""
+    request = json.dumps({"imports": list(imports), "distributions": list(distributions)})
+    environment = {k: v for k, v in os.environ.items() if k not in PROBE_ENV} | {k: v for k, v in env if v is not None}
+    try:
+        done = subprocess.run([python, str(PROBE_SCRIPT), request], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S, env=environment)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return TrainerProbe(False, error=str(exc))
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return TrainerProbe(False, error=(done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1])
+    try:
+        data = json.loads(lines[-1])
+    except ValueError:
+        return TrainerProbe(False, error=f"unexpected output: {lines[-1][:200]}")
+    return TrainerProbe(True, python_version=data["python"], imports=data["imports"],
+                        distributions=data["distributions"], cuda_devices=data["cuda_devices"])
+
+
+def _import_findings(probe: TrainerProbe, python: str, sd_scripts: Path) -> list[Finding]:
+    findings = []
+    pip = f"{shlex.quote(python)} -m pip install"
+    for name, info in probe.imports.items():
+        if info["ok"]:
+            continue
+        if name in ("torch", "torchvision"):
+            fix = (f"{pip} torch torchvision (a CUDA build matching your driver, e.g. --index-url "
+                   "https://download.pytorch.org/whl/cu124; see vendor/README.md)")
+        elif name == "xformers":
+            fix = f"{pip} xformers, or re-plan with --set xformers=false --set sdpa=true"
+        else:
+            fix = f"cd {shlex.quote(str(sd_scripts))} && {pip} -r requirements.txt"
+        findings.append(finding("env/missing-module", "error", 4,
+                                f"the trainer's Python cannot import {name}: {info['error']}", fix))
+    return findings
+
+
+def _requirement_findings(probe: TrainerProbe, requirements: dict[str, str | None], python: str,
+                          sd_scripts: Path) -> list[Finding]:
+    missing = [name for name in requirements if probe.distributions.get(name) is None]
+    other = [f"{name} {probe.distributions[name]} (wants {pin})" for name, pin in requirements.items()
+             if pin and probe.distributions.get(name) not in (None, pin)]
+    fix = f"cd {shlex.quote(str(sd_scripts))} && {shlex.quote(python)} -m pip install -r requirements.txt"
+    findings = []
+    if missing:
+        findings.append(finding("env/requirements-missing", "error", 4,
+                                f"{len(missing)} of sd-scripts' requirements are not installed in the trainer's Python: "
+                                f"{', '.join(missing)}.", fix))
+    if other:
+        findings.append(finding("env/requirements-version", "warning", 4,
+                                f"installed versions differ from sd-scripts' requirements.txt: {', '.join(other)}.", fix))
+    return findings
+
+
+def cuda_device_count(probe: TrainerProbe) -> int:
+    """CUDA devices the trainer will see: the fake probe (LORAKIT_FAKE_GPU), else the trainer's torch, else NVML."""
+    if os.environ.get(FAKE_ENV) is not None:
+        from lorakit.machine.probe import probe as host_probe
+
+        return len(host_probe().gpus)
+    if probe.cuda_devices is not None:
+        return probe.cuda_devices
+    from lorakit.machine.probe import probe as host_probe
+
+    return len(host_probe().gpus)
+
+
+# --- the plan on this machine ---------------------------------------------------------------------
+
+def _plan_findings(plan: Plan, *, cpu: bool, cuda: int, gpus: str | None) -> list[Finding]:
+    values = plan.value_set
+    findings = []
+    if cpu and values["mixed_precision"] == "fp16":
+        findings.append(finding("env/cpu-fp16", "error", 4,
+                                "the plan trains in fp16, which the CPU cannot do (sd-scripts stalls in latent caching).",
+                                "re-plan with --set mixed_precision=bf16 (or no)", key="mixed_precision"))
+    # num_processes counts every machine's processes; this machine runs its share
+    processes = -(-values["num_processes"] // max(1, values["num_machines"]))
+    ids = [i.strip() for i in (gpus or values["gpu_ids"] or "").split(",") if i.strip()]
+    bad = [i for i in ids if not i.isdigit() or (not cpu and cuda and int(i) >= cuda)]
+    if bad:
+        findings.append(finding("env/bad-gpu-ids", "error", 4,
+                                f"GPU id(s) {', '.join(bad)} do not name a CUDA device here (the trainer sees {cuda}: "
+                                f"ids 0 to {max(cuda - 1, 0)}).",
+                                "give --gpus as device numbers, e.g. --gpus 0 or --gpus 0,1"))
+    if not cpu and ids and len(ids) < processes:
+        findings.append(finding("env/gpus-too-few", "error", 4,
+                                f"this machine runs {processes} of the plan's processes but only {len(ids)} GPU id(s) are given ({','.join(ids)}).",
+                                f"give {processes} ids with --gpus, or re-plan with --set num_processes={len(ids) * max(1, values['num_machines'])}"))
+    if not cpu and not ids and cuda < processes:
+        findings.append(finding("env/gpus-too-few", "error", 4,
+                                f"this machine runs {processes} of the plan's processes but the trainer sees {cuda} CUDA device(s).",
+                                f"re-plan with --set num_processes={max(cuda, 1) * max(1, values['num_machines'])}"))
+    return findings
+
+
+
+def needed_disk_gib(plan: Plan) -> float:
+    """LoRA files the run keeps, plus state folders (weights + AdamW's two moments), in GiB."""
+    values = plan.value_set
+    per_file = MB_PER_RANK * (values["network_dim"] or 4) / 1024
+    if values["save_precision"] in ("fp16", "bf16"):
+        per_file /= 2
+    files = sum(1 for s in plan.saves if s.kept) or 1
+    states = sum(1 for s in plan.saves if s.kept and s.state_dir)
+    return files * per_file + states * 3 * per_file
+
+
+def _disk_finding(plan: Plan, free: float) -> Finding | None:
+    need = needed_disk_gib(plan)
+    where = plan.value_set["output_dir"] or plan.plan_dir
+    if free < need:
+        return finding("env/disk-full", "error", 4,
+                       f"{free:.1f} GiB free at {where}, the run's files need about {need:.1f} GiB.",
+                       "free disk space, or re-plan with fewer saves (--set save_last_n_epochs=2) or --set output_dir=DIR on a larger disk")
+    if free < max(2 * need, 2.0):
+        return finding("env/disk-low", "warning", 4,
+                       f"only {free:.1f} GiB free at {where}; the run's files need about {need:.1f} GiB.",
+                       "free some disk space before long runs")
+    return None
