@@ -85,8 +85,9 @@ def bench_parse(steps: int, runs: int) -> None:
 def bench_watch(steps: int, tensorboard: bool) -> None:
     from conftest import FAKE_SD_SCRIPTS, FAKE_TRAINER_ENV, make_folder
     from hubgen import cache_sdxl, fake_checkpoint
-    from lorakit.run.launch import LaunchOptions, run_plan
+
     from lorakit.plan.build import PlanRequest, make_plan, write_plan
+    from lorakit.run.launch import LaunchOptions, run_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from hubgen import cache_sdxl, fake_checkpoint
 from imagegen import write_png
 

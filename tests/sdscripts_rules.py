@@ -4,9 +4,9 @@ so rendered files can be checked against sd-scripts rather than against lorakit 
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
+import tomllib
 from conftest import REPO, SHARED_DOCS
 
 ARGS_FILE = SHARED_DOCS / "sd-scripts-args.json"

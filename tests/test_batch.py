@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import tomllib
 
 from lorakit.cli.main import cli
@@ -114,9 +115,10 @@ from html.parser import HTMLParser  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from hubgen import fake_checkpoint  # noqa: E402
+
 from lorakit.batch.run import LOCK_FILE, BatchRunOptions, run_batch  # noqa: E402
-from lorakit.watch.events import Step  # noqa: E402
 from lorakit.run.launch import Stopper  # noqa: E402
+from lorakit.watch.events import Step  # noqa: E402
 
 FAST = ["max_train_steps=6", "mixed_precision=bf16", "sample_every_n_steps=3"]
 

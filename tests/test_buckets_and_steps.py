@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import make_folder
+
 from lorakit.dataset.buckets import BucketAssigner, BucketSettings, make_bucket_resolutions
 from lorakit.dataset.scan import scan_dataset
 from lorakit.dataset.steps import Placed, compute_steps, predict_sample_steps, predict_saves

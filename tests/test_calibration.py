@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
-import tomllib
 
 import pytest
+import tomllib
 
 from lorakit.cli.main import cli
 

@@ -6,9 +6,9 @@ import json
 import os
 
 import pytest
-
 from conftest import make_folder
 from imagegen import write_png
+
 from lorakit.cli.main import cli
 from lorakit.dataset.scan import parse_repeat_folder, scan_dataset
 

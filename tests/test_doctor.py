@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FAKE_SD_SCRIPTS, make_plan
+
 from lorakit import SD_SCRIPTS_COMMIT
 from lorakit.cli.main import cli
-from lorakit.run.doctor import needed_disk_gib, read_requirements, sd_scripts_commit
 from lorakit.plan.build import load_plan
+from lorakit.run.doctor import needed_disk_gib, read_requirements, sd_scripts_commit
 
 
 def doctor(runner, *args: str) -> tuple[int, dict]:

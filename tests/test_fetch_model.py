@@ -9,8 +9,8 @@ from unittest import mock
 
 import huggingface_hub
 import pytest
-
 from hubgen import SDXL, SDXL_FILE, cache_files, diffusers_files, fake_checkpoint, tokenizer_files
+
 from lorakit.cli.main import cli
 from lorakit.errors import UserError
 from lorakit.models.fetch import ensure_local, gate_findings, relocate

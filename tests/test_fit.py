@@ -8,15 +8,15 @@ import math
 
 import pytest
 
+from lorakit.cli.main import cli
+from lorakit.config.presets import PresetRegistry
+from lorakit.config.resolve import resolve
+from lorakit.machine.probe import choose_target
 from lorakit.plan import build as plan_module
 from lorakit.plan.assumptions import Assumptions
-from lorakit.cli.main import cli
+from lorakit.plan.build import PlanRequest, make_plan
 from lorakit.plan.estimate import setup_from_values, vram_gib
 from lorakit.plan.fit import fit_to_gpu
-from lorakit.plan.build import PlanRequest, make_plan
-from lorakit.config.presets import PresetRegistry
-from lorakit.machine.probe import choose_target
-from lorakit.config.resolve import resolve
 
 FIVE_GPUS = ["rtx3080-10gb", "rtx3060-12gb", "rtx4090", "a100-80gb", "h100"]  # by VRAM, then speed
 

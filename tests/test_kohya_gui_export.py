@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import REPO, make_folder
 from hubgen import SDXL, cache_files, diffusers_files, fake_checkpoint, safetensors_bytes
 from kohya_gui_rules import KEYS, export_problems
+
 from lorakit.cli.main import cli
+from lorakit.config.presets import PresetRegistry
+from lorakit.config.schema import registry
+from lorakit.config.values import ResolvedValue
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import direct_keys, export_plan, fits_choices, gui_arguments, gui_value
 from lorakit.kohya_gui.keys import gui_keys
 from lorakit.plan.build import PlanRequest, make_plan, write_plan
-from lorakit.config.presets import PresetRegistry
-from lorakit.config.schema import registry
-from lorakit.config.values import ResolvedValue
 
 GOLDEN = REPO / "tests" / "golden" / "kohya-gui"
 VERSIONS = ["master", "v26", "v25", "v24"]

@@ -4,20 +4,20 @@ them, the GUI's own SDXL presets, bad files, and the round trip plan → export 
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import REPO, make_folder
+from test_kohya_gui_export import builtin_presets, plan_arguments, planned
+
 from lorakit.cli.main import cli
+from lorakit.config.presets import PresetRegistry, load_preset
 from lorakit.errors import ConfigError, UserError
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import export_plan
 from lorakit.kohya_gui.importer import import_gui_config
 from lorakit.plan.build import PlanRequest, make_plan
-from lorakit.config.presets import PresetRegistry, load_preset
-from test_kohya_gui_export import builtin_presets, plan_arguments, planned
 
 GUI_PRESETS = REPO / "tests" / "fixtures" / "kohya_gui_presets"
 

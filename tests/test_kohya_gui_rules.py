@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO, SHARED_DOCS, make_folder
-from lorakit.kohya_gui.keys import VERSIONS, gui_keys, value_problems, version_keys
+
 from lorakit.kohya_gui.gui_toml import gui_run
+from lorakit.kohya_gui.keys import VERSIONS, gui_keys, value_problems, version_keys
 from lorakit.kohya_gui.load import migrate
 
 SHIPPED = REPO / "lorakit" / "data" / "kohya-gui-lora-keys.json"

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from hubgen import fake_checkpoint
 from conftest import make_plan
+from hubgen import fake_checkpoint
+
 from lorakit.cli.main import cli
-from lorakit.watch.events import GpuSample, Step
 from lorakit.run.launch import LaunchOptions, Stopper, run_plan
+from lorakit.watch.events import GpuSample, Step
 
 
 def launch(runner, plan: Path, *args: str):

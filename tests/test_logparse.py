@@ -9,9 +9,19 @@ import math
 import pytest
 
 from lorakit.watch.events import (
-    CheckpointSaved, Epoch, LogMessage, ModelSaved, Problem, Progress, SampleStarted, StateSaved, Step, TrainingSummary,
+    CheckpointSaved,
+    Epoch,
+    LogMessage,
+    ModelSaved,
+    Problem,
+    Progress,
+    SampleStarted,
+    StateSaved,
+    Step,
+    TrainingSummary,
+    parse_interval,
+    parse_rate,
 )
-from lorakit.watch.events import parse_interval, parse_rate
 from lorakit.watch.parse import StreamParser, parse_stream
 
 

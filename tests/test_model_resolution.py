@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from hubgen import (
-    COMMIT, SDXL, SDXL_FILE, cache_files, cache_sdxl, diffusers_files, fake_checkpoint, fake_lora, write_safetensors,
+    COMMIT,
+    SDXL,
+    SDXL_FILE,
+    cache_files,
+    cache_sdxl,
+    diffusers_files,
+    fake_checkpoint,
+    fake_lora,
+    write_safetensors,
 )
+
 from lorakit.cli.main import cli
 from lorakit.models.source import human_bytes
 

@@ -6,14 +6,14 @@ import json
 import shlex
 import subprocess
 import sys
-import tomllib
 
 import pytest
-
+import tomllib
 from conftest import REPO, make_folder
 from imagegen import write_png
-from lorakit.cli.main import cli
 from sdscripts_rules import config_problems, dataset_problems
+
+from lorakit.cli.main import cli
 
 
 def plan(runner, *args: str):

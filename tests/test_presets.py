@@ -7,9 +7,9 @@ import json
 import pytest
 
 from lorakit.cli.main import cli
-from lorakit.errors import ConfigError, UserError
 from lorakit.config.presets import PresetRegistry
 from lorakit.config.resolve import resolve
+from lorakit.errors import ConfigError, UserError
 
 REQUIRED = {
     "sdxl-base", "pony", "kohya-example", "adamw", "adafactor", "prodigy", "lowvram-8gb",

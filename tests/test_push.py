@@ -9,10 +9,10 @@ from unittest import mock
 import huggingface_hub
 import pytest
 import yaml
-
 from conftest import make_folder
 from hubgen import fake_lora, write_safetensors
 from imagegen import write_png
+
 from lorakit.cli.main import cli
 from lorakit.models.source import human_bytes
 from lorakit.plan.build import PlanRequest, load_plan, make_plan, write_plan

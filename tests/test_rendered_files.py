@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
-from lorakit import __version__
-from lorakit.plan.build import PlanRequest, make_plan, write_plan
-from lorakit.config.presets import PresetRegistry
 from sdscripts_rules import config_problems, dataset_problems
+
+from lorakit import __version__
+from lorakit.config.presets import PresetRegistry
+from lorakit.plan.build import PlanRequest, make_plan, write_plan
 
 GOLDEN = REPO / "tests" / "golden"
 GPUS = ["rtx3070-8gb", "rtx3060-12gb", "rtx4090", "a100-80gb", "t4"]

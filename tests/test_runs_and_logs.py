@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_plan
+
 from lorakit.cli.main import cli
 from lorakit.run.outputs import list_outputs, safetensors_metadata
 

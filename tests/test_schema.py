@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO, SHARED_DOCS
+
 from lorakit.cli.main import cli
 from lorakit.config.schema import LORAKIT_KEYS, ValueProblem, parse_text, registry, spec_for
 

@@ -19,10 +19,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from lorakit import __version__
+from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, has_errors
 from lorakit.plan.build import PlanRequest, check_can_write, make_plan, write_plan
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
 
 MANIFEST = "batch.json"
 _SLUG = re.compile(r"[^A-Za-z0-9._=+-]+")

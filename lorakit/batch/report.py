@@ -12,13 +12,13 @@ import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.publish.artifacts import sample_rounds
 from lorakit.batch.manifest import load_batch
 from lorakit.batch.status import COLUMNS, batch_rows, cells
 from lorakit.errors import UserError
+from lorakit.plan.build import load_plan
+from lorakit.publish.artifacts import sample_rounds
 from lorakit.watch.events import Step
 from lorakit.watch.logfile import read_events
-from lorakit.plan.build import load_plan
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 NUMERIC = {"final_loss", "min_loss", "it_per_s", "peak_vram_gib", "steps"}

@@ -21,11 +21,11 @@ from typing import Literal
 
 from lorakit.batch.manifest import BatchManifest, BatchRun, load_batch
 from lorakit.errors import LorakitError, UserError
-from lorakit.watch.events import Event
+from lorakit.plan.build import load_plan
 from lorakit.run.launch import Interrupted, LaunchOptions, Stopper, run_plan
 from lorakit.run.outputs import latest_state, model_files
-from lorakit.plan.build import load_plan
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
+from lorakit.watch.events import Event
 
 LOCK_FILE = "batch.lock"
 PROGRESS_FILE = "batch-run.json"

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lorakit.watch.events import (
-    CheckpointSaved, Epoch, Event, Exited, GpuSample, LogMessage, Mismatch, ModelSaved, Problem, Progress,
-    SampleStarted, Started, StateSaved, TrainingSummary,
-)
 from lorakit.util.text import duration_text, loss_text
+from lorakit.watch.events import (
+    CheckpointSaved,
+    Epoch,
+    Event,
+    Exited,
+    GpuSample,
+    LogMessage,
+    Mismatch,
+    ModelSaved,
+    Problem,
+    Progress,
+    SampleStarted,
+    Started,
+    StateSaved,
+    TrainingSummary,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,7 +131,8 @@ class BarDisplay(Display):
     """A rich progress bar on a terminal."""
 
     def __init__(self, console: Console):
-        from rich.progress import BarColumn, Progress as Bar, TextColumn
+        from rich.progress import BarColumn, TextColumn
+        from rich.progress import Progress as Bar
 
         super().__init__(console)
         self.bar = Bar(TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -104,8 +104,8 @@ presets_dir_option = click.option(
 @presets_dir_option
 def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs: tuple[Path, ...]) -> None:
     """List the presets, or show NAME's resolved values and where each comes from."""
-    from lorakit.errors import UserError
     from lorakit.config.presets import PresetRegistry
+    from lorakit.errors import UserError
 
     registry = PresetRegistry(list(presets_dirs))
     if name is None:
@@ -255,9 +255,9 @@ def export_group() -> None:
 @click.option("--force", is_flag=True, help="Replace the file if it exists.")
 def export_kohya_gui(plan_dir: Path, output: Path | None, gui_version: str, force: bool) -> None:
     """Write PLAN as a Kohya SS GUI LoRA config that trains the same run (open it with Load in the GUI)."""
+    from lorakit.cli.views import console, print_findings
     from lorakit.kohya_gui.export import default_output, export_plan, write_export
     from lorakit.plan.build import load_plan
-    from lorakit.cli.views import console, print_findings
 
     plan_data = load_plan(plan_dir)
     exported = export_plan(plan_data, gui_version)
@@ -279,8 +279,8 @@ def import_group() -> None:
               help="The preset file to write (default: kohya-NAME.toml in your presets folder); never overwritten.")
 def import_kohya_gui(file: Path, output: Path | None) -> None:
     """Read a Kohya SS GUI LoRA config (JSON) as the GUI does and write it as a lorakit preset."""
-    from lorakit.kohya_gui.importer import default_preset_path, import_gui_config, write_preset
     from lorakit.cli.views import console, print_findings
+    from lorakit.kohya_gui.importer import default_preset_path, import_gui_config, write_preset
 
     imported = import_gui_config(file)
     path = write_preset(imported, output or default_preset_path(file))
@@ -305,8 +305,8 @@ def dataset() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def dataset_check(path: Path, reg, token, preset_names, overrides, as_json: bool) -> None:
     """Gate 1 on PATH: the findings, a per-folder table and a bucket histogram."""
-    from lorakit.plan.datacheck import check_dataset
     from lorakit.findings import has_errors
+    from lorakit.plan.datacheck import check_dataset
 
     report = check_dataset(path, reg=reg, token=token, presets=list(preset_names), overrides=list(overrides))
     analysis = report.analysis
@@ -432,8 +432,8 @@ def with_trainer_options(function):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def doctor(plan_dir: Path | None, sd_scripts, python, gpus, cpu, as_json: bool) -> None:
     """Gate 4: check sd-scripts, the trainer's Python and packages, CUDA, the base model and disk (for PLAN)."""
-    from lorakit.run.doctor import DoctorOptions, run_doctor
     from lorakit.plan.build import load_plan
+    from lorakit.run.doctor import DoctorOptions, run_doctor
 
     plan = load_plan(plan_dir) if plan_dir is not None else None
     report = run_doctor(plan, DoctorOptions(sd_scripts, python, gpus, cpu))
@@ -463,8 +463,8 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
     SIGKILL; press Ctrl-C again to escalate at once. Exit code 0 when the run succeeded, 1 when it
     failed (with a diagnosis and what to do), 130 when it was interrupted.
     """
-    from lorakit.run.launch import LaunchOptions, Stopper, prepare_launch, run_plan, stop_on_signals
     from lorakit.cli.views import console
+    from lorakit.run.launch import LaunchOptions, Stopper, prepare_launch, run_plan, stop_on_signals
 
     options = LaunchOptions(sd_scripts=sd_scripts, python=python, gpus=gpus, cpu=cpu, resume=resume, fresh=fresh,
                             tensorboard=not no_tensorboard)
@@ -475,9 +475,9 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
         print_setup(out, prepare_launch(plan_dir, options, check_outputs=False))
         return
     from lorakit.cli.display import make_display
+    from lorakit.cli.views import print_run
     from lorakit.errors import LaunchError
     from lorakit.run.launch import log_tail
-    from lorakit.cli.views import print_run
 
     display = make_display(out, plain=True if plain else None, every_s=every)
     stopper = Stopper()
@@ -602,9 +602,9 @@ def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_f
     """
     from lorakit.batch.run import BatchRunOptions, run_batch
     from lorakit.cli.display import PlainDisplay
+    from lorakit.cli.views import console
     from lorakit.errors import UserError
     from lorakit.run.launch import Stopper, stop_on_signals
-    from lorakit.cli.views import console
 
     slots = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     if gpus is not None and not slots:

@@ -12,13 +12,13 @@ from lorakit.util.text import duration_text, gib_text, hours_text, loss_text, sh
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from lorakit.run.calibrate import CalibrationUpdate
+    from lorakit.config.presets import Preset
+    from lorakit.config.values import Values
+    from lorakit.dataset.steps import StepMath
+    from lorakit.machine.probe import HostInfo
     from lorakit.models.source import ModelSection
     from lorakit.plan.build import Plan
-    from lorakit.config.presets import Preset
-    from lorakit.machine.probe import HostInfo
-    from lorakit.dataset.steps import StepMath
-    from lorakit.config.values import Values
+    from lorakit.run.calibrate import CalibrationUpdate
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 

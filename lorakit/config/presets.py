@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lorakit.util import tomlio
+from lorakit.config.schema import RESERVED_KEYS, ValueProblem, coerce, spec_for
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding
+from lorakit.util import tomlio
 from lorakit.util.resources import presets_dir, user_config_dir
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, coerce, spec_for
 
 BASE_PRESET = "sdxl-base"
 PresetKind = Literal["base", "flavour", "task", "optimizer", "hardware", "user"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lorakit.errors import ConfigError
 from lorakit.config.presets import BASE_PRESET, Preset, PresetRegistry
 from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
 from lorakit.config.values import USER_SOURCE, Values
+from lorakit.errors import ConfigError
 
 # What every plan has even when no preset says so; presets and --set override these.
 DEFAULTS: dict[str, tuple[object, str]] = {

@@ -11,11 +11,11 @@ from __future__ import annotations
 import ast
 import difflib
 import shlex
-from lorakit.util import tomlio
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
+from lorakit.util import tomlio
 from lorakit.util.resources import sd_scripts_arguments
 
 Kind = Literal[

@@ -19,17 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.schema import registry
+from lorakit.config.values import Values
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import command_line_tokens, command_line_values, differences, sd_scripts_keys
-from lorakit.kohya_gui.keys import (NEWEST, OTHER_MODEL_FLAGS, SDXL_FLAG, VERSIONS, GuiKey, gui_keys, value_problems,
-                                    version_keys)
 from lorakit.kohya_gui.gui_toml import BLOCK_ARGS, LORAPLUS_ARGS, LYCORIS_ALGOS, gui_run
+from lorakit.kohya_gui.keys import NEWEST, OTHER_MODEL_FLAGS, SDXL_FLAG, VERSIONS, GuiKey, gui_keys, value_problems, version_keys
 from lorakit.kohya_gui.load import migrate
 from lorakit.models.source import ModelSource, fetch_fix
 from lorakit.plan.build import Plan
-from lorakit.config.schema import registry
-from lorakit.config.values import Values
 
 GATE = 2
 EXPORT_FILE = "kohya_gui.json"

@@ -14,15 +14,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
+from lorakit.config.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tuple
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
 from lorakit.kohya_gui.export import direct_keys
-from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
 from lorakit.kohya_gui.gui_toml import NON_SDXL_TYPES, gui_run
+from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config
-from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tuple
 
 GATE = 2
 # sd-scripts arguments in the GUI's TOML that a lorakit plan sets from its own folder and dataset.

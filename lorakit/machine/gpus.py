@@ -7,8 +7,8 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict
 
-from lorakit.util import tomlio
 from lorakit.errors import UserError
+from lorakit.util import tomlio
 from lorakit.util.resources import presets_dir
 
 GIB = 1024**3

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from lorakit.machine import gpus as gpu_catalog
 from lorakit.errors import UserError
+from lorakit.machine import gpus as gpu_catalog
 from lorakit.machine.gpus import GIB, MIB
 
 VRAM_MARGIN = 0.20  # seed 004: "We always calculate with a 20% VRAM safety margin"

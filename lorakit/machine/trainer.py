@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from lorakit.util.resources import repo_root
 from lorakit.config.values import Values
+from lorakit.util.resources import repo_root
 
 SD_SCRIPTS_ENV = "LORAKIT_SD_SCRIPTS"
 PYTHON_ENV = "LORAKIT_PYTHON"

@@ -12,18 +12,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict
 
 from lorakit.errors import ConfigError, UserError
-from lorakit.models.filehash import sha256_file, sha256_folder
 from lorakit.findings import Finding
+from lorakit.models.filehash import sha256_file, sha256_folder
 from lorakit.models.hub import hub_installed
 from lorakit.models.hubcache import hub_cache_dir, hub_offline, repo_dir, snapshot
 from lorakit.models.ref import DEFAULT_REVISION
 from lorakit.models.source import (
-    INCLUDE, ModelSection, ModelSource, launch_findings, locate, make_links, matching_files, missing_parts,
+    INCLUDE,
+    ModelSection,
+    ModelSource,
+    launch_findings,
+    locate,
+    make_links,
+    matching_files,
+    missing_parts,
     status_line,
 )
+
 
 class LocalModel(BaseModel):
     """One model input as the run uses it (run.json records these)."""

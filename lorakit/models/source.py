@@ -27,14 +27,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.config.values import ResolvedValue, Values
 from lorakit.findings import Finding, finding
+from lorakit.machine.probe import GIB, free_disk_gib
 from lorakit.models.hub import INSTALL, hub_installed
 from lorakit.models.hubcache import hub_cache_dir, hub_offline, size_of, snapshot
 from lorakit.models.links import hub_link, local_link, needs_local_link
-from lorakit.machine.probe import GIB, free_disk_gib
 from lorakit.models.ref import DEFAULT_REVISION, SYNTAX, WEIGHT_SUFFIXES, Kind, ModelRef, parse_model_ref
 from lorakit.util.safetensors_file import read_header
-from lorakit.config.values import ResolvedValue, Values
 
 BASE_KEY = "pretrained_model_name_or_path"
 VAE_KEY = "vae"

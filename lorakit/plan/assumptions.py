@@ -20,10 +20,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lorakit.util import tomlio
 from lorakit.errors import UserError
-from lorakit.plan.estimate import default_overhead_gib
 from lorakit.machine.probe import TargetGpu
+from lorakit.plan.estimate import default_overhead_gib
+from lorakit.util import tomlio
 from lorakit.util.resources import user_config_dir
 
 CALIBRATION_ENV = "LORAKIT_CALIBRATION"

@@ -18,25 +18,25 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from lorakit import SD_SCRIPTS_COMMIT, __version__
-from lorakit.dataset.buckets import BucketSettings
-from lorakit.plan.assumptions import Assumptions, assumptions_for
-from lorakit.plan.check import CheckContext, check_parameters
-from lorakit.dataset.scan import DatasetScan, Subset, scan_dataset
-from lorakit.errors import GateError, UserError
-from lorakit.plan.estimate import TimeReport, VramReport, setup_from_values, time_report, vram_report
-from lorakit.findings import Finding, finding, has_errors, sort_findings
-from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
-from lorakit.plan.hardware import check_hardware
-from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.config.presets import ImportedPreset, PresetRegistry
-from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
-from lorakit.plan.prompts import sample_prompt_lines
-from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.config.resolve import resolve
 from lorakit.config.schema import resolution_tuple
-from lorakit.dataset.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
-from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_command
 from lorakit.config.values import ResolvedValue, Values
+from lorakit.dataset.buckets import BucketSettings
+from lorakit.dataset.scan import DatasetScan, Subset, scan_dataset
+from lorakit.dataset.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
+from lorakit.errors import GateError, UserError
+from lorakit.findings import Finding, finding, has_errors, sort_findings
+from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
+from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_command
+from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
+from lorakit.plan.assumptions import Assumptions, assumptions_for
+from lorakit.plan.check import CheckContext, check_parameters
+from lorakit.plan.estimate import TimeReport, VramReport, setup_from_values, time_report, vram_report
+from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.plan.hardware import check_hardware
+from lorakit.plan.prompts import sample_prompt_lines
+from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
 HISTORY_DIR = ".lorakit-history"

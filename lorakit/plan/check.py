@@ -8,13 +8,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lorakit.config.derived import (
+    adafactor_fixed_lr,
+    caption_augmentations,
+    image_augmentations,
+    is_adaptive,
+    optimizer_name,
+    trains_text_encoder,
+    unet_lr,
+)
+from lorakit.config.schema import check_key_value_items, resolution_tuple
+from lorakit.config.values import Values
 from lorakit.dataset.scan import DatasetScan
+from lorakit.dataset.steps import SaveEvent, StepMath, at_batch, batch1_dose, batch1_steps, effective_batch
 from lorakit.findings import Finding, finding
 from lorakit.machine.probe import TargetGpu
-from lorakit.config.schema import check_key_value_items, resolution_tuple
-from lorakit.config.derived import adafactor_fixed_lr, caption_augmentations, image_augmentations, is_adaptive, optimizer_name, trains_text_encoder, unet_lr
-from lorakit.dataset.steps import SaveEvent, StepMath, at_batch, batch1_dose, batch1_steps, effective_batch
-from lorakit.config.values import Values
 
 if TYPE_CHECKING:
     from lorakit.plan.assumptions import Assumptions

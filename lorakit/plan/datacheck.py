@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.plan.check import check_parameters
-from lorakit.findings import Finding, sort_findings
-from lorakit.plan.build import DatasetAnalysis, analyse_dataset
 from lorakit.config.presets import PresetRegistry
 from lorakit.config.resolve import resolve
 from lorakit.config.values import Values
+from lorakit.findings import Finding, sort_findings
+from lorakit.plan.build import DatasetAnalysis, analyse_dataset
+from lorakit.plan.check import check_parameters
 
 
 @dataclass

@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
-from lorakit.plan.assumptions import Assumptions
 from lorakit.config.derived import caption_augmentations, image_augmentations, is_adaptive
-from lorakit.dataset.steps import batch1_steps
+from lorakit.config.presets import PresetRegistry
+from lorakit.config.values import Values
+from lorakit.dataset.steps import Placed, StepMath, batch1_steps, compute_steps
+from lorakit.findings import Finding, finding
+from lorakit.machine.probe import TargetGpu
+from lorakit.plan.assumptions import Assumptions
 from lorakit.plan.estimate import (
     TrainingSetup,
     canonical_optimizer,
@@ -41,11 +45,6 @@ from lorakit.plan.estimate import (
     setup_from_values,
     vram_gib,
 )
-from lorakit.findings import Finding, finding
-from lorakit.config.presets import PresetRegistry
-from lorakit.machine.probe import TargetGpu
-from lorakit.dataset.steps import Placed, StepMath, compute_steps
-from lorakit.config.values import Values
 
 FitMode = Literal["speed", "memory", "off"]
 FIT_MODES = ("speed", "memory", "off")

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lorakit.config.values import Values
+from lorakit.findings import Finding, finding
+from lorakit.machine.probe import VRAM_MARGIN
 from lorakit.plan.assumptions import Assumptions
 from lorakit.plan.check import CheckContext
 from lorakit.plan.estimate import (
@@ -20,10 +23,7 @@ from lorakit.plan.estimate import (
     setup_from_values,
     vram_gib,
 )
-from lorakit.findings import Finding, finding
 from lorakit.plan.fit import Lever, apply_levers, checkpointing_lever, combinations, memory_levers, speedup_levers
-from lorakit.machine.probe import VRAM_MARGIN
-from lorakit.config.values import Values
 
 GATE = 3
 MAX_ADVICE_LEVERS = 3

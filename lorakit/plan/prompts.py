@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lorakit.dataset.scan import Subset
 from lorakit.config.schema import resolution_tuple
 from lorakit.config.values import Values
+from lorakit.dataset.scan import Subset
 
 MAX_PROMPTS = 6
 

@@ -14,11 +14,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lorakit.util import tomlio
-from lorakit.dataset.scan import Subset
-from lorakit.util.resources import templates_dir
 from lorakit.config.schema import SUBSET_ONLY_KEYS, registry, resolution_tuple
 from lorakit.config.values import ResolvedValue, Values
+from lorakit.dataset.scan import Subset
+from lorakit.util import tomlio
+from lorakit.util.resources import templates_dir
 
 # config.toml tables, for people: sd-scripts flattens them (facts §b), so the names carry no meaning.
 SECTIONS: list[tuple[str, tuple[str, ...]]] = [

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.publish.artifacts import LoraFile, Sample
+from lorakit.config.values import HEADLINE_KEYS
 from lorakit.models.source import BASE_KEY, KNOWN_REPOS, human_bytes
 from lorakit.plan.build import Plan
 from lorakit.plan.render import render
-from lorakit.config.values import HEADLINE_KEYS
+from lorakit.publish.artifacts import LoraFile, Sample
 from lorakit.util.text import show
 
 TAGS = ["text-to-image", "stable-diffusion-xl", "lora", "template:sd-lora", "sd-scripts", "lorakit"]

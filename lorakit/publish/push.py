@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import UserError
-from lorakit.publish.modelcard import CardFacts, card_facts, render_card, sample_url
 from lorakit.models.ref import is_repo_id
-from lorakit.publish.artifacts import find_lora, latest_samples
 from lorakit.plan.build import load_plan
+from lorakit.publish.artifacts import find_lora, latest_samples
+from lorakit.publish.modelcard import CardFacts, card_facts, render_card, sample_url
 
 CARD = "README.md"
 

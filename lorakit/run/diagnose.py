@@ -11,9 +11,9 @@ import shlex
 from dataclasses import dataclass
 
 from lorakit import SD_SCRIPTS_COMMIT
-from lorakit.watch.events import Problem
 from lorakit.plan.build import Plan
 from lorakit.util.text import show
+from lorakit.watch.events import Problem
 
 # The problem that explains a run best comes first; later ones are usually its consequences.
 PRIORITY = ["out-of-memory", "missing-module", "model-missing", "bad-arguments", "no-data", "nan-loss", "crash", "killed"]

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit import SD_SCRIPTS_COMMIT
 from lorakit.findings import Finding, finding, sort_findings
-from lorakit.models.source import ModelSection
-from lorakit.plan.build import Plan
 from lorakit.machine.probe import FAKE_ENV, free_disk_gib
 from lorakit.machine.trainer import TRAIN_SCRIPT, find_python, find_sd_scripts
+from lorakit.models.source import ModelSection
+from lorakit.plan.build import Plan
 
 PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "machine" / "trainerprobe.py"
 ALWAYS_IMPORTED = ("torch", "accelerate")

@@ -26,19 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit import __version__
-from lorakit.run.diagnose import Ending, diagnose
-from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
 from lorakit.errors import GateError, LorakitError, UserError
+from lorakit.machine.trainer import trainer_command
 from lorakit.models.fetch import LocalModels, relocate
 from lorakit.models.source import ModelSection
+from lorakit.plan.build import Plan, load_plan
+from lorakit.run.diagnose import Ending, diagnose
+from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
+from lorakit.run.outputs import latest_state, list_outputs, model_files, sample_files, saved_step, state_folders
+from lorakit.run.record import FINAL_STATES, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, process_alive, read_record, write_record
 from lorakit.watch.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
-from lorakit.run.outputs import latest_state, list_outputs, model_files, sample_files, saved_step, state_folders
-from lorakit.plan.build import Plan, load_plan
-from lorakit.run.record import FINAL_STATES, process_alive, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
 from lorakit.watch.tally import RunTally
-from lorakit.machine.trainer import trainer_command
 
 LOG_FILE = Path("logs") / "train.log"
 # Set for every trainer: unbuffered prints (events arrive when they happen), UTF-8 for sd-scripts'

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from lorakit.watch.events import GpuSample
 from lorakit.machine.probe import FAKE_ENV
+from lorakit.watch.events import GpuSample
 
 GIB = 1024**3
 

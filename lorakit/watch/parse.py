@@ -19,8 +19,18 @@ from collections.abc import Iterable
 from rich.cells import cell_len
 
 from lorakit.watch.events import (
-    CheckpointRemoved, CheckpointSaved, Epoch, Event, LogMessage, ModelSaved, Problem, Progress, SampleStarted,
-    StateSaved, Step, TrainingSummary,
+    CheckpointRemoved,
+    CheckpointSaved,
+    Epoch,
+    Event,
+    LogMessage,
+    ModelSaved,
+    Problem,
+    Progress,
+    SampleStarted,
+    StateSaved,
+    Step,
+    TrainingSummary,
 )
 
 _TERMINATOR = re.compile(r"(\r\n|\r|\n)")

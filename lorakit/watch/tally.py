@@ -6,7 +6,16 @@ import math
 import statistics
 
 from lorakit.watch.events import (
-    CheckpointSaved, Epoch, Event, GpuSample, LogMessage, ModelSaved, Problem, Progress, Step, TrainingSummary,
+    CheckpointSaved,
+    Epoch,
+    Event,
+    GpuSample,
+    LogMessage,
+    ModelSaved,
+    Problem,
+    Progress,
+    Step,
+    TrainingSummary,
 )
 
 

@@ -35,9 +35,10 @@ import struct
 import subprocess
 import sys
 import time
-import tomllib
 import zlib
 from pathlib import Path
+
+import tomllib
 
 ARGS_TABLE = Path(__file__).resolve().parents[2] / "lorakit" / "data" / "sd-scripts-args.json"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
