@@ -107,7 +107,8 @@ def plan_arguments(plan: Plan) -> dict[str, Any]:
     specs = registry()
     args = {k: v.value for k, v in plan.values.items() if specs[k].target != "lorakit" and v.value is not None}
     for source in model_sources(plan):
-        args[source.key] = trained_path(source)
+        if source.key is not None:
+            args[source.key] = trained_path(source)
     return args
 
 
@@ -328,7 +329,7 @@ def _accelerate(config: dict, values: Values) -> None:
 
 def _caption_extension(extension: str | None, findings: list[Finding]) -> str:
     choices = gui_keys()["caption_extension"].choices or ()
-    if extension in choices:
+    if extension is not None and extension in choices:
         return extension
     findings.append(finding(
         "gui/caption-extension", "info", GATE,
@@ -355,7 +356,8 @@ def _compared(plan: Plan, gui_args: dict[str, Any]) -> dict[str, Any]:
 
 def _models_as_trained(plan: Plan, gui_args: dict[str, Any]) -> dict[str, str]:
     """The GUI's kept Hub ids as the paths they stand for: sd-scripts loads the same model from either."""
-    return {s.key: trained_path(s) for s in model_sources(plan) if kept_hub_id(s) and gui_args.get(s.key) == kept_hub_id(s)}
+    return {s.key: trained_path(s) for s in model_sources(plan)
+            if s.key is not None and kept_hub_id(s) and gui_args.get(s.key) == kept_hub_id(s)}
 
 
 def _carry_the_rest(config: dict, plan: Plan, findings: list[Finding]) -> list[str]:

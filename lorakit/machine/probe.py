@@ -59,6 +59,8 @@ def probe(disk_path: Path | None = None) -> HostInfo:
     import psutil
 
     fake = os.environ.get(FAKE_ENV)
+    driver: str | None
+    reason: str | None
     if fake is not None:
         gpus, driver, reason = _fake_gpus(fake), "fake", None
         if not gpus:

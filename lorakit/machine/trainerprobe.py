@@ -6,6 +6,7 @@ one JSON object on its last line.
 """
 
 import json
+from typing import Any
 import sys
 
 
@@ -13,7 +14,7 @@ def main() -> None:
     request = json.loads(sys.argv[1])
     from importlib import metadata
 
-    result = {"python": sys.version.split()[0], "imports": {}, "distributions": {}, "cuda_devices": None,
+    result: dict[str, Any] = {"python": sys.version.split()[0], "imports": {}, "distributions": {}, "cuda_devices": None,
               "torch_cuda": None}
     for name in request.get("imports", []):
         try:

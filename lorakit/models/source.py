@@ -23,7 +23,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -145,7 +145,7 @@ def describe(role: Role, key: str, value: str, base_dir: Path | None = None) -> 
         return ModelSource(role=role, key=key, value=value, kind="missing", layout="checkpoint", rule="not set")
     ref = parse_model_ref(value, base_dir)
     folder: Layout = "diffusers" if role == "base" else "diffusers-vae"
-    fields = dict(role=role, key=key, value=value, kind=ref.kind, path=str(ref.path) if ref.path else None)
+    fields: dict[str, Any] = dict(role=role, key=key, value=value, kind=ref.kind, path=str(ref.path) if ref.path else None)
     if ref.kind == "file":
         return ModelSource(**fields, layout="checkpoint", rule="a local file")
     if ref.kind == "folder":
@@ -157,7 +157,8 @@ def describe(role: Role, key: str, value: str, base_dir: Path | None = None) -> 
 
 
 def _hub_source(ref: ModelRef, role: Role, key: str, folder: Layout) -> ModelSource:
-    fields = dict(role=role, key=key, value=ref.value, kind="hub", repo_id=ref.repo_id, revision=ref.hub_revision)
+    fields: dict[str, Any] = dict(role=role, key=key, value=ref.value, kind="hub", repo_id=ref.repo_id,
+                                  revision=ref.hub_revision)
     if ref.filename:
         return ModelSource(**fields, filename=ref.filename, layout="checkpoint", rule="the file named after ':'")
     known = KNOWN_REPOS.get(ref.repo_id or "") if role == "base" else None
@@ -319,12 +320,12 @@ def _local_findings(source: ModelSource) -> list[Finding]:
         return [finding("model/incomplete-folder", "error", GATE,
                         f"{source.key} '{source.value}' is a folder but not a loadable diffusers "
                         f"{'pipeline' if source.role == 'base' else 'VAE'}: it lacks {', '.join(missing)}.",
-                        f"give {SYNTAX}", key=source.key, paths=[path])]
+                        f"give {SYNTAX}", key=source.key, paths=[str(path)])]
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
         return [finding("model/unknown-format", "error", GATE,
                         f"{source.key} '{source.value}' is neither .safetensors nor a torch checkpoint (.ckpt, .pt, .pth, .bin); "
-                        "sd-scripts cannot load it.", "give the model's .safetensors file", key=source.key, paths=[path])]
+                        "sd-scripts cannot load it.", "give the model's .safetensors file", key=source.key, paths=[str(path)])]
     if suffix != ".safetensors":
         return []
     try:
@@ -332,12 +333,12 @@ def _local_findings(source: ModelSource) -> list[Finding]:
     except (OSError, ValueError) as exc:
         return [finding("model/unreadable", "error", GATE,
                         f"{source.key} '{source.value}' is not a complete safetensors file: {exc}.",
-                        "download the file again", key=source.key, paths=[path])]
+                        "download the file again", key=source.key, paths=[str(path)])]
     if header.is_lora:
         return [finding("model/lora-as-base", "error", GATE,
                         f"{source.key} '{source.value}' is a LoRA, not a {source.label}.",
                         "give the SDXL checkpoint the LoRA is trained on (a LoRA to start from goes in network_weights)",
-                        key=source.key, paths=[path])]
+                        key=source.key, paths=[str(path)])]
     return []
 
 

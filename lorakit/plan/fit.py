@@ -170,13 +170,16 @@ def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -
                                "halves the frozen model's memory"),),
             lambda s: s.with_(fp8_unet=True, fp8_text_encoders=True), fit_uses="low-vram",
             quality="the LoRA trains against fp8 copies of the frozen weights (experimental in sd-scripts)"))
+    def at_side(side: int) -> Callable[[TrainingSetup], TrainingSetup]:
+        return lambda s: s.with_(width=side, height=side)
+
     for side, cost, low, high in ((768, 5, 256, 1536), (512, 8, 256, 1024)):
         if setup.megapixels > side * side / 1e6 + 1e-9:
             out.append(Lever(f"{side}² resolution", cost, (
                 ("resolution", f"{side},{side}", recipe["resolution"]),
                 ("min_bucket_reso", low, recipe["min_bucket_reso"]),
                 ("max_bucket_reso", high, recipe["max_bucket_reso"])),
-                lambda s, side=side: s.with_(width=side, height=side), fit_uses="low-vram", group="resolution",
+                at_side(side), fit_uses="low-vram", group="resolution",
                 quality=f"{side}² images lose detail against SDXL's native 1024²"))
     if respect_user:
         out = [lever for lever in out if not any(values.user_set(key) for key in lever.keys())]

@@ -79,6 +79,8 @@ def smallest_change(values: Values, setup: TrainingSetup, budget_gib: float, ove
 
 def vram_budget(ctx: CheckContext) -> list[Finding]:
     target = ctx.target
+    if target is None:  # only the dataset is checked
+        return []
     assumptions = ctx.assumptions or Assumptions.uncalibrated()
     setup = setup_from_values(ctx.values)
     estimate = vram_gib(setup, assumptions.overhead_gib)
@@ -101,7 +103,7 @@ def vram_budget(ctx: CheckContext) -> list[Finding]:
 
 def bf16_support(ctx: CheckContext) -> list[Finding]:
     target, v = ctx.target, ctx.values
-    if target.bf16:
+    if target is None or target.bf16:
         return []
     used = [key for key in ("mixed_precision", "full_bf16") if (v[key] == "bf16" if key == "mixed_precision" else v[key])]
     if not used:

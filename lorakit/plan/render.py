@@ -116,7 +116,7 @@ def _toml_ready(key: str, item: ResolvedValue) -> Any:
 
 def config_sections(values: Values) -> list[dict]:
     entries = {e.key: e for e in _entries(values, "config")}
-    sections = []
+    sections: list[dict[str, Any]] = []
     for name, keys in SECTIONS:
         chosen = [entries.pop(k) for k in keys if k in entries]
         if chosen:

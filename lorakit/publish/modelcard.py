@@ -58,7 +58,7 @@ def sample_url(sample: Sample) -> str:
 def render_card(plan: Plan, lora: LoraFile, samples: list[Sample], facts: CardFacts) -> str:
     values = plan.value_set
     train = [s for s in plan.dataset.subsets if not s.is_reg and s.class_tokens]
-    instance_prompts = list(dict.fromkeys(s.class_tokens for s in train))
+    instance_prompts = list(dict.fromkeys(s.class_tokens for s in train if s.class_tokens))
     triggers = list(dict.fromkeys(p.split()[0] for p in instance_prompts if p.split()))
     metadata = lora.metadata
     base = plan.model.base
