@@ -54,8 +54,9 @@ def run(argv: list[str]) -> tuple[float, float, str]:
 
 def heavy_imports() -> list[str]:
     code = ("import sys, runpy; sys.argv=['lorakit','--help']\ntry: runpy.run_module('lorakit', run_name='__main__')\n"
-            "except SystemExit: pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,))
-    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.splitlines()[-1].replace("'", '"'))
+            f"except SystemExit: pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return json.loads(done.stdout.splitlines()[-1].replace("'", '"'))
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ one JSON object on its last line.
 """
 
 import json
-from typing import Any
 import sys
+from typing import Any
 
 
 def main() -> None:

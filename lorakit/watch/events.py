@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal, Union
+from typing import Literal
 
 ProblemKind = Literal[
     "out-of-memory", "nan-loss", "missing-module", "bad-arguments", "no-data", "model-missing", "crash", "killed",
@@ -170,7 +170,7 @@ class Exited:
     signal: str | None
 
 
-Event = Union[
-    Progress, Step, Epoch, TrainingSummary, CheckpointSaved, CheckpointRemoved, StateSaved, SampleStarted,
-    ModelSaved, LogMessage, Problem, Started, GpuSample, Mismatch, Exited,
-]
+Event = (
+    Progress | Step | Epoch | TrainingSummary | CheckpointSaved | CheckpointRemoved | StateSaved | SampleStarted
+    | ModelSaved | LogMessage | Problem | Started | GpuSample | Mismatch | Exited
+)
