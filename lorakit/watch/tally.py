@@ -75,6 +75,8 @@ class RunTally:
         """A step ends when the bar first shows it; the time between two such moments is one step's time."""
         if at is None or (self._last_seen is not None and step <= self._last_seen[0]):
             return
+        if self._last_seen is not None and at <= self._last_seen[1]:
+            return  # read in the same chunk as the last step (a busy reader): no time between them was seen
         if self._last_seen is not None and self._last_seen[0] >= 1:
             self._step_seconds.append((at - self._last_seen[1]) / (step - self._last_seen[0]))
         self._last_seen = (step, at)
