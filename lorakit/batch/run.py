@@ -25,6 +25,7 @@ from lorakit.plan.build import load_plan
 from lorakit.run.launch import Interrupted, LaunchOptions, Stopper, run_plan
 from lorakit.run.outputs import latest_state, model_files
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
+from lorakit.util.files import write_text_atomic
 from lorakit.watch.events import Event
 
 LOCK_FILE = "batch.lock"
@@ -235,9 +236,7 @@ class Progress:
             self._save()
 
     def _save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_progress(batch_dir: Path) -> dict:

@@ -23,6 +23,7 @@ from lorakit.kohya_gui.export import direct_keys
 from lorakit.kohya_gui.gui_toml import NON_SDXL_TYPES, gui_run
 from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config
+from lorakit.util.files import check_output_file
 
 GATE = 2
 # sd-scripts arguments in the GUI's TOML that a lorakit plan sets from its own folder and dataset.
@@ -323,8 +324,7 @@ def write_preset(imported: GuiImport, path: Path) -> Path:
     """Write the preset file; an existing file is never replaced."""
     if path.is_dir():
         path = path / f"{preset_name(imported.source)}.toml"
-    if path.exists():
-        raise UserError(f"'{path}' already exists; lorakit does not overwrite it.", fix="choose another -o")
+    check_output_file(path, option="-o", force_option=None)
     if path.suffix != ".toml":
         raise UserError(f"-o '{path}' must end in .toml (presets are TOML files).", fix=f"use -o {path.stem}.toml")
     path.parent.mkdir(parents=True, exist_ok=True)
