@@ -135,8 +135,8 @@ def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_h
     if plan is not None:
         try:
             free = free_disk_gib(Path(plan.value_set["output_dir"] or plan.plan_dir))
-        except OSError:
-            pass
+        except OSError as exc:
+            findings.append(_disk_unknown(plan, exc))
     if plan is not None and free is not None:
         disk = _disk_finding(plan, free)
         if disk is not None:
@@ -324,6 +324,14 @@ def needed_disk_gib(plan: Plan) -> float:
     files = sum(1 for s in plan.saves if s.kept) or 1
     states = sum(1 for s in plan.saves if s.kept and s.state_dir)
     return files * per_file + states * 3 * per_file
+
+
+def _disk_unknown(plan: Plan, error: OSError) -> Finding:
+    where = plan.value_set["output_dir"] or plan.plan_dir
+    return finding("env/disk-unknown", "warning", 4,
+                   f"the free disk at {where} could not be read ({error.strerror or error}), so lorakit cannot tell "
+                   f"whether the run's files (about {needed_disk_gib(plan):.1f} GiB) fit.",
+                   f"check that the disk is mounted and readable (df -h {shlex.quote(str(where))}) before long runs")
 
 
 def _disk_finding(plan: Plan, free: float) -> Finding | None:
