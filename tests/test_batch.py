@@ -387,3 +387,24 @@ def test_a_missing_plan_folder_is_skipped_with_the_fix(runner, tmp_path, fake_tr
     assert "plan folder" in result.output and "is missing" in result.output
     assert record(out / "01-network_dim=8")["state"] == "succeeded"
     assert runner.invoke(cli, ["batch", "report", str(out)]).exit_code == 0
+
+
+def test_a_damaged_progress_file_is_reported_by_status(runner, character_dataset, tmp_path):
+    from lorakit.batch.status import batch_status
+
+    out = tmp_path / "batch"
+    batch_plan(runner, character_dataset, out, "--sweep", "network_dim=16,32")
+    assert batch_status(out).warnings == []  # never run: no progress file, nothing to say
+    (out / "batch-run.json").write_text('{"runs": {"01-network_dim=16": ')
+    status = batch_status(out)
+    assert [row.state for row in status.rows] == ["planned", "planned"]
+    assert len(status.warnings) == 1 and "cannot read" in status.warnings[0] and "batch-run.json" in status.warnings[0]
+
+
+def test_a_damaged_progress_file_is_reported_by_batch_run_and_written_anew(runner, tmp_path, fake_trainer):
+    out = trainable_batch(runner, tmp_path, "--sweep", "network_dim=8")
+    (out / "batch-run.json").write_text("not json")
+    result = runner.invoke(cli, ["batch", "run", str(out), "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    assert "warning: cannot read" in result.output and "batch-run.json" in result.output
+    assert "01-network_dim=8" in json.loads((out / "batch-run.json").read_text())["runs"]

@@ -181,3 +181,17 @@ def test_gpu_ids_must_name_devices_that_exist(runner, tmp_path, fake_trainer, mo
     for ids in ("a,b", "0,5"):
         code, report = doctor(runner, str(plan), "--gpus", ids)
         assert code == 1 and finding(report, "env/bad-gpu-ids")["level"] == "error"
+
+
+def test_a_disk_that_cannot_be_read_is_a_warning(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("lorakit.run.doctor.free_disk_gib", unreadable)
+    code, report = doctor(runner, str(plan))
+    assert code == 0 and report["free_disk_gib"] is None
+    unknown = finding(report, "env/disk-unknown")
+    assert unknown["level"] == "warning" and "could not be read (Permission denied)" in unknown["message"]
+    assert "df -h" in unknown["fix"]

@@ -265,3 +265,21 @@ def test_plan_from_kohya_gui_through_the_cli(runner, dataset, tmp_path):
     assert data["presets"] == ["sdxl-base", "kohya-gui:SDXL - LoRA by malcolmrey training v1.0.json"]
     assert data["epochs"] == 16 and data["values"]["network_dim"]["value"] == 32
     assert any(f["code"] == "gui/missing-keys" for f in data["findings"])
+
+
+@pytest.mark.parametrize(("extra", "named"), [("--machine_rank one", "'one'"), ("--machine_rank", "with no value")])
+def test_a_bad_machine_rank_in_the_accelerate_arguments_is_a_warning(tmp_path, extra, named):
+    path = tmp_path / "two-machines.json"
+    path.write_text(json.dumps({"sdxl": True, "num_machines": 2, "extra_accelerate_launch_args": extra}), encoding="utf-8")
+    imported = import_gui_config(path)
+    bad = next(f for f in imported.findings if f.code == "gui/bad-machine-rank")
+    assert bad.level == "warning" and f"--machine_rank {named}" in bad.message and "--set machine_rank=N" in bad.fix
+    assert "machine_rank" not in imported.values
+
+
+def test_a_good_machine_rank_is_imported_without_a_finding(tmp_path):
+    path = tmp_path / "two-machines.json"
+    path.write_text(json.dumps({"sdxl": True, "num_machines": 2, "extra_accelerate_launch_args": "--machine_rank 1"}),
+                    encoding="utf-8")
+    imported = import_gui_config(path)
+    assert imported.values["machine_rank"] == 1 and "gui/bad-machine-rank" not in codes(imported.findings)

@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +22,8 @@ from lorakit import __version__
 from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, has_errors
-from lorakit.plan.build import PlanRequest, check_can_write, make_plan, write_plan
+from lorakit.plan.build import PlanRequest, make_plan, write_plan
+from lorakit.util.files import check_output_file, check_output_folder, write_text_atomic
 
 MANIFEST = "batch.json"
 _SLUG = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -122,8 +123,8 @@ def run_id(index: int, presets: str, sweep: dict[str, str]) -> str:
 
 def plan_batch(request: BatchRequest) -> BatchManifest:
     out = request.out.expanduser().resolve()
-    check_can_write(out, replace=request.force, marker=MANIFEST, kind="batch",
-                    replace_note="each plan's old files move to its .lorakit-history/")
+    check_output_folder(out, replace=request.force, marker=MANIFEST, kind="batch",
+                        replace_note="each plan's old files move to its .lorakit-history/; training outputs are never touched")
     sweeps = parse_sweeps(request.sweeps)
     alternatives = request.presets or [""]
     name = request.name or request.dataset.resolve().name
@@ -159,7 +160,7 @@ def plan_batch(request: BatchRequest) -> BatchManifest:
     for run, result in zip(runs, results, strict=True):
         if run.status == "planned":
             write_plan(result, force=True)
-    _atomic_write_json(out / MANIFEST, manifest.model_dump(mode="json"))
+    write_text_atomic(out / MANIFEST, json.dumps(manifest.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 
@@ -172,12 +173,6 @@ def load_batch(batch_dir: Path) -> BatchManifest:
         return BatchManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 _SLURM_TOKEN = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -207,8 +202,7 @@ def export_slurm(batch_dir: Path, script: Path, options: SlurmOptions, *, python
             raise UserError(f"{label} {value!r} cannot go into an #SBATCH line (letters, digits, . _ : - only).")
     if options.gpus_per_task < 1:
         raise UserError("--gpus-per-task must be at least 1.")
-    if script.exists():
-        raise UserError(f"'{script}' already exists; lorakit does not overwrite it.", fix="choose another -o FILE")
+    check_output_file(script, option="-o", example="train.sbatch", force_option=None)
     text = render(
         "slurm.sbatch.j2", manifest=manifest, script=str(script), plans=plans,
         job_name=_SLUG.sub("_", f"lorakit-{manifest.name}").strip("_")[:64].replace("=", "_").replace("+", "_"),
@@ -216,6 +210,6 @@ def export_slurm(batch_dir: Path, script: Path, options: SlurmOptions, *, python
         cpus_per_task=options.cpus_per_task, mem=options.mem,
         launcher=[python or sys.executable, "-m", "lorakit", "launch"],
     )
-    script.write_text(text, encoding="utf-8")
+    write_text_atomic(script, text)
     script.chmod(0o755)
     return len(plans)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from lorakit.batch.manifest import load_batch
 from lorakit.batch.status import COLUMNS, batch_rows, cells
-from lorakit.errors import UserError
 from lorakit.plan.build import load_plan
 from lorakit.publish.artifacts import sample_rounds
+from lorakit.util.files import check_output_file, write_text_atomic
 from lorakit.watch.events import Step
 from lorakit.watch.logfile import read_events
 
@@ -112,12 +112,6 @@ def render_report(batch_dir: Path) -> str:
 def write_report(batch_dir: Path, output: Path | None = None, *, force: bool = False) -> Path:
     """Write the page; the batch's own report.html is rewritten each time, any other file only with `force`."""
     target = output or batch_dir / "report.html"
-    if target.exists() and target.is_dir():
-        raise UserError(f"'{target}' is a folder.", fix="give -o a file name such as report.html")
-    if output is not None and target.exists() and not force:
-        raise UserError(f"'{target}' already exists; lorakit does not overwrite it.", fix="choose another -o FILE, or pass --force")
-    text = render_report(batch_dir)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    check_output_file(target, replace=force or output is None, option="-o", example="report.html")
+    write_text_atomic(target, render_report(batch_dir))
     return target

@@ -25,6 +25,7 @@ from lorakit.plan.build import load_plan
 from lorakit.run.launch import Interrupted, LaunchOptions, Stopper, run_plan
 from lorakit.run.outputs import latest_state, model_files
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
+from lorakit.util.files import write_text_atomic
 from lorakit.watch.events import Event
 
 LOCK_FILE = "batch.lock"
@@ -128,7 +129,7 @@ def run_batch(
     base_env = dict(os.environ if env is None else env)
     with BatchLock(batch_dir):
         progress = Progress(batch_dir)
-        result = BatchResult(total=len(manifest.runs))
+        result = BatchResult(total=len(manifest.runs), warnings=[progress.problem] if progress.problem else [])
         if options.tensorboard:
             try:
                 write_hparams_experiment(batch_dir, manifest)
@@ -218,7 +219,7 @@ class Progress:
     def __init__(self, batch_dir: Path):
         self.path = batch_dir / PROGRESS_FILE
         self._lock = threading.Lock()
-        self.data = read_progress(batch_dir)
+        self.data, self.problem = read_progress(batch_dir)
         self.data["runner"] = {"pid": os.getpid(), "started": now_iso(), "ended": None}
         self._save()
 
@@ -235,20 +236,26 @@ class Progress:
             self._save()
 
     def _save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_progress(batch_dir: Path) -> dict:
+def read_progress(batch_dir: Path) -> tuple[dict, str | None]:
+    """The progress file's data (empty when there is none yet), and what is wrong with a file that cannot be read."""
     path = batch_dir / PROGRESS_FILE
+    empty: dict = {"runner": None, "runs": {}}
+    if not path.exists():
+        return empty, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
         if isinstance(data, dict) and isinstance(data.get("runs"), dict):
-            return data
-    except (OSError, ValueError):
-        pass
-    return {"runner": None, "runs": {}}
+            return data, None
+        why = "not a batch progress record"
+    # Damaged, not fatal: each run's own run.json still says how it went; only why runs could not start is lost.
+    return empty, (f"cannot read {path} ({why}); lorakit goes on without it, so it cannot say why earlier runs "
+                   f"could not start; `lorakit batch run` starts the file afresh.")
 
 
 class BatchLock:

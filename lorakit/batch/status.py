@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -38,9 +39,21 @@ class BatchRow(BaseModel):
     best: bool = False
 
 
+@dataclass
+class BatchStatus:
+    rows: list[BatchRow]
+    warnings: list[str] = field(default_factory=list)  # e.g. a damaged batch-run.json, to print beside the table
+
+
 def batch_rows(batch_dir: Path, manifest: BatchManifest | None = None) -> list[BatchRow]:
+    return batch_status(batch_dir, manifest).rows
+
+
+def batch_status(batch_dir: Path, manifest: BatchManifest | None = None) -> BatchStatus:
+    """The rows, sorted, and what the user should know about files that could not be read."""
     manifest = manifest or load_batch(batch_dir)
-    progress = read_progress(batch_dir)["runs"]
+    data, problem = read_progress(batch_dir)
+    progress = data["runs"]
     rows = []
     for run in manifest.runs:
         row = BatchRow(id=run.id, plan_dir=run.plan_dir, presets=run.presets, sweep=run.sweep, state=run.status)
@@ -57,7 +70,8 @@ def batch_rows(batch_dir: Path, manifest: BatchManifest | None = None) -> list[B
     finished = [r for r in rows if r.state == "succeeded" and r.final_loss is not None]
     if finished:
         min(finished, key=lambda r: r.final_loss).best = True
-    return sorted(rows, key=lambda r: (STATE_ORDER.get(r.state, 9), r.final_loss if r.final_loss is not None else 1e9, r.id))
+    rows.sort(key=lambda r: (STATE_ORDER.get(r.state, 9), r.final_loss if r.final_loss is not None else 1e9, r.id))
+    return BatchStatus(rows, [problem] if problem else [])
 
 
 def _record(plan_dir: Path) -> RunRecord | None:

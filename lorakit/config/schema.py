@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -202,41 +203,47 @@ _FALSE = {"false", "no", "off", "0"}
 
 def parse_text(spec: KeySpec, text: str) -> Any:
     """Parse a `--set KEY=VALUE` string with the key's type. `none` (or `null`) unsets a key."""
-    stripped = text.strip()
-    if stripped.lower() in ("none", "null"):
+    if text.strip().lower() in ("none", "null"):
         return None
-    if spec.kind == "bool":
-        low = stripped.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise _problem(spec, text)
-    if spec.kind in ("str_list", "float_list"):
-        if stripped.startswith("["):
-            try:
-                items = tomlio.loads(f"v = {stripped}")["v"]
-            except tomlio.TOMLDecodeError as exc:
-                raise _problem(spec, text, f"not a TOML array: {exc}") from None
-        else:
-            try:
-                items = shlex.split(stripped)
-            except ValueError as exc:
-                raise _problem(spec, text, str(exc)) from None
-        return coerce(spec, items)
-    if spec.kind == "int_or_float":
-        return _int_or_float_text(spec, stripped)
-    if spec.kind in ("int", "float"):
+    return _TEXT_PARSERS.get(spec.kind, _other_text)(spec, text)
+
+
+def _bool_text(spec: KeySpec, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise _problem(spec, text)
+
+
+def _list_text(spec: KeySpec, text: str) -> list:
+    stripped = text.strip()
+    if stripped.startswith("["):
         try:
-            number = int(stripped) if spec.kind == "int" else float(stripped)
-        except ValueError:
-            raise _problem(spec, text) from None
-        return coerce(spec, number)
-    return coerce(spec, text if spec.kind == "str" else stripped)
+            items = tomlio.loads(f"v = {stripped}")["v"]
+        except tomlio.TOMLDecodeError as exc:
+            raise _problem(spec, text, f"not a TOML array: {exc}") from None
+    else:
+        try:
+            items = shlex.split(stripped)
+        except ValueError as exc:
+            raise _problem(spec, text, str(exc)) from None
+    return coerce(spec, items)
+
+
+def _number_text(spec: KeySpec, text: str) -> int | float:
+    stripped = text.strip()
+    try:
+        number = int(stripped) if spec.kind == "int" else float(stripped)
+    except ValueError:
+        raise _problem(spec, text) from None
+    return coerce(spec, number)
 
 
 def _int_or_float_text(spec: KeySpec, text: str) -> int | float:
     # Same rules as sd-scripts' own int_or_float: "10" steps, "0.1" ratio, "5%" ratio.
+    text = text.strip()
     try:
         if text.endswith("%"):
             number: int | float = float(text[:-1]) / 100.0
@@ -248,57 +255,87 @@ def _int_or_float_text(spec: KeySpec, text: str) -> int | float:
     return coerce(spec, number)
 
 
+def _str_text(spec: KeySpec, text: str) -> str:
+    return coerce(spec, text)  # as written: spaces may matter in a caption or a prompt
+
+
+def _other_text(spec: KeySpec, text: str) -> Any:
+    return coerce(spec, text.strip())
+
+
+_TEXT_PARSERS: dict[Kind, Callable[[KeySpec, str], Any]] = {
+    "bool": _bool_text, "str_list": _list_text, "float_list": _list_text, "int": _number_text,
+    "float": _number_text, "int_or_float": _int_or_float_text, "str": _str_text,
+}
+
+
 def coerce(spec: KeySpec, raw: Any) -> Any:
     """Check a value (from TOML or parsed text) against its key and return it in canonical form."""
     if raw is None:
         return None
-    kind = spec.kind
-    if kind == "bool":
-        if not isinstance(raw, bool):
-            raise _problem(spec, raw)
-        return raw
-    if kind == "int":
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise _problem(spec, raw)
-        value: Any = raw
-    elif kind == "float":
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise _problem(spec, raw)
-        value = float(raw)
-    elif kind == "int_or_float":
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise _problem(spec, raw)
-        if isinstance(raw, float) and raw > 1:
-            raise _problem(spec, raw, "a fraction must be at most 1; write whole steps as an integer")
-        value = raw
-    elif kind == "str":
-        if not isinstance(raw, str):
-            raise _problem(spec, raw)
-        value = raw
-    elif kind == "str_list":
-        if isinstance(raw, str) or not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise _problem(spec, raw, "write a TOML array of strings")
-        value = list(raw)
-    elif kind == "float_list":
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            raw = [raw]  # sd-scripts tolerates a scalar text_encoder_lr from TOML
-        if not isinstance(raw, list) or not all(
-            isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in raw
-        ):
-            raise _problem(spec, raw)
-        try:
-            value = [float(x) for x in raw]
-        except ValueError:
-            raise _problem(spec, raw) from None
-    elif kind == "resolution":
-        value = normalize_resolution(spec, raw)
-    else:  # float_pair
-        value = _float_pair(spec, raw)
+    if spec.kind == "float_list" and _is_number(raw):
+        raw = [raw]  # sd-scripts tolerates a scalar text_encoder_lr from TOML
+    value = _COERCERS[spec.kind](spec, raw)
     _check_minimum(spec, raw, value)
+    _check_choice(spec, raw, value)
+    return value
+
+
+def _is_number(raw: Any) -> bool:
+    return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+
+
+def _bool(spec: KeySpec, raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise _problem(spec, raw)
+    return raw
+
+
+def _int(spec: KeySpec, raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise _problem(spec, raw)
+    return raw
+
+
+def _float(spec: KeySpec, raw: Any) -> float:
+    if not _is_number(raw):
+        raise _problem(spec, raw)
+    return float(raw)
+
+
+def _int_or_float(spec: KeySpec, raw: Any) -> int | float:
+    if not _is_number(raw):
+        raise _problem(spec, raw)
+    if isinstance(raw, float) and raw > 1:
+        raise _problem(spec, raw, "a fraction must be at most 1; write whole steps as an integer")
+    return raw
+
+
+def _str(spec: KeySpec, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise _problem(spec, raw)
+    return raw
+
+
+def _str_list(spec: KeySpec, raw: Any) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise _problem(spec, raw, "write a TOML array of strings")
+    return list(raw)
+
+
+def _float_list(spec: KeySpec, raw: Any) -> list[float]:
+    if not isinstance(raw, list) or not all(_is_number(x) or isinstance(x, str) for x in raw):
+        raise _problem(spec, raw)
+    try:
+        return [float(x) for x in raw]
+    except ValueError:
+        raise _problem(spec, raw) from None
+
+
+def _check_choice(spec: KeySpec, raw: Any, value: Any) -> None:
     if spec.choices and value not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices if c is not None)
         raise ValueProblem(f"{spec.name} = {raw!r} is not one of: {allowed}")
-    return value
 
 
 def _check_minimum(spec: KeySpec, raw: Any, value: Any) -> None:
@@ -344,6 +381,12 @@ def _float_pair(spec: KeySpec, raw: Any) -> list[float]:
     if low > high:
         raise _problem(spec, raw, "the first number must not exceed the second")
     return [low, high]
+
+
+_COERCERS: dict[Kind, Callable[[KeySpec, Any], Any]] = {
+    "bool": _bool, "int": _int, "float": _float, "int_or_float": _int_or_float, "str": _str, "str_list": _str_list,
+    "float_list": _float_list, "resolution": normalize_resolution, "float_pair": _float_pair,
+}
 
 
 def resolution_tuple(value: str) -> tuple[int, int]:

@@ -13,7 +13,6 @@ arguments after `--config_file` win over the TOML), and what cannot go there eit
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from lorakit.kohya_gui.keys import NEWEST, OTHER_MODEL_FLAGS, SDXL_FLAG, VERSION
 from lorakit.kohya_gui.load import migrate
 from lorakit.models.source import ModelSource, fetch_fix
 from lorakit.plan.build import Plan
+from lorakit.util.files import check_output_file, write_text_atomic
 
 GATE = 2
 EXPORT_FILE = "kohya_gui.json"
@@ -414,13 +414,8 @@ def default_output(plan: Plan) -> Path:
 
 def write_export(export: GuiExport, path: Path, *, force: bool = False) -> Path:
     """Write the config; an existing file (perhaps saved back by the GUI) is only replaced with force."""
-    if path.is_dir():
-        raise UserError(f"-o '{path}' is a folder.", fix="give the JSON file to write, e.g. -o my-config.json")
-    if path.exists() and not force:
-        raise UserError(f"'{path}' already exists; lorakit does not overwrite it (the GUI may have saved your edits there).",
-                        fix="pass --force to replace it, or choose another -o")
+    check_output_file(path, replace=force, option="-o", example="my-config.json",
+                      why="the GUI may have saved your edits there")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(export.text(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, export.text())
     return path

@@ -23,6 +23,7 @@ from lorakit.kohya_gui.export import direct_keys
 from lorakit.kohya_gui.gui_toml import NON_SDXL_TYPES, gui_run
 from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config
+from lorakit.util.files import check_output_file
 
 GATE = 2
 # sd-scripts arguments in the GUI's TOML that a lorakit plan sets from its own folder and dataset.
@@ -86,7 +87,7 @@ def import_gui_config(path: Path) -> GuiImport:
     _base_model(values, config, findings)
     _training_length(values, config, run.steps_from_folders, "max_train_steps" in extra or "max_train_epochs" in extra,
                      findings)
-    values.update(_accelerate(config.values))
+    values.update(_accelerate(config.values, findings))
     values.update(_samples(run.sample_prompts_text, values, findings))
     values.update(dict.fromkeys(NO_INTENT))
     findings += _rule_findings(config) + _missing_paths(config)
@@ -199,18 +200,25 @@ def _training_length(values: dict[str, Any], config: GuiConfig, from_folders: bo
             f"to train {c['epoch']} epoch(s) instead: --set max_train_epochs={c['epoch']}", key="max_train_steps"))
 
 
-def _accelerate(c: dict[str, Any]) -> dict[str, Any]:
+def _accelerate(c: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
     extra = c["extra_accelerate_launch_args"].split()
     found: dict[str, Any] = {
         "num_processes": int(c["num_processes"]) or 1, "num_machines": int(c["num_machines"]) or 1,
         "gpu_ids": c["gpu_ids"] or None, "main_process_port": int(c["main_process_port"]) or None,
     }
-    for flag, key, kind in (("--machine_rank", "machine_rank", int), ("--main_process_ip", "main_process_ip", str)):
-        if flag in extra[:-1]:
-            try:
-                found[key] = kind(extra[extra.index(flag) + 1])
-            except ValueError:
-                pass
+    if "--main_process_ip" in extra[:-1]:
+        found["main_process_ip"] = extra[extra.index("--main_process_ip") + 1]
+    if "--machine_rank" in extra:
+        given = extra[extra.index("--machine_rank") + 1] if "--machine_rank" in extra[:-1] else None
+        try:
+            found["machine_rank"] = int(given)
+        except (TypeError, ValueError):
+            findings.append(finding(
+                "gui/bad-machine-rank", "warning", GATE,
+                f"the GUI's extra accelerate arguments give --machine_rank {'with no value' if given is None else repr(given)}, "
+                "which is not a machine's rank (a whole number); lorakit plans this machine as rank 0, the main one.",
+                "write --machine_rank N in the GUI's extra accelerate arguments (0 on the main machine, 1, 2, ... on "
+                "the others), or --set machine_rank=N", key="machine_rank"))
     return found
 
 
@@ -323,8 +331,7 @@ def write_preset(imported: GuiImport, path: Path) -> Path:
     """Write the preset file; an existing file is never replaced."""
     if path.is_dir():
         path = path / f"{preset_name(imported.source)}.toml"
-    if path.exists():
-        raise UserError(f"'{path}' already exists; lorakit does not overwrite it.", fix="choose another -o")
+    check_output_file(path, option="-o", force_option=None)
     if path.suffix != ".toml":
         raise UserError(f"-o '{path}' must end in .toml (presets are TOML files).", fix=f"use -o {path.stem}.toml")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from lorakit.models.links import lorakit_cache_dir
+from lorakit.util.files import write_text_atomic
 
 CHUNK = 8 * 1024 * 1024
 
@@ -32,9 +33,7 @@ def _write_memo(memo: dict[str, dict]) -> None:
     path = _memo_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(memo, indent=1))
     except OSError:
         pass  # the memo only saves time; a read-only cache folder means hashing again next time
 

@@ -37,6 +37,7 @@ from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_re
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
+from lorakit.util.files import check_output_folder, write_text_atomic
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
 HISTORY_DIR = ".lorakit-history"
@@ -365,26 +366,6 @@ def _sampling(values: Values, plan_dir: Path, subsets: list[Subset]) -> list[str
 
 # --- writing --------------------------------------------------------------------------------------
 
-def check_can_write(folder: Path, *, replace: bool, marker: str = "plan.json", kind: str = "plan",
-                    replace_note: str = f"the old plan files move to {HISTORY_DIR}/ inside it") -> None:
-    """Refuse a folder we would clobber: a file, a folder of other things, or a `kind` (known by its `marker`
-    file) without --force."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out '{folder}' is a file.", fix="give --out a new or empty folder")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return
-    if not (folder / marker).is_file():
-        raise UserError(
-            f"--out '{folder}' is a folder with other files in it, not a lorakit {kind}; lorakit will not write into it.",
-            fix="give --out a new or empty folder",
-        )
-    if not replace:
-        raise UserError(
-            f"'{folder}' already holds a {kind}.",
-            fix=f"pass --force to replace it ({replace_note}; training outputs are never touched), or choose another --out",
-        )
-
-
 def write_plan(result: PlanResult, *, force: bool = False) -> Path:
     plan_dir = result.plan_dir
     if has_errors(result.plan.findings) and not force:
@@ -392,11 +373,12 @@ def write_plan(result: PlanResult, *, force: bool = False) -> Path:
             f"the plan has {result.plan.error_count} error(s); nothing was written.",
             result.plan.findings,
         )
-    check_can_write(plan_dir, replace=force)
+    check_output_folder(plan_dir, replace=force, marker="plan.json", kind="plan",
+                        replace_note=f"the old plan files move to {HISTORY_DIR}/ inside it; training outputs are never touched")
     plan_dir.mkdir(parents=True, exist_ok=True)
     _keep_previous(plan_dir)
     for name, text in result.files.items():
-        _atomic_write(plan_dir / name, text)
+        write_text_atomic(plan_dir / name, text)
     os.chmod(plan_dir / "launch.sh", 0o755)
     make_links(result.plan.model)
     return plan_dir
@@ -411,12 +393,6 @@ def _keep_previous(plan_dir: Path) -> None:
     keep.mkdir(parents=True)
     for path in old:
         shutil.move(str(path), keep / path.name)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_plan(plan_dir: Path) -> Plan:

@@ -14,6 +14,7 @@ from pathlib import Path
 from lorakit.dataset.scan import IMAGE_EXTENSIONS, scan_dataset
 from lorakit.errors import UserError
 from lorakit.findings import Finding
+from lorakit.util.files import check_output_folder
 
 CAPTION_EXTENSIONS = (".txt", ".caption", ".cap")
 MODES = ("link", "symlink", "copy")
@@ -44,9 +45,7 @@ def prepare_dataset(src: Path, dest: Path, *, token: str, repeats: int | None, m
         raise UserError(f"'{src}' is already laid out as Kohya repeat folders.", fix="plan it directly with `lorakit plan`")
     if not scan.subsets[0].images:
         raise UserError(f"'{src}' has no images sd-scripts can read ({', '.join(IMAGE_EXTENSIONS[:5])}).")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise UserError(f"'{dest}' already exists and is not an empty folder; lorakit never writes over your files.",
-                        fix="give DEST as a new folder")
+    check_output_folder(dest, option="DEST")
     if dest.resolve().is_relative_to(scan.root):
         raise UserError(f"DEST '{dest}' lies inside SRC '{src}'.", fix="give DEST outside the source folder")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from lorakit.plan.assumptions import CalibrationFile, GpuCalibration, calibratio
 from lorakit.plan.build import load_plan
 from lorakit.plan.estimate import TrainingSetup, assumed_mfu, estimate_vram, setup_from_values, step_time
 from lorakit.util import tomlio
+from lorakit.util.files import write_text_atomic
 
 MEASURED_STATES = ("succeeded", "interrupted")
 # C cannot be smaller than a CUDA context; an efficiency outside this range is a broken measurement.
@@ -130,6 +130,4 @@ def _write(path: Path, data: CalibrationFile) -> None:
     text = ("# lorakit calibration: measured constant overhead (GiB) and batch-1 efficiency per GPU.\n"
             "# Written by `lorakit calibrate`; read by `lorakit plan`.\n")
     text += tomlio.dumps(data.model_dump(exclude_none=True))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

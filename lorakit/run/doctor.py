@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -80,73 +81,140 @@ class TrainerProbe:
     cuda_devices: int | None = None
 
 
+@dataclass
+class DoctorContext:
+    """What Gate 4's rules look at: this machine as the trainer will meet it, and the plan (when there is one)."""
+
+    plan: Plan | None
+    options: DoctorOptions
+    sd_scripts: Path
+    sd_scripts_found_by: str
+    commit: str
+    python: str
+    python_found_by: str
+    requirements: dict[str, str | None]  # sd-scripts' requirements.txt
+    probe: TrainerProbe
+    cuda: int  # CUDA devices the trainer sees
+    cpu: bool  # training on the CPU (asked for, or no CUDA device)
+    models_here: ModelSection | None  # the plan's models as this machine has them
+    free_disk_gib: float | None  # at the plan's output folder
+    disk_error: OSError | None  # why the free disk could not be read
+
+    @property
+    def has_train_script(self) -> bool:
+        return (self.sd_scripts / TRAIN_SCRIPT).is_file()
+
+
 def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_here: ModelSection | None = None,
                ) -> DoctorReport:
     """Gate 4. `models_here` is the plan's model section as this machine has it (`relocate`), when the caller
     has already looked; otherwise doctor looks itself."""
-    options = options or DoctorOptions()
+    ctx = doctor_context(plan, options or DoctorOptions(), models_here)
     findings: list[Finding] = []
+    for rule in RULES:
+        findings += rule(ctx)
+    probe = ctx.probe
+    packages: dict[str, str | None] = {}
+    if probe.ok:
+        packages = {name: info.get("version") if info["ok"] else None for name, info in probe.imports.items()}
+        packages.update({name: version for name, version in probe.distributions.items() if name not in packages})
+    base_model = None
+    if ctx.models_here is not None:
+        from lorakit.models.fetch import describe_base
+
+        base_model = describe_base(ctx.models_here)
+    free = ctx.free_disk_gib
+    return DoctorReport(
+        sd_scripts=str(ctx.sd_scripts), sd_scripts_found_by=ctx.sd_scripts_found_by, sd_scripts_commit=ctx.commit,
+        python=ctx.python, python_found_by=ctx.python_found_by, python_version=probe.python_version, packages=packages,
+        cuda_devices=ctx.cuda, cpu=ctx.cpu, base_model=base_model,
+        free_disk_gib=round(free, 1) if free is not None else None, findings=sort_findings(findings),
+    )
+
+
+def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: ModelSection | None = None) -> DoctorContext:
+    """Look at this machine once: sd-scripts, the trainer's Python (probed), CUDA, the models and the disk."""
     sd_scripts, sd_found_by = find_sd_scripts(options.sd_scripts)
     python, python_found_by = find_python(options.python)
-
-    has_script = (sd_scripts / TRAIN_SCRIPT).is_file()
-    if not has_script:
-        findings.append(_sd_scripts_missing(sd_scripts, sd_found_by))
-    commit = sd_scripts_commit(sd_scripts) if sd_scripts.is_dir() else "unknown"
-    if has_script:
-        findings.append(_commit_finding(sd_scripts, commit))
-
     requirements = read_requirements(sd_scripts / "requirements.txt")
     imports = list(ALWAYS_IMPORTED) + [m for m, f in UNLISTED.items() if (sd_scripts / f).is_file()]
     if plan is not None and plan.value_set["xformers"]:
         imports.append("xformers")
     probe = probe_trainer(python, tuple(imports), tuple(sorted(requirements)), _env_key(options.env))
-    packages: dict[str, str | None] = {}
-    if not probe.ok:
-        findings.append(finding("env/python-broken", "error", 4,
-                                f"the trainer's Python {python!r} ({python_found_by}) does not run: {probe.error}",
-                                "pass --python PATH (or set LORAKIT_PYTHON) to the Python of a trainer environment; "
-                                "vendor/README.md shows how to make one"))
-    else:
-        packages = {name: info.get("version") if info["ok"] else None for name, info in probe.imports.items()}
-        packages.update({name: version for name, version in probe.distributions.items() if name not in packages})
-        findings += _import_findings(probe, python, sd_scripts)
-        findings += _requirement_findings(probe, requirements, python, sd_scripts)
-
     cuda = cuda_device_count(probe)
-    cpu = options.cpu or cuda == 0
-    if cuda == 0:
-        findings.append(finding(
-            "env/no-cuda", "warning", 4,
-            "NO CUDA DEVICE: the trainer's torch sees no GPU, so sd-scripts will train on the CPU (lorakit passes "
-            "accelerate's --cpu). That is very slow: minutes per step at 1024² even for a LoRA.",
-            "train on a machine with an NVIDIA GPU and a CUDA build of torch (vendor/README.md); on the CPU use "
-            "mixed_precision bf16 or no"))
+    free, disk_error = None, None
     if plan is not None:
-        findings += _plan_findings(plan, cpu=cpu, cuda=cuda, gpus=options.gpus)
-    base_model = None
-    if plan is not None:
-        from lorakit.models.fetch import describe_base, gate_findings, relocate
+        from lorakit.models.fetch import relocate
 
-        here = models_here or relocate(plan.model)
-        findings += gate_findings(here, Path(plan.plan_dir))
-        base_model = describe_base(here)
-    free = None
-    if plan is not None:
+        models_here = models_here or relocate(plan.model)
         try:
             free = free_disk_gib(Path(plan.value_set["output_dir"] or plan.plan_dir))
-        except OSError:
-            pass
-    if plan is not None and free is not None:
-        disk = _disk_finding(plan, free)
-        if disk is not None:
-            findings.append(disk)
-    return DoctorReport(
-        sd_scripts=str(sd_scripts), sd_scripts_found_by=sd_found_by, sd_scripts_commit=commit,
-        python=python, python_found_by=python_found_by, python_version=probe.python_version, packages=packages,
-        cuda_devices=cuda, cpu=cpu, base_model=base_model,
-        free_disk_gib=round(free, 1) if free is not None else None, findings=sort_findings(findings),
+        except OSError as exc:
+            disk_error = exc
+    return DoctorContext(
+        plan=plan, options=options, sd_scripts=sd_scripts, sd_scripts_found_by=sd_found_by,
+        commit=sd_scripts_commit(sd_scripts) if sd_scripts.is_dir() else "unknown",
+        python=python, python_found_by=python_found_by, requirements=requirements, probe=probe, cuda=cuda,
+        cpu=options.cpu or cuda == 0, models_here=models_here if plan is not None else None,
+        free_disk_gib=free, disk_error=disk_error,
     )
+
+
+# --- the rules, in the order their findings are listed ----------------------------------------------
+
+def sd_scripts_checkout(ctx: DoctorContext) -> list[Finding]:
+    if not ctx.has_train_script:
+        return [_sd_scripts_missing(ctx.sd_scripts, ctx.sd_scripts_found_by)]
+    return [_commit_finding(ctx.sd_scripts, ctx.commit)]
+
+
+def trainer_python(ctx: DoctorContext) -> list[Finding]:
+    if not ctx.probe.ok:
+        return [finding("env/python-broken", "error", 4,
+                        f"the trainer's Python {ctx.python!r} ({ctx.python_found_by}) does not run: {ctx.probe.error}",
+                        "pass --python PATH (or set LORAKIT_PYTHON) to the Python of a trainer environment; "
+                        "vendor/README.md shows how to make one")]
+    return (_import_findings(ctx.probe, ctx.python, ctx.sd_scripts)
+            + _requirement_findings(ctx.probe, ctx.requirements, ctx.python, ctx.sd_scripts))
+
+
+def cuda_device(ctx: DoctorContext) -> list[Finding]:
+    if ctx.cuda != 0:
+        return []
+    return [finding(
+        "env/no-cuda", "warning", 4,
+        "NO CUDA DEVICE: the trainer's torch sees no GPU, so sd-scripts will train on the CPU (lorakit passes "
+        "accelerate's --cpu). That is very slow: minutes per step at 1024² even for a LoRA.",
+        "train on a machine with an NVIDIA GPU and a CUDA build of torch (vendor/README.md); on the CPU use "
+        "mixed_precision bf16 or no")]
+
+
+def plan_on_this_machine(ctx: DoctorContext) -> list[Finding]:
+    if ctx.plan is None:
+        return []
+    return _plan_findings(ctx.plan, cpu=ctx.cpu, cuda=ctx.cuda, gpus=ctx.options.gpus)
+
+
+def models(ctx: DoctorContext) -> list[Finding]:
+    if ctx.plan is None or ctx.models_here is None:
+        return []
+    from lorakit.models.fetch import gate_findings
+
+    return gate_findings(ctx.models_here, Path(ctx.plan.plan_dir))
+
+
+def free_disk(ctx: DoctorContext) -> list[Finding]:
+    if ctx.plan is None:
+        return []
+    if ctx.disk_error is not None:
+        return [_disk_unknown(ctx.plan, ctx.disk_error)]
+    disk = _disk_finding(ctx.plan, ctx.free_disk_gib) if ctx.free_disk_gib is not None else None
+    return [disk] if disk is not None else []
+
+
+RULES: list[Callable[[DoctorContext], list[Finding]]] = [
+    sd_scripts_checkout, trainer_python, cuda_device, plan_on_this_machine, models, free_disk,
+]
 
 
 # --- sd-scripts -----------------------------------------------------------------------------------
@@ -305,8 +373,10 @@ def _plan_findings(plan: Plan, *, cpu: bool, cuda: int, gpus: str | None) -> lis
                                 "give --gpus as device numbers, e.g. --gpus 0 or --gpus 0,1"))
     if not cpu and ids and len(ids) < processes:
         findings.append(finding("env/gpus-too-few", "error", 4,
-                                f"this machine runs {processes} of the plan's processes but only {len(ids)} GPU id(s) are given ({','.join(ids)}).",
-                                f"give {processes} ids with --gpus, or re-plan with --set num_processes={len(ids) * max(1, values['num_machines'])}"))
+                                f"this machine runs {processes} of the plan's processes but only {len(ids)} GPU id(s) "
+                                f"are given ({','.join(ids)}).",
+                                f"give {processes} ids with --gpus, or re-plan with "
+                                f"--set num_processes={len(ids) * max(1, values['num_machines'])}"))
     if not cpu and not ids and cuda < processes:
         findings.append(finding("env/gpus-too-few", "error", 4,
                                 f"this machine runs {processes} of the plan's processes but the trainer sees {cuda} CUDA device(s).",
@@ -324,6 +394,14 @@ def needed_disk_gib(plan: Plan) -> float:
     files = sum(1 for s in plan.saves if s.kept) or 1
     states = sum(1 for s in plan.saves if s.kept and s.state_dir)
     return files * per_file + states * 3 * per_file
+
+
+def _disk_unknown(plan: Plan, error: OSError) -> Finding:
+    where = plan.value_set["output_dir"] or plan.plan_dir
+    return finding("env/disk-unknown", "warning", 4,
+                   f"the free disk at {where} could not be read ({error.strerror or error}), so lorakit cannot tell "
+                   f"whether the run's files (about {needed_disk_gib(plan):.1f} GiB) fit.",
+                   f"check that the disk is mounted and readable (df -h {shlex.quote(str(where))}) before long runs")
 
 
 def _disk_finding(plan: Plan, free: float) -> Finding | None:

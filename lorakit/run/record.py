@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from lorakit.errors import UserError
 from lorakit.models.fetch import LocalModels
 from lorakit.run.outputs import OutputFile
+from lorakit.util.files import write_text_atomic
 
 RUN_FILE = "run.json"
 PREVIOUS_DIR = "previous"
@@ -94,10 +95,7 @@ def now_iso() -> str:
 
 def write_record(plan_dir: Path, record: RunRecord) -> None:
     """Replace run.json in one step, so a reader never sees half a file."""
-    path = plan_dir / RUN_FILE
-    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(plan_dir / RUN_FILE, record.model_dump_json(indent=2) + "\n")
 
 
 def read_record(path: Path) -> RunRecord:
