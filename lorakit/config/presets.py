@@ -65,6 +65,23 @@ class Preset:
     def description(self) -> str:
         return self.header.description
 
+    def summary(self) -> PresetSummary:
+        return PresetSummary(name=self.name, kind=self.header.kind, extends=self.header.extends,
+                             description=self.description, path=str(self.path), builtin=self.builtin)
+
+
+class PresetSummary(BaseModel):
+    """`lorakit presets --json`: one preset as the list shows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: PresetKind
+    extends: list[str]
+    description: str
+    path: str
+    builtin: bool
+
 
 @dataclass
 class ImportedPreset:
@@ -162,6 +179,17 @@ class PresetRegistry:
         for name in names:
             visit(name, ())
         return ordered
+
+
+def copy_preset(preset: Preset, destination: Path) -> Path:
+    """Copy `preset`'s file to `destination` (a file, or a folder to copy into), to edit as one's own; never overwrites."""
+    import shutil
+
+    target = destination / preset.path.name if destination.is_dir() else destination
+    if target.exists():
+        raise UserError(f"'{target}' already exists; lorakit does not overwrite it.", fix="choose another path")
+    shutil.copyfile(preset.path, target)
+    return target
 
 
 def load_preset(path: Path, *, builtin: bool = False) -> Preset:
