@@ -1,19 +1,30 @@
 """One error family for everything lorakit refuses to do.
 
 The CLI turns these into a message and an exit code in one place (`cli.main`); library callers
-catch `LorakitError`. Exit codes: 2 for input the user can correct before anything runs (a bad
-path, option or value), 1 for a plan or run that failed its checks or its training.
+catch `LorakitError`. Exit codes (`ExitCode`): 2 for input the user can correct before anything
+runs (a bad path, option or value), 1 for a plan or run that failed its checks or its training,
+130 for a run stopped by Ctrl-C.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit code the `lorakit` command returns."""
+
+    OK = 0
+    FAILED = 1  # a plan, check or run that failed; what failed has been printed
+    USAGE = 2  # input the user can correct (click uses 2 for its own usage errors too)
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as shells report it
 
 
 class LorakitError(Exception):
     """Base class: a message for people, and the exit code the CLI should return."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, *, fix: str | None = None):
         super().__init__(message)
@@ -30,7 +41,7 @@ class LorakitError(Exception):
 class UserError(LorakitError):
     """Bad input: a path, option or value the user can correct."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(UserError):
@@ -46,8 +57,6 @@ class ConfigError(UserError):
 class GateError(LorakitError):
     """A plan whose checks found errors; carries the findings so callers can show them."""
 
-    exit_code = 1
-
     def __init__(self, message: str, findings: Sequence[object] = (), *, fix: str | None = None):
         super().__init__(message, fix=fix)
         self.findings = list(findings)
@@ -55,8 +64,6 @@ class GateError(LorakitError):
 
 class LaunchError(LorakitError):
     """The trainer could not be started or ended badly; carries the command and the log's tail."""
-
-    exit_code = 1
 
     def __init__(
         self,
@@ -75,3 +82,15 @@ class LaunchError(LorakitError):
         if self.log_tail:
             text += "\nLast lines of the trainer's output:\n" + self.log_tail.rstrip()
         return text
+
+
+class CommandExit(LorakitError):
+    """A command that has printed its outcome and only has an exit code left to give.
+
+    Raised where the outcome is not success (a plan written with gate errors, a failed check, an
+    interrupted run); `message`, when given, is printed on stderr as it is, without the `lorakit:` prefix.
+    """
+
+    def __init__(self, exit_code: ExitCode, message: str = ""):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -64,6 +64,22 @@ def test_bad_sweeps_are_reported_together(runner, character_dataset, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_every_run_is_the_shared_request_with_its_presets_and_sweep(character_dataset, tmp_path):
+    from lorakit.batch.manifest import BatchRequest, plan_batch
+    from lorakit.plan.build import PlanRequest
+
+    shared = PlanRequest(dataset=character_dataset, overrides=["network_alpha=4"], target_gpu="rtx4090", name="pup",
+                         presets=["ignored"], out=tmp_path / "ignored")
+    manifest = plan_batch(BatchRequest(plan=shared, out=tmp_path / "b", presets=["character", "style"],
+                                       sweeps=["network_dim=8"]))
+    assert [(run.id, run.presets) for run in manifest.runs] == [("01-character-network_dim=8", ["character"]),
+                                                                ("02-style-network_dim=8", ["style"])]
+    plan = json.loads((tmp_path / "b" / manifest.runs[1].id / "plan.json").read_text())
+    assert (plan["name"], plan["values"]["network_alpha"]["value"], plan["values"]["network_dim"]["value"]) == \
+        ("pup-02-style-network_dim=8", 4, 8)
+    assert manifest.overrides == ["network_alpha=4"] and not (tmp_path / "ignored").exists()
+
+
 def test_existing_batch_is_not_replanned_without_force(runner, character_dataset, tmp_path):
     out = tmp_path / "batch"
     batch_plan(runner, character_dataset, out, "--sweep", "network_dim=16,32")
@@ -222,6 +238,7 @@ def test_stop_on_failure_starts_no_new_run(runner, tmp_path, fake_trainer, monke
     monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
     result = runner.invoke(cli, ["batch", "run", str(out), "--stop-on-failure"])
     assert result.exit_code == 1
+    assert "3 run(s): 0 succeeded, 1 failed or could not start, 0 interrupted, 2 not started." in result.output
     assert (out / "01-network_dim=8" / "run.json").is_file()
     assert not (out / "02-network_dim=16" / "run.json").exists()
 
@@ -408,3 +425,24 @@ def test_a_damaged_progress_file_is_reported_by_batch_run_and_written_anew(runne
     assert result.exit_code == 0, result.output
     assert "warning: cannot read" in result.output and "batch-run.json" in result.output
     assert "01-network_dim=8" in json.loads((out / "batch-run.json").read_text())["runs"]
+
+
+def test_the_summary_counts_each_run_once():
+    from lorakit.batch.run import BatchCounts, BatchResult, Outcome
+
+    result = BatchResult(total=7, outcomes=[
+        Outcome("a", "start", "", state="succeeded"), Outcome("b", "resume", "", state="succeeded"),
+        Outcome("c", "start", "", state="failed"), Outcome("d", "start", "", error="Gate 4 failed"),
+        Outcome("e", "restart", "", state="interrupted"), Outcome("f", "skip", "failed before"),
+    ])
+    assert result.counts() == BatchCounts(succeeded=2, failed=2, interrupted=1, not_started=2)  # f skipped, g not reached
+
+
+def test_batch_status_prints_a_damaged_progress_file_as_a_warning(runner, character_dataset, tmp_path):
+    out = tmp_path / "batch"
+    batch_plan(runner, character_dataset, out, "--sweep", "network_dim=16,32")
+    (out / "batch-run.json").write_text("not json")
+    result = runner.invoke(cli, ["batch", "status", str(out), "--json"])
+    assert result.exit_code == 0
+    assert "warning: cannot read" in result.stderr and "batch-run.json" in result.stderr
+    assert [row["state"] for row in json.loads(result.stdout)] == ["planned", "planned"]

@@ -275,3 +275,32 @@ def test_example_dataset_in_the_repo_plans_cleanly(runner, tmp_path):
     assert result.exit_code == 0, result.output
     size = sum(p.stat().st_size for p in example.rglob("*") if p.is_file())
     assert size < 300_000
+
+
+LONG_HUB_ID = "some-organisation/an-sdxl-checkpoint-with-a-name-far-too-long-for-eighty-columns-v1.0"
+
+
+def test_piped_summary_breaks_no_value_across_lines(runner, character_dataset, tmp_path):
+    result = plan(runner, str(character_dataset), "--target-gpu", "rtx4090", "--out", str(tmp_path / "p"),
+                  "--set", f"pretrained_model_name_or_path={LONG_HUB_ID}")
+    lines = result.output.splitlines()
+    assert any(line.startswith("GPU: NVIDIA GeForce RTX 4090") and line.endswith("bf16 yes") for line in lines)
+    assert any(line.startswith(f"base model: {LONG_HUB_ID}@main — ") for line in lines)
+    assert any(line.startswith("pretrained_model_name_or_path") and LONG_HUB_ID in line for line in lines)
+
+
+def test_explain_vram_prints_the_parts_planning_counted(character_dataset, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from lorakit.cli.views import print_plan
+    from lorakit.plan.build import PlanRequest, make_plan
+
+    result = make_plan(PlanRequest(dataset=character_dataset, target_gpu="rtx4090", out=tmp_path / "p"))
+    assert sum(part.gib for part in result.vram_parts) == pytest.approx(result.plan.vram.estimate_gib, abs=0.01)
+    assert "vram_parts" not in result.files["plan.json"]
+    result.vram_parts[0] = result.vram_parts[0]._replace(how="the overhead as planning counted it")
+    out = Console(file=io.StringIO(), width=300, color_system=None)
+    print_plan(out, result.plan, written=False, vram_parts=result.vram_parts)
+    assert "the overhead as planning counted it" in out.file.getvalue()

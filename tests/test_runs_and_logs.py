@@ -13,6 +13,7 @@ from conftest import make_plan
 
 from lorakit.cli.main import cli
 from lorakit.run.outputs import list_outputs, safetensors_metadata
+from lorakit.run.record import RunRecord
 
 
 def test_runs_lists_every_plan_with_its_outcome(runner, tmp_path, fake_trainer, monkeypatch):
@@ -27,6 +28,8 @@ def test_runs_lists_every_plan_with_its_outcome(runner, tmp_path, fake_trainer, 
     rows = json.loads(runner.invoke(cli, ["runs", str(tmp_path / "plans"), "--json"]).output)
     assert {(r["plan_dir"], r["state"]) for r in rows} == {(str(good), "succeeded"), (str(bad), "failed")}
     assert all(r["record"].endswith("run.json") for r in rows)
+    assert all(list(r)[0] == "record" for r in rows)  # the file first, then the record as run.json holds it
+    assert {RunRecord.model_validate({k: v for k, v in r.items() if k != "record"}).state for r in rows} == {"succeeded", "failed"}
 
 
 def test_runs_without_any_run(runner, tmp_path):
@@ -49,7 +52,7 @@ def test_logs_reads_a_gui_style_log_at_80_columns(runner, tmp_path, fake_trainer
     log = gui_style_log(fake_trainer, plan, tmp_path / "gui console.log")
     result = runner.invoke(cli, ["logs", str(log)])
     assert result.exit_code == 0, result.output
-    assert "6/6 steps, epoch 2/2, final loss 0.2410" in " ".join(result.output.split())
+    assert f"{log}: 6/6 steps, epoch 2/2, final loss 0.2410" in result.output  # piped: one unbroken line
     assert "2 checkpoint(s) saved; model saved." in result.output
 
 

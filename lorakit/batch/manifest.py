@@ -12,14 +12,15 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from lorakit import __version__
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
+from lorakit.config.keyvalue import SWEEP, split_key_value, typed_value
+from lorakit.config.schema import ValueProblem
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, has_errors
 from lorakit.plan.build import PlanRequest, make_plan, write_plan
@@ -61,19 +62,12 @@ class BatchManifest(BaseModel):
 
 @dataclass
 class BatchRequest:
-    dataset: Path
+    """What every run shares (`plan`: its presets and out are ignored), and what varies between runs."""
+
+    plan: PlanRequest
     out: Path
     presets: list[str] = field(default_factory=list)  # alternatives; "pony+character" combines presets in one run
     sweeps: list[str] = field(default_factory=list)  # "KEY=V1,V2,..." ("|" separates values that contain commas)
-    overrides: list[str] = field(default_factory=list)
-    reg: Path | None = None
-    token: str | None = None
-    target_gpu: str | None = None
-    name: str | None = None
-    force: bool = False
-    presets_dirs: list[Path] = field(default_factory=list)
-    sd_scripts: str | None = None
-    python: str | None = None
 
 
 def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
@@ -81,27 +75,17 @@ def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
     sweeps: dict[str, list[str]] = {}
     problems: list[str] = []
     for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not text.strip():
-            problems.append(f"--sweep {item!r}: write KEY=V1,V2,... e.g. --sweep network_dim=16,32")
-            continue
-        if key in sweeps:
-            problems.append(f"--sweep {key}: given twice; put all its values in one --sweep")
-            continue
-        if key in RESERVED_KEYS:
-            problems.append(f"--sweep {key}: lorakit sets this itself ({RESERVED_KEYS[key]})")
-            continue
-        values = [v.strip() for v in text.split("|" if "|" in text else ",")]
         try:
-            spec = spec_for(key)
+            key, text = split_key_value(item, SWEEP)
+            if key in sweeps:
+                raise ValueProblem(f"--sweep {key}: given twice; put all its values in one --sweep")
+            values = [v.strip() for v in text.split("|" if "|" in text else ",")]
             for value in values:
-                parse_text(spec, value)
+                typed_value(key, value, SWEEP)
+            if len(set(values)) != len(values):
+                raise ValueProblem(f"--sweep {key}: a value is repeated; give each value once")
         except ValueProblem as exc:
-            problems.append(f"--sweep {exc}")
-            continue
-        if len(set(values)) != len(values):
-            problems.append(f"--sweep {key}: a value is repeated")
+            problems.append(str(exc))
             continue
         sweeps[key] = values
     if problems:
@@ -122,28 +106,26 @@ def run_id(index: int, presets: str, sweep: dict[str, str]) -> str:
 
 
 def plan_batch(request: BatchRequest) -> BatchManifest:
+    shared = request.plan
     out = request.out.expanduser().resolve()
-    check_output_folder(out, replace=request.force, marker=MANIFEST, kind="batch",
+    check_output_folder(out, replace=shared.force, marker=MANIFEST, kind="batch",
                         replace_note="each plan's old files move to its .lorakit-history/; training outputs are never touched")
     sweeps = parse_sweeps(request.sweeps)
     alternatives = request.presets or [""]
-    name = request.name or request.dataset.resolve().name
+    name = shared.name or shared.dataset.resolve().name
     combos = list(itertools.product(alternatives, *sweeps.values()))
     runs: list[BatchRun] = []
     results = []
     for index, (presets, *chosen) in enumerate(combos, start=1):
         sweep = dict(zip(sweeps, chosen, strict=True))
         rid = run_id(index, presets, sweep)
-        plan_request = PlanRequest(
-            dataset=request.dataset, presets=[p for p in presets.split("+") if p],
-            overrides=[*request.overrides, *(f"{k}={v}" for k, v in sweep.items())],
-            reg=request.reg, token=request.token, target_gpu=request.target_gpu, out=out / rid,
-            name=f"{name}-{rid}", force=request.force, presets_dirs=request.presets_dirs,
-            sd_scripts=request.sd_scripts, python=request.python,
+        plan_request = replace(
+            shared, presets=[p for p in presets.split("+") if p],
+            overrides=[*shared.overrides, *(f"{k}={v}" for k, v in sweep.items())], out=out / rid, name=f"{name}-{rid}",
         )
         result = make_plan(plan_request)
         errors = has_errors(result.plan.findings)
-        status = "skipped" if errors and not request.force else "planned"
+        status = "skipped" if errors and not shared.force else "planned"
         shown = [f for f in result.plan.findings if f.level == "error"] if status == "skipped" else []
         runs.append(BatchRun(id=rid, plan_dir=str(out / rid), presets=plan_request.presets, sweep=sweep,
                              status=status, findings=shown))
@@ -151,9 +133,9 @@ def plan_batch(request: BatchRequest) -> BatchManifest:
     manifest = BatchManifest(
         lorakit_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        name=name, dataset=str(request.dataset.resolve()), reg=str(request.reg.resolve()) if request.reg else None,
-        token=request.token, target_gpu=request.target_gpu, preset_options=list(alternatives) if request.presets else [],
-        sweeps=sweeps, overrides=list(request.overrides), runs=runs,
+        name=name, dataset=str(shared.dataset.resolve()), reg=str(shared.reg.resolve()) if shared.reg else None,
+        token=shared.token, target_gpu=shared.target_gpu, preset_options=list(alternatives) if request.presets else [],
+        sweeps=sweeps, overrides=list(shared.overrides), runs=runs,
     )
     # Everything was planned in memory first: a bad combination cannot leave half a batch behind.
     out.mkdir(parents=True, exist_ok=True)

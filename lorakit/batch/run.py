@@ -59,6 +59,16 @@ class Outcome:
     error: str | None = None  # why the launch did not start (Gate 4, a lock of its own, ...)
 
 
+@dataclass(frozen=True)
+class BatchCounts:
+    """How the runs of one `batch run` ended, for its summary line."""
+
+    succeeded: int
+    failed: int  # failed, or could not start
+    interrupted: int
+    not_started: int  # skipped, or left waiting when the batch stopped
+
+
 @dataclass
 class BatchResult:
     outcomes: list[Outcome] = field(default_factory=list)
@@ -74,6 +84,14 @@ class BatchResult:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.state == "failed" or o.error]
+
+    def counts(self) -> BatchCounts:
+        return BatchCounts(
+            succeeded=sum(o.state == "succeeded" for o in self.outcomes),
+            failed=len(self.failed),
+            interrupted=sum(o.state == "interrupted" for o in self.outcomes),
+            not_started=sum(o.state is None and not o.error for o in self.outcomes) + self.not_reached,
+        )
 
 
 def decide(run: BatchRun, options: BatchRunOptions) -> Decision:

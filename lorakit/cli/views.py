@@ -12,24 +12,30 @@ from lorakit.util.text import duration_text, gib_text, hours_text, loss_text, sh
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from lorakit.batch.run import Outcome
     from lorakit.config.presets import Preset
+    from lorakit.config.resolve import Resolution
     from lorakit.config.values import Values
     from lorakit.dataset.steps import StepMath
     from lorakit.machine.probe import HostInfo
     from lorakit.models.source import ModelSection
-    from lorakit.plan.build import Plan
+    from lorakit.plan.build import Plan, VramPart
+    from lorakit.plan.datacheck import DatasetReport
     from lorakit.run.calibrate import CalibrationUpdate
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+# Without a terminal there is no width to fit: rich would wrap at 80 columns, in the middle of values.
+# Text lines are then never wrapped, and tables get this much room, far more than any row needs.
+PIPED_WIDTH = 1000
 
 
-def console(stderr: bool = False, *, wide: bool = False) -> Console:
-    """A console for people; `wide` tables are not squeezed to 80 columns when the output is not a terminal."""
+def console(stderr: bool = False) -> Console:
+    """A console for people: wrapped to a terminal's width, or unwrapped lines when piped to a file or program."""
     from rich.console import Console
 
     out = Console(stderr=stderr, highlight=False, soft_wrap=False)
-    if wide and not out.is_terminal:
-        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPED_WIDTH)
     return out
 
 
@@ -128,21 +134,17 @@ def estimate_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def vram_table(plan: Plan):
-    """Each component of the VRAM estimate with how it was counted (`lorakit plan --explain-vram`)."""
+def vram_table(plan: Plan, parts: list[VramPart]):
+    """Each component of the VRAM estimate with how planning counted it (`lorakit plan --explain-vram`)."""
     from rich.table import Table
 
-    from lorakit.plan.estimate import estimate_vram, explain_vram, setup_from_values
-
     vram = plan.vram
-    setup = setup_from_values(plan.value_set)
-    breakdown = estimate_vram(setup, vram.components["cuda_overhead"])
     table = Table(title=f"VRAM estimate on {plan.target.name}", show_edge=False, pad_edge=False)
     table.add_column("component", style="bold", no_wrap=True)
     table.add_column("GiB", justify="right")
     table.add_column("how", style="dim", overflow="fold")
-    for name, gib, how in explain_vram(setup, breakdown, vram.overhead_source):
-        table.add_row(name, f"{gib:.2f}", how)
+    for part in parts:
+        table.add_row(part.name, f"{part.gib:.2f}", part.how)
     table.add_row("[bold]estimate[/]", f"[bold]{vram.estimate_gib:.2f}[/]", "peak of one training step")
     table.add_row("budget", f"{vram.budget_gib:.2f}", f"{vram.vram_total_gib:.1f} GiB less the 20% safety margin (free VRAM, if less)")
     return table
@@ -170,7 +172,9 @@ def print_calibration(out: Console, update: CalibrationUpdate) -> None:
     out.print(f"Wrote {escape(str(update.path))}; `lorakit plan` uses it from now on.", soft_wrap=True)
 
 
-def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True, explain_vram: bool = False) -> None:
+def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool = True,
+               vram_parts: list[VramPart] | None = None) -> None:
+    """The plan's summary; with `vram_parts` (from planning), the VRAM estimate part by part too."""
     from rich.markup import escape
 
     values = plan.value_set
@@ -190,8 +194,8 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
         out.print(f"samples at steps: {shown}")
     for line in estimate_lines(plan):
         out.print(line)
-    if explain_vram and plan.vram is not None:
-        out.print(vram_table(plan))
+    if vram_parts is not None and plan.vram is not None:
+        out.print(vram_table(plan, vram_parts))
     for note in plan.notes:
         out.print(f"[dim]note:[/] {escape(note)}")
     keys = None if explain else [k for k in HEADLINE_KEYS if k in values]
@@ -230,6 +234,27 @@ def print_probe(out: Console, host: HostInfo) -> None:
         out.print("Plan for a card you do not have with --target-gpu (see `lorakit probe --catalog`).")
     out.print(f"RAM: {host.ram_total_gib:.1f} GiB ({host.ram_available_gib:.1f} available), CPUs: {host.cpu_count}, "
               f"free disk at {escape(host.disk_path)}: {host.disk_free_gib:.1f} GiB")
+
+
+def print_preset(out: Console, name: str, preset: Preset, resolution: Resolution) -> None:
+    """`lorakit presets NAME`: what the preset applies, what it requires, and the values it resolves to."""
+    out.print(f"[bold]{name}[/] — {preset.description}")
+    out.print(f"applies: {' → '.join(p.name for p in resolution.presets)} (file: {preset.path})")
+    for key in resolution.required:
+        out.print(f"[yellow]requires[/] --set {key}=...")
+    for note in resolution.notes:
+        out.print(f"[dim]note:[/] {note}")
+    out.print(values_table(resolution.values))
+
+
+def print_dataset_report(out: Console, report: DatasetReport) -> None:
+    """`lorakit dataset check`: the folders, the buckets, the step math and Gate 1's findings."""
+    stats = report.analysis.stats()
+    out.print(subsets_table(stats))
+    out.print(bucket_table(report.analysis.steps))
+    for line in step_lines(report.analysis.steps):
+        out.print(line)
+    print_findings(out, report.findings)
 
 
 def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> None:
@@ -372,3 +397,21 @@ def batch_table(rows: list[Any]):
         style = STATE_STYLE.get(row.state)
         table.add_row(*[f"[{style}]{escape(text[c])}[/]" if c == "state" and style else escape(text[c]) for c in COLUMNS])
     return table
+
+
+ACTION_TEXT = {"start": "started", "resume": "resumed from its saved state", "restart": "started again"}
+
+
+def outcome_line(outcome: Outcome) -> str:
+    """`lorakit batch run`: what happened to one run, as it happens."""
+    from rich.markup import escape
+
+    where = f" on GPU {outcome.slot}" if outcome.slot is not None else ""
+    run = escape(f"[{outcome.run}]")
+    if outcome.action == "skip":
+        return f"{run} skipped: {escape(outcome.reason)}"
+    if outcome.error:
+        return f"{run} [red]could not start[/]{where}: {escape(outcome.error)}"
+    if outcome.state is None:
+        return f"{run} not started: {escape(outcome.reason)}"
+    return f"{run} {outcome.state}{where} ({ACTION_TEXT[outcome.action]})"

@@ -29,6 +29,7 @@ from lorakit.config.schema import RESERVED_KEYS, ValueProblem, coerce, spec_for
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding
 from lorakit.util import tomlio
+from lorakit.util.files import check_output_file
 from lorakit.util.resources import presets_dir, user_config_dir
 
 BASE_PRESET = "sdxl-base"
@@ -64,6 +65,23 @@ class Preset:
     @property
     def description(self) -> str:
         return self.header.description
+
+    def summary(self) -> PresetSummary:
+        return PresetSummary(name=self.name, kind=self.header.kind, extends=self.header.extends,
+                             description=self.description, path=str(self.path), builtin=self.builtin)
+
+
+class PresetSummary(BaseModel):
+    """`lorakit presets --json`: one preset as the list shows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: PresetKind
+    extends: list[str]
+    description: str
+    path: str
+    builtin: bool
 
 
 @dataclass
@@ -162,6 +180,16 @@ class PresetRegistry:
         for name in names:
             visit(name, ())
         return ordered
+
+
+def copy_preset(preset: Preset, destination: Path) -> Path:
+    """Copy `preset`'s file to `destination` (a file, or a folder to copy into), to edit as one's own; never overwrites."""
+    import shutil
+
+    target = destination / preset.path.name if destination.is_dir() else destination
+    check_output_file(target, option="--copy-to", force_option=None)
+    shutil.copyfile(preset.path, target)
+    return target
 
 
 def load_preset(path: Path, *, builtin: bool = False) -> Preset:

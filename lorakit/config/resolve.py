@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from lorakit.config.keyvalue import SET, split_key_value, typed_value
 from lorakit.config.presets import BASE_PRESET, Preset, PresetRegistry
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, spec_for
+from lorakit.config.schema import ValueProblem
 from lorakit.config.values import USER_SOURCE, Values
 from lorakit.errors import ConfigError
 
@@ -28,24 +32,34 @@ class Resolution:
     notes: list[str]
     required: list[str]  # keys some preset requires the user to set
 
+    def report(self, name: str, description: str) -> PresetReport:
+        return PresetReport(name=name, chain=[p.name for p in self.presets], description=description,
+                            requires=self.required, notes=self.notes, values=self.values.to_json())
+
+
+class PresetReport(BaseModel):
+    """`lorakit presets NAME --json`: the presets NAME applies, in order, and the values they resolve to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    chain: list[str]
+    description: str
+    requires: list[str]
+    notes: list[str]
+    values: dict[str, dict[str, Any]]  # key -> its ResolvedValue, defaults left out
+
 
 def parse_overrides(items: Sequence[str]) -> tuple[dict[str, object], list[str]]:
     """`KEY=VALUE` strings typed by the schema; returns the values and every problem found."""
     values: dict[str, object] = {}
     problems: list[str] = []
     for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            problems.append(f"--set {item!r}: write KEY=VALUE, e.g. --set network_dim=32")
-            continue
-        if key in RESERVED_KEYS:
-            problems.append(f"--set {key}: lorakit sets this itself ({RESERVED_KEYS[key]})")
-            continue
         try:
-            values[key] = parse_text(spec_for(key), text)
+            key, text = split_key_value(item, SET)
+            values[key] = typed_value(key, text, SET)
         except ValueProblem as exc:
-            problems.append(f"--set {exc}")
+            problems.append(str(exc))
     return values, problems
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from lorakit.util import tomlio
 from lorakit.util.resources import sd_scripts_arguments
 
@@ -102,6 +104,23 @@ class KeySpec:
             "float_pair": "two numbers like 0.3,0.7",
         }[self.kind]
 
+    def info(self) -> KeyInfo:
+        return KeyInfo(key=self.name, type=self.kind, written_to=self.target, default=self.default,
+                       choices=None if self.choices is None else list(self.choices), help=self.help)
+
+
+class KeyInfo(BaseModel):
+    """`lorakit keys --json`: one key --set accepts, its type and where it is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    type: Kind
+    written_to: Target
+    default: Any
+    choices: list[Any] | None
+    help: str
+
 
 # lorakit's own keys: planning inputs that sd-scripts never sees.
 LORAKIT_KEYS: tuple[KeySpec, ...] = (
@@ -169,6 +188,11 @@ def registry() -> dict[str, KeySpec]:
     for spec in LORAKIT_KEYS:
         keys[spec.name] = spec
     return keys
+
+
+def settable_keys(pattern: str = "") -> list[KeySpec]:
+    """The keys `--set` accepts whose name contains `pattern` (the reserved ones are lorakit's own)."""
+    return [spec for spec in registry().values() if pattern in spec.name and spec.name not in RESERVED_KEYS]
 
 
 class ValueProblem(ValueError):

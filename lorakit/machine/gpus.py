@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from lorakit.errors import UserError
 from lorakit.util import tomlio
@@ -39,6 +39,24 @@ class GpuSpec(BaseModel):
     @property
     def bf16(self) -> bool:
         return self.cc >= (8, 0)
+
+
+class CatalogEntry(GpuSpec):
+    """`lorakit probe --catalog --json`: a catalog GPU with its VRAM in GiB and whether it has bf16."""
+
+    @computed_field
+    @property
+    def vram_gib(self) -> float:
+        return round(self.vram_mib * MIB / GIB, 2)
+
+    @computed_field
+    @property
+    def bf16(self) -> bool:
+        return self.cc >= (8, 0)
+
+    @classmethod
+    def of(cls, spec: GpuSpec) -> CatalogEntry:
+        return cls(**spec.model_dump())
 
 
 @cache

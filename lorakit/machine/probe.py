@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from lorakit.errors import UserError
 from lorakit.machine import gpus as gpu_catalog
@@ -53,6 +53,24 @@ class HostInfo(BaseModel):
     cpu_count: int
     disk_free_gib: float
     disk_path: str
+
+    def report(self) -> HostReport:
+        return HostReport(**self.model_dump())
+
+
+class GpuReport(GpuInfo):
+    """A probed GPU with the VRAM budget lorakit plans with."""
+
+    @computed_field
+    @property
+    def budget_gib(self) -> float:
+        return round(self.vram_total_gib * (1 - VRAM_MARGIN), 2)
+
+
+class HostReport(HostInfo):
+    """`lorakit probe --json`: the machine, each GPU with its budget."""
+
+    gpus: list[GpuReport]
 
 
 def probe(disk_path: Path | None = None) -> HostInfo:

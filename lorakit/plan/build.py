@@ -14,6 +14,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,7 +33,15 @@ from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_comman
 from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.plan.assumptions import Assumptions, assumptions_for
 from lorakit.plan.check import CheckContext, check_parameters
-from lorakit.plan.estimate import TimeReport, VramReport, setup_from_values, time_report, vram_report
+from lorakit.plan.estimate import (
+    TimeReport,
+    VramReport,
+    estimate_vram,
+    explain_vram,
+    setup_from_values,
+    time_report,
+    vram_report,
+)
 from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.prompts import sample_prompt_lines
@@ -125,10 +134,19 @@ class Plan(BaseModel):
         return sum(1 for f in self.findings if f.level == "error")
 
 
+class VramPart(NamedTuple):
+    """One component of the VRAM estimate and how it was counted (`lorakit plan --explain-vram`)."""
+
+    name: str
+    gib: float
+    how: str
+
+
 @dataclass
 class PlanResult:
     plan: Plan
     files: dict[str, str]  # file name in the plan folder → text
+    vram_parts: list[VramPart] = field(default_factory=list)  # kept from planning for printing; not in plan.json
 
     @property
     def plan_dir(self) -> Path:
@@ -201,6 +219,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     python, _ = find_python(request.python)
     sd_scripts, _ = find_sd_scripts(request.sd_scripts)
     config_path = plan_dir / "config.toml"
+    estimated = estimates(values, target, assumptions, steps.total_steps, request.fit)
     plan = Plan(
         lorakit_version=__version__,
         sd_scripts_commit=SD_SCRIPTS_COMMIT,
@@ -223,7 +242,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
         findings=sort_findings(findings),
         command=trainer_command(python, sd_scripts, config_path, values),
         files=[],
-        **estimates(values, target, assumptions, steps.total_steps, request.fit),
+        vram=estimated.vram,
+        time=estimated.time,
     )
     files = {
         "config.toml": render_config(plan, trainer_values(values, models), config_path),
@@ -234,7 +254,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         files["sample_prompts.txt"] = render_prompts(plan, prompt_lines)
     plan.files = ["plan.json", *files]
     files["plan.json"] = plan.model_dump_json(indent=2) + "\n"
-    return PlanResult(plan, files)
+    return PlanResult(plan, files, vram_parts=estimated.vram_parts)
 
 
 @dataclass
@@ -272,19 +292,28 @@ class DatasetAnalysis:
         )
 
 
-def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total_steps: int, fit: str) -> dict:
-    """plan.json's `vram` and `time` for the final values."""
+@dataclass
+class Estimates:
+    vram: VramReport
+    time: TimeReport
+    vram_parts: list[VramPart]
+
+
+def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total_steps: int, fit: str) -> Estimates:
+    """plan.json's `vram` and `time` for the final values, and the VRAM estimate's parts explained."""
     setup = setup_from_values(values)
     where = f"calibrated in {assumptions.source}"
     overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (performance facts §5.3)"
     efficiency = where if assumptions.time_calibrated else "assumed (performance facts §6)"
-    return {
-        "vram": vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
-                            vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
-                            overhead_source=overhead, fit=fit),
-        "time": time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
-                            total_steps=total_steps, efficiency_source=efficiency),
-    }
+    breakdown = estimate_vram(setup, assumptions.overhead_gib)
+    return Estimates(
+        vram=vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
+                         vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
+                         overhead_source=overhead, fit=fit),
+        time=time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
+                         total_steps=total_steps, efficiency_source=efficiency),
+        vram_parts=[VramPart(*part) for part in explain_vram(setup, breakdown, overhead)],
+    )
 
 
 def scan_folders(values: Values, dataset: Path, reg_dir: Path | None, token: str | None) -> tuple[DatasetScan, DatasetScan | None]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from lorakit.config.presets import PresetRegistry
 from lorakit.config.resolve import resolve
 from lorakit.config.values import Values
+from lorakit.dataset.steps import StepMath
 from lorakit.findings import Finding, sort_findings
-from lorakit.plan.build import DatasetAnalysis, analyse_dataset
+from lorakit.plan.build import DatasetAnalysis, DatasetStats, analyse_dataset
 from lorakit.plan.check import check_parameters
 
 
@@ -17,6 +20,19 @@ from lorakit.plan.check import check_parameters
 class DatasetReport:
     analysis: DatasetAnalysis
     values: Values
+    findings: list[Finding]
+
+    def summary(self) -> DatasetSummary:
+        return DatasetSummary(dataset=self.analysis.stats(), step_math=self.analysis.steps, findings=self.findings)
+
+
+class DatasetSummary(BaseModel):
+    """`lorakit dataset check --json`: the folders, the step math and Gate 1's findings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetStats
+    step_math: StepMath
     findings: list[Finding]
 
 

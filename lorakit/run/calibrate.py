@@ -54,6 +54,31 @@ class CalibrationUpdate:
     before: dict[str, GpuCalibration]
     after: dict[str, GpuCalibration]
 
+    def report(self) -> CalibrationReport:
+        return CalibrationReport(file=str(self.path), gpus=self.after, runs=[
+            RunReport(plan=str(r.plan_dir), gpu=r.gpu, overhead_gib=r.overhead_gib, efficiency=r.efficiency,
+                      skipped=r.skipped) for r in self.runs])
+
+
+class RunReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str
+    gpu: str | None
+    overhead_gib: float | None
+    efficiency: float | None
+    skipped: list[str]
+
+
+class CalibrationReport(BaseModel):
+    """`lorakit calibrate --json`: the file, every GPU's calibration in it now, and what each run gave."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    gpus: dict[str, GpuCalibration]
+    runs: list[RunReport]
+
 
 def calibrate_from_run(plan_dir: Path) -> RunCalibration:
     plan = load_plan(plan_dir)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit import __version__
-from lorakit.errors import GateError, LorakitError, UserError
+from lorakit.errors import ExitCode, GateError, LorakitError, UserError
 from lorakit.machine.trainer import trainer_command
 from lorakit.models.fetch import LocalModels, relocate
 from lorakit.models.source import ModelSection
@@ -89,7 +89,7 @@ class LaunchSetup:
 class Interrupted(LorakitError):
     """Stopped on request before a trainer started (no run record is written)."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED
 
 
 class Stopper:

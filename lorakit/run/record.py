@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from lorakit.errors import UserError
 from lorakit.models.fetch import LocalModels
@@ -103,6 +103,22 @@ def read_record(path: Path) -> RunRecord:
         return RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+class ListedRun(RunRecord):
+    """`lorakit runs --json`: a run record and the run.json it was read from."""
+
+    record: str
+
+    @model_serializer(mode="wrap")
+    def _record_first(self, handler):
+        # the file first, then the record's own fields: the order `lorakit runs --json` has always had
+        data = handler(self)
+        return {"record": data.pop("record"), **data}
+
+    @classmethod
+    def of(cls, path: Path, record: RunRecord) -> ListedRun:
+        return cls(record=str(path), **dict(record))
 
 
 def find_runs(root: Path, max_depth: int = 4) -> list[tuple[Path, RunRecord]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 from lorakit.errors import UserError
 from lorakit.watch.events import Problem
@@ -13,8 +14,11 @@ from lorakit.watch.tally import RunTally
 BLOCK = 1 << 20
 
 
-@dataclass
-class LogReport:
+class LogReport(BaseModel):
+    """What a log says about its run; `lorakit logs --json` prints it."""
+
+    model_config = ConfigDict(extra="forbid")
+
     path: str
     steps_done: int
     total_steps: int | None

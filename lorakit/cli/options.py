@@ -1,0 +1,95 @@
+"""What the commands share: option definitions, the PlanRequest they describe, and the JSON printer.
+
+Only click is imported here (`lorakit --help` imports this module); the core is imported inside the
+functions that need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from lorakit.plan.build import PlanRequest
+
+PATH = click.Path(path_type=Path)
+
+
+def _option(*decls: str, **attrs: Any) -> Callable[..., Callable]:
+    """One option, defined once; a command may word its help (or make it required) for its own use."""
+
+    def make(**override: Any) -> Callable:
+        return click.option(*decls, **{**attrs, **override})
+
+    return make
+
+
+# --- the options `plan` and `batch plan` share (and `dataset check`/`prepare`: --preset and --set) -------
+
+dataset = click.argument("dataset", type=PATH)
+preset = _option("--preset", "-p", "preset_names", multiple=True,
+                 help="A preset to apply (repeatable, applied in order; default sdxl-base).")
+overrides = _option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override one value, typed by its key (repeatable): --set network_dim=32.")
+reg = _option("--reg", type=PATH, help="Regularisation images (same folder convention as DATASET).")
+token = _option("--token", help="Class tokens for a flat DATASET folder, e.g. 'sks dog'.")
+target_gpu = _option("--target-gpu",
+                     help="Plan for this catalog GPU instead of the probed one (see `lorakit probe --catalog`).")
+out = _option("--out", type=PATH, help="The plan folder to write (default: plans/NAME).")
+name = _option("--name", help="The plan's and the LoRA file's name (default: the dataset folder's name).")
+force = _option("--force", is_flag=True,
+                help="Write even with gate errors, and replace an existing plan (kept in .lorakit-history/).")
+sd_scripts = _option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout launch.sh should use.")
+python = _option("--python", help="The trainer's Python launch.sh should use.")
+presets_dirs = _option("--presets-dir", "presets_dirs", multiple=True, type=PATH,
+                       help="A folder of extra presets (*.toml); repeatable. The per-user folder is always read.")
+as_json = _option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+# click's parameter name → PlanRequest's field, for the shared options above
+_REQUEST_FIELDS = {
+    "dataset": "dataset", "preset_names": "presets", "overrides": "overrides", "reg": "reg", "token": "token",
+    "target_gpu": "target_gpu", "out": "out", "name": "name", "force": "force", "presets_dirs": "presets_dirs",
+    "sd_scripts": "sd_scripts", "python": "python",
+}
+
+
+def plan_request(params: dict[str, Any], **fields: Any) -> PlanRequest:
+    """The PlanRequest the shared options in `params` describe; `fields` sets the rest (e.g. fit)."""
+    from lorakit.plan.build import PlanRequest
+
+    given = {_REQUEST_FIELDS[key]: list(value) if isinstance(value, tuple) else value for key, value in params.items()}
+    return PlanRequest(**given, **fields)
+
+
+# --- the options `doctor` and `launch` share ------------------------------------------------------------
+
+trainer_options = [
+    click.option("--sd-scripts", "sd_scripts", help="The sd-scripts checkout (default: $LORAKIT_SD_SCRIPTS, then vendor/sd-scripts)."),
+    click.option("--python", help="The trainer's Python (default: $LORAKIT_PYTHON, then lorakit's own)."),
+    click.option("--gpus", help="GPU ids for accelerate's --gpu_ids, e.g. 0 or 0,1 (default: the plan's gpu_ids)."),
+    click.option("--cpu", is_flag=True, help="Train on the CPU even if CUDA is there (chosen anyway when it is not)."),
+]
+
+
+def with_trainer_options(function: Callable) -> Callable:
+    for option in reversed(trainer_options):
+        function = option(function)
+    return function
+
+
+# --- JSON output: every --json prints a model's own dump -----------------------------------------------
+
+def emit_json(model: BaseModel) -> None:
+    click.echo(model.model_dump_json(indent=2))
+
+
+def emit_json_list(models: Sequence[BaseModel]) -> None:
+    """A JSON array of models, each dumped as its own type (with its computed fields)."""
+    from pydantic import BaseModel, RootModel, SerializeAsAny
+
+    emit_json(RootModel[list[SerializeAsAny[BaseModel]]](list(models)))
