@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # findings imports pydantic, which `lorakit --help` must not pay for
+    from lorakit.findings import Finding
 
 
 class ExitCode(IntEnum):
@@ -57,7 +61,7 @@ class ConfigError(UserError):
 class GateError(LorakitError):
     """A plan whose checks found errors; carries the findings so callers can show them."""
 
-    def __init__(self, message: str, findings: Sequence[object] = (), *, fix: str | None = None):
+    def __init__(self, message: str, findings: Sequence[Finding] = (), *, fix: str | None = None):
         super().__init__(message, fix=fix)
         self.findings = list(findings)
 

@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lorakit"
 # Lowest first. A subpackage may import its own modules and anything in an earlier layer; packages in
 # the same layer do not import each other.
 LAYERS = [
-    {"lorakit", "errors"},
-    {"findings", "util"},  # util.files raises the errors' UserError
+    {"lorakit", "findings"},
+    {"errors"},  # a GateError carries findings
+    {"util"},  # util.files raises the errors' UserError
     {"config"},
     {"dataset"},
     {"machine"},

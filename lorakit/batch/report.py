@@ -11,6 +11,7 @@ import base64
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorakit.batch.manifest import load_batch
 from lorakit.batch.status import COLUMNS, batch_rows, cells
@@ -46,7 +47,7 @@ def loss_curve(plan_dir: Path) -> list[tuple[int, float]]:
 def loss_chart(curves: dict[str, list[tuple[int, float]]]) -> dict:
     """Coordinates for the template's SVG: one polyline per run, shared axes."""
     drawn = {run: points for run, points in curves.items() if points}
-    chart = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "plot_width": WIDTH - LEFT - RIGHT,
+    chart: dict[str, Any] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "plot_width": WIDTH - LEFT - RIGHT,
              "plot_height": HEIGHT - TOP - BOTTOM, "lines": [], "x_ticks": [], "y_ticks": []}
     if not drawn:
         return chart

@@ -319,7 +319,7 @@ class BatchLock:
         if holder.get("host") != socket.gethostname():
             return False  # another machine's runner: lorakit cannot tell, so it does not take over
         try:
-            os.kill(int(holder.get("pid")), 0)
+            os.kill(int(holder.get("pid", "")), 0)
         except (ProcessLookupError, TypeError, ValueError):
             return True
         except PermissionError:

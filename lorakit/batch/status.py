@@ -69,7 +69,7 @@ def batch_status(batch_dir: Path, manifest: BatchManifest | None = None) -> Batc
         rows.append(row)
     finished = [r for r in rows if r.state == "succeeded" and r.final_loss is not None]
     if finished:
-        min(finished, key=lambda r: r.final_loss).best = True
+        min(finished, key=lambda r: r.final_loss or 0.0).best = True
     rows.sort(key=lambda r: (STATE_ORDER.get(r.state, 9), r.final_loss if r.final_loss is not None else 1e9, r.id))
     return BatchStatus(rows, [problem] if problem else [])
 

@@ -7,7 +7,7 @@ every `every_s` seconds, and the other messages as they happen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lorakit.util.text import duration_text, loss_text
 from lorakit.watch.events import (
@@ -29,6 +29,7 @@ from lorakit.watch.events import (
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import TaskID
 
 
 def format_rate(it_per_s: float | None) -> str:
@@ -138,10 +139,10 @@ class BarDisplay(Display):
         self.bar = Bar(TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
                        TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[gpu]}"), console=console)
-        self.task = None
+        self.task: TaskID | None = None
 
     def progress(self, event: Progress) -> None:
-        fields = {"loss": loss_text(event.loss), "rate": format_rate(event.it_per_s),
+        fields: dict[str, Any] = {"loss": loss_text(event.loss), "rate": format_rate(event.it_per_s),
                   "eta": duration_text(event.remaining_s),
                   "gpu": f"GPU {self.gpu_gib:.1f} GiB" if self.gpu_gib is not None else ""}
         if self.task is None:

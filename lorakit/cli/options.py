@@ -62,8 +62,10 @@ def plan_request(params: dict[str, Any], **fields: Any) -> PlanRequest:
     """The PlanRequest the shared options in `params` describe; `fields` sets the rest (e.g. fit)."""
     from lorakit.plan.build import PlanRequest
 
-    given = {_REQUEST_FIELDS[key]: list(value) if isinstance(value, tuple) else value for key, value in params.items()}
-    return PlanRequest(**given, **fields)
+    request = PlanRequest(dataset=params["dataset"], **fields)
+    for key, value in params.items():
+        setattr(request, _REQUEST_FIELDS[key], list(value) if isinstance(value, tuple) else value)
+    return request
 
 
 # --- the options `doctor` and `launch` share ------------------------------------------------------------

@@ -31,7 +31,7 @@ def probe(as_json: bool, catalog: bool) -> None:
 
     host = run_probe()
     if as_json:
-        emit_json(host.report())
+        emit_json(host)
         return
     from lorakit.cli.views import console, print_probe
 

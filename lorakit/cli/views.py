@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lorakit.models.source import ModelSection
     from lorakit.plan.build import Plan, VramPart
     from lorakit.plan.datacheck import DatasetReport
+    from lorakit.plan.estimate import VramReport
     from lorakit.run.calibrate import CalibrationUpdate
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -125,7 +126,7 @@ def estimate_lines(plan: Plan) -> list[str]:
         verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
         lines.append(f"VRAM: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
                      f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
-    if time is not None and time.seconds_per_step is not None:
+    if time is not None and time.seconds_per_step is not None and time.total_hours is not None:
         where = "calibrated" if time.calibrated else f"assumed {time.mfu:.0%} of {time.peak_tflops:g} TFLOP/s"
         lines.append(f"ETA: ~{time.seconds_per_step:.2f} s/step × {plan.total_steps} steps ≈ [bold]{hours_text(time.total_hours)}[/] "
                      f"of training ({where})")
@@ -134,11 +135,10 @@ def estimate_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def vram_table(plan: Plan, parts: list[VramPart]):
+def vram_table(plan: Plan, vram: VramReport, parts: list[VramPart]):
     """Each component of the VRAM estimate with how planning counted it (`lorakit plan --explain-vram`)."""
     from rich.table import Table
 
-    vram = plan.vram
     table = Table(title=f"VRAM estimate on {plan.target.name}", show_edge=False, pad_edge=False)
     table.add_column("component", style="bold", no_wrap=True)
     table.add_column("GiB", justify="right")
@@ -195,7 +195,7 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     for line in estimate_lines(plan):
         out.print(line)
     if vram_parts is not None and plan.vram is not None:
-        out.print(vram_table(plan, vram_parts))
+        out.print(vram_table(plan, plan.vram, vram_parts))
     for note in plan.notes:
         out.print(f"[dim]note:[/] {escape(note)}")
     keys = None if explain else [k for k in HEADLINE_KEYS if k in values]

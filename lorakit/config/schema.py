@@ -161,6 +161,9 @@ LORAKIT_KEYS: tuple[KeySpec, ...] = (
 )
 
 
+_ARGPARSE_TYPES: dict[str, Kind] = {"int": "int", "float": "float", "int_or_float": "int_or_float"}
+
+
 def _kind_from_argument(arg: dict) -> Kind:
     name = arg["dest"]
     if name in SPECIAL_KINDS:
@@ -169,7 +172,7 @@ def _kind_from_argument(arg: dict) -> Kind:
         return "bool"
     if arg["nargs"] == "*":
         return "float_list" if arg["type"] == "float" else "str_list"
-    return {"int": "int", "float": "float", "int_or_float": "int_or_float"}.get(arg["type"], "str")
+    return _ARGPARSE_TYPES.get(arg["type"], "str")
 
 
 @cache

@@ -214,7 +214,7 @@ def _no_repeat_folders(scan: _Scan) -> None:
 
 def _repeat_folder_subsets(scan: _Scan) -> list[Subset]:
     root = scan.root
-    repeats, tokens = parse_repeat_folder(root.name)
+    repeats, tokens = parse_repeat_folder(root.name) or (0, "")  # choose_layout saw that the name parses
     scan.gate.add(finding(
         "dataset/repeat-folder-as-dataset", "info", 1,
         f"'{root.name}' is itself a repeat folder: {repeats} repeats, class tokens '{tokens}'. "
@@ -400,7 +400,7 @@ class _Gate1:
                 f"{len(found.nested)} folder(s) inside '{where}' hold images that sd-scripts does not read (it does not recurse).",
                 "move the images up, or make each folder a `N_token class` folder of its own", paths=found.nested))
         if subset.class_tokens and not subset.is_reg:
-            self._check_trigger(subset)
+            self._check_trigger(subset, subset.class_tokens)
 
     def _report_captions(self, subset: Subset, found: _Found) -> None:
         where, ext = subset.folder_name, self.caption_extension
@@ -439,10 +439,10 @@ class _Gate1:
                 "(unless enable_wildcard).",
                 "join the lines with commas", paths=[_caption_path(p, ext) for p in found.multiline]))
 
-    def _check_trigger(self, subset: Subset) -> None:
-        trigger = subset.class_tokens.split()[0].lower() if subset.class_tokens.split() else ""
-        captioned = [img for img in subset.images if img.caption]
-        lacking = [img.path for img in captioned if trigger not in img.caption.lower()]
+    def _check_trigger(self, subset: Subset, class_tokens: str) -> None:
+        trigger = class_tokens.split()[0].lower() if class_tokens.split() else ""
+        captioned = [(img.path, img.caption) for img in subset.images if img.caption]
+        lacking = [path for path, caption in captioned if trigger not in caption.lower()]
         if trigger and lacking:
             self.add(finding(
                 "dataset/token-missing-from-captions", "warning", 1,

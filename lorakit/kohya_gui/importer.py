@@ -209,13 +209,13 @@ def _accelerate(c: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
     if "--main_process_ip" in extra[:-1]:
         found["main_process_ip"] = extra[extra.index("--main_process_ip") + 1]
     if "--machine_rank" in extra:
-        given = extra[extra.index("--machine_rank") + 1] if "--machine_rank" in extra[:-1] else None
+        given = extra[extra.index("--machine_rank") + 1] if "--machine_rank" in extra[:-1] else ""
         try:
             found["machine_rank"] = int(given)
-        except (TypeError, ValueError):
+        except ValueError:
             findings.append(finding(
                 "gui/bad-machine-rank", "warning", GATE,
-                f"the GUI's extra accelerate arguments give --machine_rank {'with no value' if given is None else repr(given)}, "
+                f"the GUI's extra accelerate arguments give --machine_rank {repr(given) if given else 'with no value'}, "
                 "which is not a machine's rank (a whole number); lorakit plans this machine as rank 0, the main one.",
                 "write --machine_rank N in the GUI's extra accelerate arguments (0 on the main machine, 1, 2, ... on "
                 "the others), or --set machine_rank=N", key="machine_rank"))

@@ -44,12 +44,12 @@ class GpuSpec(BaseModel):
 class CatalogEntry(GpuSpec):
     """`lorakit probe --catalog --json`: a catalog GPU with its VRAM in GiB and whether it has bf16."""
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def vram_gib(self) -> float:
         return round(self.vram_mib * MIB / GIB, 2)
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def bf16(self) -> bool:
         return self.cc >= (8, 0)

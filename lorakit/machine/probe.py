@@ -36,9 +36,10 @@ class GpuInfo(BaseModel):
     def vram_total_gib(self) -> float:
         return self.vram_total_mib * MIB / GIB
 
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form; `probe --json` shows it
     @property
     def budget_gib(self) -> float:
-        return self.vram_total_gib * (1 - VRAM_MARGIN)
+        return round(self.vram_total_gib * (1 - VRAM_MARGIN), 2)
 
 
 class HostInfo(BaseModel):
@@ -53,24 +54,6 @@ class HostInfo(BaseModel):
     cpu_count: int
     disk_free_gib: float
     disk_path: str
-
-    def report(self) -> HostReport:
-        return HostReport(**self.model_dump())
-
-
-class GpuReport(GpuInfo):
-    """A probed GPU with the VRAM budget lorakit plans with."""
-
-    @computed_field
-    @property
-    def budget_gib(self) -> float:
-        return round(self.vram_total_gib * (1 - VRAM_MARGIN), 2)
-
-
-class HostReport(HostInfo):
-    """`lorakit probe --json`: the machine, each GPU with its budget."""
-
-    gpus: list[GpuReport]
 
 
 def probe(disk_path: Path | None = None) -> HostInfo:

@@ -15,7 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -278,9 +278,9 @@ def read_requirements(path: Path) -> dict[str, str | None]:
     return pins
 
 
-def _env_key(env: dict[str, str] | None) -> tuple[tuple[str, str | None], ...]:
-    env = os.environ if env is None else env
-    return tuple((key, env.get(key)) for key in PROBE_ENV)
+def _env_key(env: Mapping[str, str] | None) -> tuple[tuple[str, str | None], ...]:
+    seen = os.environ if env is None else env
+    return tuple((key, seen.get(key)) for key in PROBE_ENV)
 
 
 @lru_cache(maxsize=16)
