@@ -1,4 +1,4 @@
-"""The Kohya SS GUI's rules for a LoRA config, restated from kohya-gui-facts.md §0/§b and the key table
+"""The Kohya SS GUI's rules for a LoRA config, restated from docs/kohya-gui.md §2, §3, §4 and the key table
 (not from lorakit's code), so exports are checked against the GUI rather than against lorakit itself."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _type_ok(kind: str, value) -> bool:
 
 
 def export_problems(raw: bytes, version: str) -> list[str]:
-    """Everything facts §0 asks of an exported SDXL LoRA config, for GUI `version`."""
+    """Everything docs/kohya-gui.md §2 asks of an exported SDXL LoRA config, for GUI `version`."""
     problems = []
     if raw.startswith(b"\xef\xbb\xbf"):
         problems.append("starts with a BOM")

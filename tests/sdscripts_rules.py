@@ -1,4 +1,4 @@
-"""How sd-scripts reads the files lorakit writes, restated from the facts (not from lorakit's code),
+"""How sd-scripts reads the files lorakit writes, restated from docs/sd-scripts.md (not from lorakit's code),
 so rendered files can be checked against sd-scripts rather than against lorakit itself."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ if not ARGS_FILE.is_file():  # a checkout without ../shared: the trimmed copy lo
     ARGS_FILE = REPO / "lorakit" / "data" / "sd-scripts-args.json"
 ARGUMENTS = {a["dest"]: a for a in json.loads(ARGS_FILE.read_text(encoding="utf-8"))["arguments"]}
 
-# facts §c: DreamBooth-style dataset config keys and their strict voluptuous types
+# docs/sd-scripts.md §3: DreamBooth-style dataset config keys and their strict voluptuous types
 SUBSET_KEYS = {
     "image_dir": str, "is_reg": bool, "alpha_mask": bool, "num_repeats": int, "class_tokens": str,
     "caption_extension": str, "cache_info": bool, "shuffle_caption": bool, "keep_tokens": int,

@@ -1,4 +1,4 @@
-"""The worked bucket and step examples of sd-scripts-facts §e/§f, reproduced exactly."""
+"""The worked bucket and step examples of docs/sd-scripts.md §5, §6, reproduced exactly."""
 
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def test_without_bucketing_every_image_goes_to_the_resolution():
 
 @pytest.fixture
 def facts_dataset(tmp_path: Path):
-    """The dataset behind facts §e's verified numbers: 5 images × 10, 2 × 3, 4 reg × 1."""
+    """The dataset behind docs/sd-scripts.md §5's verified numbers: 5 images × 10, 2 × 3, 4 reg × 1."""
     make_folder(tmp_path / "train" / "10_sks dog", [(832, 1216), (1024, 1024), (640, 480), (1536, 1024), (1216, 832)])
     make_folder(tmp_path / "train" / "3_dog", [(768, 1024), (1024, 768)])
     make_folder(tmp_path / "reg" / "1_dog", [(1024, 1024)] * 4)

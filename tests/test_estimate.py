@@ -1,5 +1,5 @@
-"""The estimator against performance-facts.md: parameter counts, FLOPs, the published VRAM points and
-worked predictions (§5.3, §5.4) within the residuals shown there, and the planning throughput (§6)."""
+"""The estimator against docs/estimator.md: parameter counts, FLOPs, the published VRAM points and
+worked predictions (docs/estimator.md §5.3, §5.4) within the residuals shown there, and the planning throughput (docs/estimator.md §6)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from lorakit.plan.estimate import (
 )
 
 MB, MIB = 1e6, 2**20
-# §5.4's setting: r32 U-Net only, text-encoder outputs and latents cached, SDPA, bf16
+# docs/estimator.md §5.4's setting: r32 U-Net only, text-encoder outputs and latents cached, SDPA, bf16
 R32 = TrainingSetup(network_dim=32, train_text_encoders=False, cache_text_encoder_outputs=True)
 
 
@@ -52,7 +52,7 @@ def test_conv_dim_wraps_the_resnet_and_resampling_modules():
     assert lora_forward_tflop(locon) > lora_forward_tflop(plain)
 
 
-WORKED = {  # §5.4: optimizer, gradient checkpointing → GiB at 512² b1, 768² b1, 1024² b1, b2, b4, b8
+WORKED = {  # docs/estimator.md §5.4: optimizer, gradient checkpointing → GiB at 512² b1, 768² b1, 1024² b1, b2, b4, b8
     ("AdamW", True): (9.2, 9.5, 9.9, 10.8, 12.6, 16.1),
     ("AdamW", False): (11.6, 14.5, 18.6, 28.3, 47.5, 86),
     ("AdamW8bit", True): (8.7, 9.0, 9.4, 10.3, 12.1, 15.7),
@@ -74,7 +74,7 @@ def test_worked_predictions_of_section_5_4(optimizer, gc):
 FT_BF16 = TrainingSetup(full_finetune=True, full_half=True, optimizer="Adafactor", cache_text_encoder_outputs=True)
 FT_FP32 = FT_BF16.with_(full_half=False, mixed_precision="no")
 F5 = R32.with_(optimizer="AdamW8bit", fp8_unet=True, fp8_text_encoders=True)
-PUBLISHED = {  # §5.3: point → (setup, observed, the doc's prediction, its residual)
+PUBLISHED = {  # docs/estimator.md §5.3: point → (setup, observed, the doc's prediction, its residual)
     "F1 FT bf16 fbp bs1": (FT_BF16, 10.0, 9.01, 0.99),
     "F2 FT bf16 bs16": (FT_BF16.with_(batch_size=16), 23.5, 22.44, 1.06),
     "F3 FT fp32 fbp bs1": (FT_FP32, 16.4, 14.78, 1.62),
@@ -93,7 +93,7 @@ def test_published_points_within_the_residuals_of_section_5_3(point):
 
 
 def test_batch_slopes_match_the_fitted_pairs():
-    # §5.3: the per-sample slopes fit within 1–3% (F1→F2 and F3→F4)
+    # docs/estimator.md §5.3: the per-sample slopes fit within 1–3% (F1→F2 and F3→F4)
     slope_bf16 = (vram_gib(FT_BF16.with_(batch_size=16), 0) - vram_gib(FT_BF16, 0)) / 15
     slope_fp32 = (vram_gib(FT_FP32.with_(batch_size=6), 0) - vram_gib(FT_FP32, 0)) / 5
     assert slope_bf16 == pytest.approx((23.5 - 10.0) / 15, rel=0.03)
@@ -108,7 +108,7 @@ def test_activation_memory_per_sample_of_section_5_1(gc, attention, saved):
     k = 1.40 if gc else 1.2
     for side, published in zip((512, 768, 1024, 1536), saved, strict=True):
         setup = R32.with_(gradient_checkpointing=gc, attention=attention, width=side, height=side)
-        rel = 0.02 if attention == "sdpa" else 0.05  # §5.1 gives plain attention's MP² term as an addition
+        rel = 0.02 if attention == "sdpa" else 0.05  # docs/estimator.md §5.1 gives plain attention's MP² term as an addition
         assert activation_gib_per_sample(setup) / k == pytest.approx(published, rel=rel, abs=0.01)
 
 

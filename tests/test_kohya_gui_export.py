@@ -146,7 +146,7 @@ def test_values_without_a_gui_field_go_through_additional_parameters(dataset, tm
         "max_grad_norm=0", "lr_warmup_steps=100", "sample_at_first=true", "min_snr_gamma=1.5",
         "text_encoder_lr=[1e-5, 2e-5]"])
     exported = export_plan(result.plan)
-    assert exported.config["max_grad_norm"] == 1, "a 0 would be dropped by the GUI (facts §0.8)"
+    assert exported.config["max_grad_norm"] == 1, "a 0 would be dropped by the GUI (docs/kohya-gui.md §2.8)"
     assert exported.config["additional_parameters"] == (
         "--sample_at_first --max_grad_norm 0.0 --lr_warmup_steps 100 --min_snr_gamma 1.5 --text_encoder_lr 1e-05 2e-05")
     assert "gui/additional-parameters" in {f.code for f in exported.findings}
@@ -232,7 +232,7 @@ def test_relative_model_paths_are_exported_as_config_toml_names_them(runner, dat
 def test_a_plain_hub_id_sd_scripts_loads_itself_is_kept(dataset, tmp_path, hub_models):
     result = planned(dataset, tmp_path / "p", ["character"], overrides=["vae=madebyollin/sdxl-vae-fp16-fix"])
     exported = export_plan(result.plan)
-    assert exported.config["pretrained_model_name_or_path"] == SDXL, "the GUI's own SDXL id (facts §0.7)"
+    assert exported.config["pretrained_model_name_or_path"] == SDXL, "the GUI's own SDXL id (docs/kohya-gui.md §2.7)"
     assert exported.config["vae"] == "madebyollin/sdxl-vae-fp16-fix"
     assert exported.config["additional_parameters"] == "", "the ids stand for the paths config.toml names"
     note = next(f for f in exported.findings if f.code == "gui/model-hub-id")

@@ -69,7 +69,7 @@ def test_epochs_train_when_max_train_epochs_is_set(dataset, tmp_path):
     result = plan_from_gui(dataset, tmp_path / "p", gui_preset("SDXL - LoRA adafactor v1.0"))
     assert result.plan.epochs == 30 and "gui/epoch-ignored" not in codes(result.plan.findings)
     refused = [f.message for f in result.plan.findings if f.code == "gui/refused-value"]
-    assert any("caption_extension = '.txt2'" in m for m in refused), "GUI v25+ refuses .txt2 (facts §f, #3160)"
+    assert any("caption_extension = '.txt2'" in m for m in refused), "GUI v25+ refuses .txt2 (docs/kohya-gui.md §7, #3160)"
     assert result.plan.values["caption_extension"].value == ".txt2"
 
 

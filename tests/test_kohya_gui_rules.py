@@ -1,4 +1,4 @@
-"""The GUI's own behaviour lorakit restates (facts §b, §c): the key table, load migrations, the TOML it writes."""
+"""The GUI's own behaviour lorakit restates (docs/kohya-gui.md §3, §4, §5): the key table, load migrations, the TOML it writes."""
 
 from __future__ import annotations
 

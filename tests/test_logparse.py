@@ -1,4 +1,4 @@
-"""The log parser on sd-scripts' real formats (facts §g, §h, §m): bar redraws, Rich records, simple logs, errors."""
+"""The log parser on sd-scripts' real formats (docs/sd-scripts.md §9, §10): bar redraws, Rich records, simple logs, errors."""
 
 from __future__ import annotations
 

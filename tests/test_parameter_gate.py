@@ -89,7 +89,7 @@ def test_several_backends_note_which_wins(character_dataset, tmp_path):
 
 
 def test_text_encoder_lr_guidance_for_the_seed_example(character_dataset, tmp_path):
-    # seed 000 trains the text encoders at the U-Net's 4e-4: allowed, but gentler is advised
+    # the example configuration (docs/recommendations.md §7) trains the text encoders at the U-Net's 4e-4: allowed, but gentler is advised
     found = findings(character_dataset, tmp_path, "text_encoder_lr=8e-4", presets=("kohya-example",))
     assert found["params/text-encoder-lr-high"].level == "warning"
 

@@ -3,7 +3,7 @@
 It accepts every argument of the real script (the table in lorakit/data/sd-scripts-args.json, built
 with argparse so unknown arguments fail the same way), reads `--config_file` as sd-scripts does
 (tables flattened one level, the command line beats the file) and the dataset config, and writes
-what sd-scripts writes, on the same streams (sd-scripts-facts.md §g, §i, §m): Rich log records on
+what sd-scripts writes, on the same streams (docs/sd-scripts.md §9, §8): Rich log records on
 stderr wrapped at 80 columns unless COLUMNS is set (`--console_log_simple`: bare messages on
 stdout), the `steps` bar redrawn with `\\r` on stderr, the "running training" block and `epoch e/E`
 on stdout, checkpoints and state folders with sd-scripts' names, `model saved.` at the end, and
@@ -404,7 +404,7 @@ def main() -> None:
 
 
 def write_samples(prompt_file: Path, folder: Path, output_name: str | None, step: int) -> None:
-    """One tiny PNG per prompt, named as sd-scripts names its samples (facts §i)."""
+    """One tiny PNG per prompt, named as sd-scripts names its samples (docs/sd-scripts.md §8)."""
     prompts = [line for line in prompt_file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d%H%M%S")

@@ -1,7 +1,7 @@
 """A fake `accelerate launch` that starts in milliseconds instead of importing torch (2.5 s on CI).
 
-It takes lorakit's accelerate flags and behaves like accelerate's simple launcher (sd-scripts-facts.md
-§h): it runs `python SCRIPT ARGS` as a child with accelerate's environment variables, and when the
+It takes lorakit's accelerate flags and behaves like accelerate's simple launcher (docs/sd-scripts.md
+§10): it runs `python SCRIPT ARGS` as a child with accelerate's environment variables, and when the
 child fails it raises `subprocess.CalledProcessError` ("returned non-zero exit status N" or "died
 with <Signals.SIGKILL: 9>"), so it exits 1 whatever the script's code. One test in test_launch.py
 uses the real accelerate instead.
