@@ -32,11 +32,12 @@ from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_comman
 from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.plan.assumptions import Assumptions, assumptions_for
 from lorakit.plan.check import CheckContext, check_parameters
-from lorakit.plan.estimate import TimeReport, VramReport, setup_from_values, time_report, vram_report
+from lorakit.plan.estimate import VramReport, setup_from_values, vram_report
 from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
+from lorakit.plan.timing import TimeReport, time_report
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
 HISTORY_DIR = ".lorakit-history"

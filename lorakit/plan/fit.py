@@ -41,10 +41,10 @@ from lorakit.plan.estimate import (
     TrainingSetup,
     canonical_optimizer,
     largest_batch,
-    seconds_per_sample,
     setup_from_values,
     vram_gib,
 )
+from lorakit.plan.timing import seconds_per_sample
 
 FitMode = Literal["speed", "memory", "off"]
 FIT_MODES = ("speed", "memory", "off")
