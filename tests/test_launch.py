@@ -17,7 +17,8 @@ from conftest import make_plan
 from hubgen import fake_checkpoint
 
 from lorakit.cli.main import cli
-from lorakit.run.launch import LaunchOptions, Stopper, run_plan
+from lorakit.run.launch import LaunchOptions, run_plan
+from lorakit.run.process import Stopper
 from lorakit.watch.events import GpuSample, Step
 
 
