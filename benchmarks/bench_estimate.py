@@ -24,9 +24,10 @@ from lorakit.config.presets import PresetRegistry  # noqa: E402
 from lorakit.config.resolve import resolve  # noqa: E402
 from lorakit.machine.probe import choose_target  # noqa: E402
 from lorakit.plan.assumptions import Assumptions  # noqa: E402
-from lorakit.plan.estimate import TrainingSetup, estimate_vram, setup_from_values, step_time, vram_gib  # noqa: E402
+from lorakit.plan.estimate import TrainingSetup, estimate_vram, setup_from_values, vram_gib  # noqa: E402
 from lorakit.plan.fit import fit_to_gpu  # noqa: E402
 from lorakit.plan.hardware import smallest_change  # noqa: E402
+from lorakit.plan.timing import step_time  # noqa: E402
 
 ASSUMED = Assumptions.uncalibrated()
 CASES = [  # (presets, overrides, GPU): typical plans, low-VRAM searches, and one that cannot fit

@@ -133,7 +133,7 @@ from pathlib import Path  # noqa: E402
 from hubgen import fake_checkpoint  # noqa: E402
 
 from lorakit.batch.run import LOCK_FILE, BatchRunOptions, run_batch  # noqa: E402
-from lorakit.run.launch import Stopper  # noqa: E402
+from lorakit.run.process import Stopper  # noqa: E402
 from lorakit.watch.events import Step  # noqa: E402
 
 FAST = ["max_train_steps=6", "mixed_precision=bf16", "sample_every_n_steps=3"]

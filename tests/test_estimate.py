@@ -11,14 +11,11 @@ from lorakit.plan.estimate import (
     activation_gib_per_sample,
     estimate_vram,
     lora_file_bytes,
-    lora_forward_tflop,
     lora_modules,
     lora_params,
-    step_time,
-    tflop_per_sample,
-    unet_forward_tflop,
     vram_gib,
 )
+from lorakit.plan.timing import lora_forward_tflop, step_time, tflop_per_sample, unet_forward_tflop
 
 MB, MIB = 1e6, 2**20
 # docs/estimator.md §5.4's setting: r32 U-Net only, text-encoder outputs and latents cached, SDPA, bf16

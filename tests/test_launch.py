@@ -17,7 +17,8 @@ from conftest import make_plan
 from hubgen import fake_checkpoint
 
 from lorakit.cli.main import cli
-from lorakit.run.launch import LaunchOptions, Stopper, run_plan
+from lorakit.run.launch import LaunchOptions, run_plan
+from lorakit.run.process import Stopper
 from lorakit.watch.events import GpuSample, Step
 
 
@@ -35,6 +36,27 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has the file `path` open."""
+    wanted = os.path.realpath(path)
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) == wanted:
+                return True
+        except OSError:  # closed while we looked
+            pass
+    return False
+
+
+def stopping_quickly(**options) -> LaunchOptions:
+    """Options for tests that stop runs: what outlives the trainer gets 0.1 s, not the 2 s a real run gives it."""
+    return LaunchOptions(tensorboard=False, pipe_grace_s=0.1, group_grace_s=0.1, **options)
 
 
 def test_a_successful_run_is_recorded_truly(runner, tmp_path, fake_trainer):
@@ -252,10 +274,9 @@ def test_a_plan_that_is_still_training_is_not_started_twice(runner, tmp_path, fa
     assert result.exit_code == 2 and f"still going (pid {os.getpid()}" in result.output
 
 
-def test_ctrl_c_stops_the_trainer_and_leaves_no_process_behind(runner, tmp_path, fake_trainer):
+def test_ctrl_c_stops_the_trainer_and_exits_130(runner, tmp_path, fake_trainer):
     plan = make_plan(runner, tmp_path, "max_train_steps=100")
-    pidfile = tmp_path / "worker.pid"
-    env = os.environ | {"FAKE_SDSCRIPTS_STEP_SECONDS": "0.2", "FAKE_SDSCRIPTS_WORKER_PIDFILE": str(pidfile)}
+    env = os.environ | {"FAKE_SDSCRIPTS_STEP_SECONDS": "0.2"}
     process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain", "--every", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     log = plan / "logs" / "train.log"
@@ -268,7 +289,28 @@ def test_ctrl_c_stops_the_trainer_and_leaves_no_process_behind(runner, tmp_path,
     data = record(plan)
     assert data["state"] == "interrupted" and 2 <= data["steps_done"] < 100
     assert "interrupted" in output
-    assert not alive(data["pid"]) and not alive(int(pidfile.read_text()))
+    assert not alive(data["pid"])
+
+
+def test_a_stopped_run_leaves_no_process_behind(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    pidfile = tmp_path / "worker.pid"
+    # a worker that ignores SIGINT and SIGTERM and keeps the trainer's pipes open after the trainer exits
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_WORKER_PIDFILE", str(pidfile))
+    stopper = Stopper()
+    stopped_at = []
+
+    def stop_at_step_two(event):
+        if isinstance(event, Step) and event.step >= 2 and not stopper.stopped.is_set():
+            stopped_at.append(time.monotonic())
+            stopper.stop()
+
+    result = run_plan(plan, stopping_quickly(), on_event=stop_at_step_two, stopper=stopper)
+    assert result.state == "interrupted" and 2 <= result.steps_done < 100
+    assert not alive(result.pid) and not alive(int(pidfile.read_text()))
+    # the pipe and group waits are the options' 0.1 s: with 2 s each the worker would take over 4 s to go
+    assert time.monotonic() - stopped_at[0] < 3
 
 
 def test_a_trainer_that_ignores_sigint_gets_sigterm(runner, tmp_path, fake_trainer, monkeypatch):
@@ -282,7 +324,7 @@ def test_a_trainer_that_ignores_sigint_gets_sigterm(runner, tmp_path, fake_train
             stopper.stop()
 
     start = time.monotonic()
-    result = run_plan(plan, LaunchOptions(sigint_grace_s=0.5, tensorboard=False), on_event=stop_after_first_step,
+    result = run_plan(plan, stopping_quickly(sigint_grace_s=0.5), on_event=stop_after_first_step,
                       stopper=stopper)
     assert result.state == "interrupted" and result.steps_done < 100
     assert time.monotonic() - start < 15
@@ -294,8 +336,7 @@ def test_one_stopper_serves_launches_running_in_threads(runner, tmp_path, fake_t
     monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.1")
     stopper = Stopper()
     results = {}
-    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, run_plan(p, LaunchOptions(tensorboard=False),
-                                                                                   stopper=stopper)))
+    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, run_plan(p, stopping_quickly(), stopper=stopper)))
                for p in plans]
     for thread in threads:
         thread.start()
@@ -349,7 +390,7 @@ def test_a_failing_consumer_still_ends_the_trainer_and_closes_the_record(runner,
             raise RuntimeError("the display broke")
 
     with pytest.raises(RuntimeError):
-        run_plan(plan, LaunchOptions(tensorboard=False), on_event=broken)
+        run_plan(plan, stopping_quickly(), on_event=broken)
     data = record(plan)
     assert (data["state"], data["problem"]) == ("failed", "crash") and "the display broke" in data["diagnosis"]
     assert not alive(data["pid"])
@@ -372,7 +413,9 @@ def test_ctrl_c_before_the_trainer_starts_starts_nothing(runner, tmp_path, fake_
         f.truncate(4 * 1024**3)  # a sparse 4 GB checkpoint: hashing it keeps launch busy before the trainer
     process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None and not has_open(process.pid, model):
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=20)
     assert process.returncode == 130, output

@@ -22,8 +22,9 @@ from typing import Literal
 from lorakit.batch.manifest import BatchManifest, BatchRun, load_batch
 from lorakit.errors import LorakitError, UserError
 from lorakit.plan.build import load_plan
-from lorakit.run.launch import Interrupted, LaunchOptions, Stopper, run_plan
+from lorakit.run.launch import LaunchOptions, run_plan
 from lorakit.run.outputs import latest_state, model_files
+from lorakit.run.process import Interrupted, Stopper
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
 from lorakit.util.files import write_text_atomic
 from lorakit.watch.events import Event

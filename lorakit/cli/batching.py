@@ -72,7 +72,7 @@ def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_f
     from lorakit.cli.display import PlainDisplay
     from lorakit.cli.views import console, outcome_line
     from lorakit.errors import CommandExit, ExitCode, UserError
-    from lorakit.run.launch import Stopper, stop_on_signals
+    from lorakit.run.process import Stopper, stop_on_signals
 
     slots = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     if gpus is not None and not slots:

@@ -102,7 +102,8 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
     failed (with a diagnosis and what to do), 130 when it was interrupted.
     """
     from lorakit.cli.views import console
-    from lorakit.run.launch import LaunchOptions, Stopper, prepare_launch, run_plan, stop_on_signals
+    from lorakit.run.launch import LaunchOptions, prepare_launch, run_plan
+    from lorakit.run.process import Stopper, stop_on_signals
 
     options = LaunchOptions(sd_scripts=sd_scripts, python=python, gpus=gpus, cpu=cpu, resume=resume, fresh=fresh,
                             tensorboard=not no_tensorboard)

@@ -32,20 +32,14 @@ from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
 from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_command
 from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.plan.assumptions import Assumptions, assumptions_for
-from lorakit.plan.check import CheckContext, check_parameters
-from lorakit.plan.estimate import (
-    TimeReport,
-    VramReport,
-    estimate_vram,
-    explain_vram,
-    setup_from_values,
-    time_report,
-    vram_report,
-)
+from lorakit.plan.check import check_parameters
+from lorakit.plan.context import CheckContext
+from lorakit.plan.estimate import VramReport, estimate_vram, explain_vram, setup_from_values, vram_report
 from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
+from lorakit.plan.timing import TimeReport, time_report
 from lorakit.util.files import check_output_folder, write_text_atomic
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")

@@ -1,31 +1,28 @@
-"""Gate 2: parameters. sd-scripts' own asserts that can be decided before training (facts §k),
-then the seeds' rules. Each rule is a small function that returns findings; none changes a value.
+"""Gate 2: parameters. sd-scripts' own asserts that can be decided before training (facts §k), and
+what would fail or mislead later though sd-scripts does not assert it; then the seeds' advice
+(lorakit.plan.advice). Each rule is a small function that returns findings; none changes a value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from lorakit.config.derived import (
-    adafactor_fixed_lr,
-    caption_augmentations,
-    image_augmentations,
-    is_adaptive,
-    optimizer_name,
-    trains_text_encoder,
-    unet_lr,
-)
+from lorakit.config.derived import adafactor_fixed_lr, caption_augmentations, image_augmentations, optimizer_name
 from lorakit.config.schema import check_key_value_items, resolution_tuple
-from lorakit.config.values import Values
-from lorakit.dataset.scan import DatasetScan
-from lorakit.dataset.steps import SaveEvent, StepMath, at_batch, batch1_dose, batch1_steps, effective_batch
 from lorakit.findings import Finding, finding
-from lorakit.machine.probe import TargetGpu
-
-if TYPE_CHECKING:
-    from lorakit.plan.assumptions import Assumptions
+from lorakit.plan.advice import (
+    adaptive_lr,
+    alpha_vs_rank,
+    clip_skip,
+    image_count,
+    lr_times_steps,
+    repeats_setting,
+    step_targets,
+    text_encoder_lr,
+    unused_reg,
+    upscaled,
+)
+from lorakit.plan.context import CheckContext
 
 SCHEDULERS = {
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -58,21 +55,6 @@ def _is_number(text: str, *, integer: bool = False) -> bool:
     return True
 
 
-@dataclass
-class CheckContext:
-    values: Values
-    dataset: DatasetScan
-    reg: DatasetScan | None
-    repeats: list[int]  # per subset of dataset, then of reg
-    steps: StepMath
-    target: TargetGpu | None  # None when only the dataset is checked
-    required: list[str]
-    # Gate 3 (lorakit.plan.hardware) also reads these; `lorakit plan` fills them
-    saves: list[SaveEvent] = field(default_factory=list)
-    disk_free_gib: float | None = None
-    assumptions: Assumptions | None = None
-
-
 def check_parameters(ctx: CheckContext) -> list[Finding]:
     found: list[Finding] = []
     for rule in RULES:
@@ -99,13 +81,15 @@ def text_encoder_cache(ctx: CheckContext) -> list[Finding]:
     if not v["network_train_unet_only"]:
         out.append(finding(
             "params/te-cache-needs-unet-only", "error", GATE,
-            "cache_text_encoder_outputs needs network_train_unet_only: cached text-encoder outputs cannot train the text encoders (sd-scripts asserts).",
+            "cache_text_encoder_outputs needs network_train_unet_only: cached text-encoder outputs cannot train the "
+            "text encoders (sd-scripts asserts).",
             "--set network_train_unet_only=true, or --set cache_text_encoder_outputs=false", key="cache_text_encoder_outputs"))
     clashes = caption_augmentations(v)
     if clashes:
         out.append(finding(
             "params/te-cache-vs-caption-augmentation", "error", GATE,
-            f"cache_text_encoder_outputs cannot be combined with {', '.join(clashes)}: captions are encoded once, so they cannot change per step (sd-scripts asserts).",
+            f"cache_text_encoder_outputs cannot be combined with {', '.join(clashes)}: captions are encoded once, "
+            "so they cannot change per step (sd-scripts asserts).",
             f"turn off {clashes[0]}, or --set cache_text_encoder_outputs=false", key="cache_text_encoder_outputs"))
     if v["cache_text_encoder_outputs_to_disk"] and not v["cache_text_encoder_outputs"]:
         out.append(finding(
@@ -160,7 +144,7 @@ def buckets(ctx: CheckContext) -> list[Finding]:
 def scheduler(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
     name = v["lr_scheduler"]
-    out = []
+    out: list[Finding] = []
     if v["lr_scheduler_type"]:
         return out  # a custom class: sd-scripts passes its own args through
     if name in BROKEN_SCHEDULERS:
@@ -341,57 +325,16 @@ def sampling(ctx: CheckContext) -> list[Finding]:
     return out
 
 
-# --- the seeds' rules (warnings and notes) ---------------------------------------------------------
+# --- what would fail or mislead later, though sd-scripts does not assert it ---------------------------
 
-def clip_skip(ctx: CheckContext) -> list[Finding]:
+def training_length(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
-    out = []
-    if v["clip_skip"] is not None:
-        out.append(finding("params/clip-skip", "warning", GATE,
-                           f"clip_skip {v['clip_skip']} does nothing when training SDXL (sd-scripts only logs a warning).",
-                           "--set clip_skip=none; use clip skip when generating instead", key="clip_skip"))
-    if v["generation_clip_skip"]:
-        out.append(finding("params/generation-clip-skip", "info", GATE,
-                           f"generate with clip skip {v['generation_clip_skip']} ({v['model_flavour']}); it is a generation "
-                           "setting that sd-scripts ignores for SDXL, so it is not written to config.toml.",
-                           key="generation_clip_skip"))
-    return out
-
-
-def adaptive_lr(ctx: CheckContext) -> list[Finding]:
-    v = ctx.values
-    name = optimizer_name(v).lower()
-    if not (name.startswith("dadapt") or name == "prodigy"):
+    if v.is_set("max_train_epochs") or v.is_set("max_train_steps"):
         return []
-    out = []
-    lrs = {"learning_rate": v["learning_rate"], "unet_lr": v["unet_lr"]}
-    if trains_text_encoder(v) and v["text_encoder_lr"]:
-        lrs["text_encoder_lr"] = v["text_encoder_lr"][0]
-    off = {k: lr for k, lr in lrs.items() if lr is not None and not 0.5 <= lr <= 2.0}
-    if off:
-        key = next(iter(off))
-        out.append(finding("params/adaptive-optimizer-lr", "warning", GATE,
-                           f"{optimizer_name(v)} adapts its own step size and expects learning rates around 1.0, but "
-                           + ", ".join(f"{k} is {lr:g}" for k, lr in off.items()) + ".",
-                           f"--set {key}=1.0", key=key))
-    distinct = {lr for lr in lrs.values() if lr is not None}
-    if len(distinct) > 1 and not off:
-        out.append(finding("params/adaptive-optimizer-several-lrs", "info", GATE,
-                           f"{optimizer_name(v)} takes only the first learning rate; the others are ignored.",
-                           key="learning_rate"))
-    return out
-
-
-def alpha_vs_rank(ctx: CheckContext) -> list[Finding]:
-    v = ctx.values
-    dim = v["network_dim"] or 4
-    alpha = v["network_alpha"]
-    if alpha is not None and alpha > dim:
-        return [finding("params/alpha-above-rank", "warning", GATE,
-                        f"network_alpha {alpha:g} is above network_dim {dim}: the LoRA's updates are scaled up by {alpha / dim:g}x, "
-                        "which over-trains quickly (seed 004: alpha = rank, or rank/2 to be safer).",
-                        f"--set network_alpha={dim}", key="network_alpha")]
-    return []
+    return [finding("params/no-training-length", "error", GATE,
+                    "neither max_train_epochs nor max_train_steps is set, so sd-scripts would fall back to its default "
+                    "of 1600 steps whatever the dataset.",
+                    "--set max_train_epochs=10 (or the number of epochs you want)", key="max_train_epochs")]
 
 
 def file_names(ctx: CheckContext) -> list[Finding]:
@@ -404,91 +347,6 @@ def file_names(ctx: CheckContext) -> list[Finding]:
                     "allow 255.", "give a shorter --name (or --set output_name=...)", key="output_name")]
 
 
-def training_length(ctx: CheckContext) -> list[Finding]:
-    v = ctx.values
-    if v.is_set("max_train_epochs") or v.is_set("max_train_steps"):
-        return []
-    return [finding("params/no-training-length", "error", GATE,
-                    "neither max_train_epochs nor max_train_steps is set, so sd-scripts would fall back to its default "
-                    "of 1600 steps whatever the dataset.",
-                    "--set max_train_epochs=10 (or the number of epochs you want)", key="max_train_epochs")]
-
-
-def step_targets(ctx: CheckContext) -> list[Finding]:
-    v = ctx.values
-    out = []
-    total = ctx.steps.total_steps
-    seen = batch1_steps(ctx.steps)
-    low, high = v["target_steps_min"], v["target_steps_max"]
-    if total and not low <= seen <= high:
-        direction = "more" if seen < low else "fewer"
-        equivalent = f" (≈ {seen} at batch 1)" if seen != total else ""
-        out.append(finding("params/total-steps", "warning", GATE,
-                           f"{total} total steps{at_batch(ctx.steps)}{equivalent} is outside the {low}–{high} steps at batch 1 "
-                           "the seeds target for an SDXL LoRA.",
-                           f"train {direction} epochs (max_train_epochs) or change the folders' repeats", key="max_train_epochs"))
-    lo_img, hi_img = v["steps_per_image_min"], v["steps_per_image_max"]
-    subsets = ctx.dataset.subsets
-    for subset, repeats in zip(subsets, ctx.repeats[: len(subsets)], strict=True):
-        seen = repeats * ctx.steps.epochs
-        if subset.images and not lo_img <= seen <= hi_img:
-            direction = "under-trains" if seen < lo_img else "over-trains"
-            out.append(finding("params/steps-per-image", "warning", GATE,
-                               f"each image in '{subset.folder_name}' is seen {seen} times ({repeats} repeats × {ctx.steps.epochs} epochs); "
-                               f"the seeds advise {lo_img}–{hi_img}, so this likely {direction}.",
-                               "adjust the folder's repeats or max_train_epochs", key="max_train_epochs"))
-    return out
-
-
-def lr_times_steps(ctx: CheckContext) -> list[Finding]:
-    v = ctx.values
-    low, high = v["lr_steps_min"], v["lr_steps_max"]
-    if is_adaptive(v) or low is None or high is None:
-        return []
-    lr = unet_lr(v)
-    dose = batch1_dose(lr, ctx.steps)
-    batch = effective_batch(ctx.steps)
-    product = f"learning rate {lr:g} × {ctx.steps.total_steps} steps" + (f" × √{batch} (batch {batch})" if batch > 1 else "")
-    if dose > 3 * high:
-        return [finding("params/lr-steps-fried", "warning", GATE,
-                        f"{product} = {dose:.3g}, more than 3× the {high:g} "
-                        "this preset intends: expect a fried LoRA (burnt colours, every output looking like the dataset).",
-                        "lower learning_rate or train fewer epochs", key="learning_rate")]
-    if dose < low / 3:
-        return [finding("params/lr-steps-too-low", "warning", GATE,
-                        f"{product} = {dose:.3g}, under a third of the {low:g} "
-                        "this preset intends: the LoRA will likely learn nothing visible.",
-                        "raise learning_rate or train more epochs", key="learning_rate")]
-    return []
-
-
-def text_encoder_lr(ctx: CheckContext) -> list[Finding]:
-    v = ctx.values
-    if not trains_text_encoder(v) or is_adaptive(v):
-        return []
-    te = v["text_encoder_lr"]
-    if not te:
-        return [finding("params/text-encoder-lr-unset", "info", GATE,
-                        f"the text encoders train at learning_rate {v['learning_rate']:g}; seed 004 advises a gentler 5e-5.",
-                        "--set text_encoder_lr=5e-5 (or network_train_unet_only=true)", key="text_encoder_lr")]
-    if te[0] > unet_lr(v):
-        return [finding("params/text-encoder-lr-high", "warning", GATE,
-                        f"text_encoder_lr {te[0]:g} is above the U-Net's {unet_lr(v):g}; the text encoders need gentler "
-                        "treatment (seed 004: 5e-5) or they overfit the trigger.",
-                        "--set text_encoder_lr=5e-5", key="text_encoder_lr")]
-    return []
-
-
-def image_count(ctx: CheckContext) -> list[Finding]:
-    count = ctx.dataset.image_count
-    low, high = ctx.values["images_min"], ctx.values["images_max"]
-    if not count or low <= count <= high:
-        return []
-    advice = "add varied images (angles, close-ups, full body)" if count < low else "a smaller set of your best images often trains better"
-    return [finding("dataset/image-count", "warning" if count < low / 3 else "info", 1,
-                    f"{count} training image(s); the seeds advise {low}–{high} for this plan.", advice)]
-
-
 def unplaceable(ctx: CheckContext) -> list[Finding]:
     count = ctx.steps.unplaceable_images
     if not count:
@@ -498,34 +356,6 @@ def unplaceable(ctx: CheckContext) -> list[Finding]:
                     f"{count} image(s) have a side shorter than bucket_reso_steps ({step} px) after resizing, so "
                     "bucket_no_upscale gives them a bucket of zero size and sd-scripts fails on them.",
                     "remove or crop them, or --set bucket_no_upscale=false", paths=ctx.steps.unplaceable_examples)]
-
-
-def upscaled(ctx: CheckContext) -> list[Finding]:
-    s = ctx.steps
-    if not s.upscaled_images:
-        return []
-    return [finding("dataset/upscaled-images", "warning" if s.max_upscale >= 1.5 else "info", 1,
-                    f"{s.upscaled_images} image(s) are smaller than their bucket at resolution {ctx.values['resolution']} and "
-                    f"will be enlarged (up to {s.max_upscale:.2f}×), which softens what the LoRA learns.",
-                    "use larger source images, or --set bucket_no_upscale=true")]
-
-
-def repeats_setting(ctx: CheckContext) -> list[Finding]:
-    if ctx.values.user_set("dataset_repeats") and ctx.dataset.layout != "flat":
-        return [finding("params/dataset-repeats-ignored", "warning", GATE,
-                        "dataset_repeats is set, but the folder names give each subset its repeats; it is ignored.",
-                        "rename the folders to change repeats", key="dataset_repeats")]
-    return []
-
-
-def unused_reg(ctx: CheckContext) -> list[Finding]:
-    if ctx.reg is None:
-        return []
-    if ctx.steps.unused_reg_images:
-        return [finding("dataset/reg-unused", "info", 1,
-                        f"{ctx.steps.unused_reg_images} regularisation image(s) are not used: sd-scripts takes only as many "
-                        f"as balance the {ctx.steps.num_train_images} training samples.")]
-    return []
 
 
 RULES: list[Callable[[CheckContext], list[Finding]]] = [

@@ -18,7 +18,7 @@ the batch from B0 to B it multiplies the learning rates lorakit chose by √(B/B
 for Adam-type optimizers), so a step over B images moves the LoRA as far as the preset meant; adaptive
 optimizers (Prodigy, DAdapt*, Adafactor with relative steps) find their own step size and keep theirs,
 and if you set any learning rate none is scaled. A warmup given in steps is divided by B/B0 so it
-covers the same share of the run. The seeds' step targets are read at batch 1 (lorakit.plan.check).
+covers the same share of the run. The seeds' step targets are read at batch 1 (lorakit.plan.advice).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from lorakit.plan.estimate import (
     TrainingSetup,
     canonical_optimizer,
     largest_batch,
-    seconds_per_sample,
     setup_from_values,
     vram_gib,
 )
+from lorakit.plan.timing import seconds_per_sample
 
 FitMode = Literal["speed", "memory", "off"]
 FIT_MODES = ("speed", "memory", "off")

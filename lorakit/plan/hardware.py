@@ -12,7 +12,7 @@ from lorakit.config.values import Values
 from lorakit.findings import Finding, finding
 from lorakit.machine.probe import VRAM_MARGIN
 from lorakit.plan.assumptions import Assumptions
-from lorakit.plan.check import CheckContext
+from lorakit.plan.context import CheckContext
 from lorakit.plan.estimate import (
     GIB,
     TrainingSetup,

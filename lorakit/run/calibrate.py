@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit.plan.assumptions import CalibrationFile, GpuCalibration, calibration_path, gpu_key, load_calibration
 from lorakit.plan.build import load_plan
-from lorakit.plan.estimate import TrainingSetup, assumed_mfu, estimate_vram, setup_from_values, step_time
+from lorakit.plan.estimate import TrainingSetup, estimate_vram, setup_from_values
+from lorakit.plan.timing import assumed_mfu, step_time
 from lorakit.util import tomlio
 from lorakit.util.files import write_text_atomic
 

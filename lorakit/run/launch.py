@@ -5,8 +5,8 @@ already has outputs unless told to resume or start fresh, starts the trainer in 
 group with an argument list, reads stdout and stderr continuously (a full pipe would stall
 training) into `<plan>/logs/train.log`, parses them into events, samples the GPU, writes lorakit's
 TensorBoard events and keeps `<plan>/run.json` current. Events go to `on_event` (the live display,
-the batch runner). A `Stopper` ends a run cleanly from another thread or a signal handler: the
-trainer's group gets SIGINT, then SIGTERM, then SIGKILL; no process is left behind.
+the batch runner). A `Stopper` (lorakit.run.process) ends a run cleanly from another thread or a signal
+handler: the trainer's group gets SIGINT, then SIGTERM, then SIGKILL; no process is left behind.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorakit import __version__
-from lorakit.errors import ExitCode, GateError, LorakitError, UserError
+from lorakit.errors import GateError, UserError
 from lorakit.machine.trainer import trainer_command
 from lorakit.models.fetch import LocalModels, relocate
 from lorakit.models.source import ModelSection
@@ -34,17 +34,20 @@ from lorakit.plan.build import Plan, load_plan
 from lorakit.run.diagnose import Ending, diagnose
 from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
 from lorakit.run.outputs import latest_state, list_outputs, model_files, sample_files, saved_step, state_folders
-from lorakit.run.record import FINAL_STATES, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, process_alive, read_record, write_record
+from lorakit.run.process import Interrupted, Stopper, drain, end_group, process_alive, signal_group, start_group
+from lorakit.run.record import FINAL_STATES, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
 from lorakit.watch.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
 from lorakit.watch.tally import RunTally
 
+if TYPE_CHECKING:
+    from lorakit.watch.tbwriter import TensorBoardWriter
+
 LOG_FILE = Path("logs") / "train.log"
 # Set for every trainer: unbuffered prints (events arrive when they happen), UTF-8 for sd-scripts'
 # Japanese messages whatever the locale, and a wider Rich console so fewer log lines wrap.
 TRAINER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
-READ_SIZE = 65536
 
 
 @dataclass
@@ -60,6 +63,9 @@ class LaunchOptions:
     stop_on_nan: bool = True  # a NaN loss ruins the LoRA; stop instead of training on
     sigint_grace_s: float = 30.0
     sigterm_grace_s: float = 15.0
+    # after the trainer exited, how long what it started may hold its pipes open before the group is ended
+    pipe_grace_s: float = 2.0
+    group_grace_s: float = 2.0  # ending the group: the wait after SIGTERM, then after SIGKILL
     record_every_s: float = 5.0
     gpu_every_s: float = 2.0
 
@@ -84,66 +90,6 @@ class LaunchSetup:
     @property
     def shell_line(self) -> str:
         return " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_changes.items()) + " " + shlex.join(self.command)
-
-
-class Interrupted(LorakitError):
-    """Stopped on request before a trainer started (no run record is written)."""
-
-    exit_code = ExitCode.INTERRUPTED
-
-
-class Stopper:
-    """Asks running launches to stop; each further request escalates at once (SIGINT → SIGTERM → SIGKILL).
-
-    Thread-safe and signal-safe, so one Stopper can serve several launches running in threads.
-    """
-
-    def __init__(self) -> None:
-        self._requests = 0
-        self._lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.trainers = 0  # launches between starting their trainer and closing its record
-
-    @contextmanager
-    def training(self) -> Iterator[None]:
-        with self._lock:
-            self.trainers += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.trainers -= 1
-
-    def stop(self) -> None:
-        with self._lock:
-            self._requests += 1
-        self.stopped.set()
-
-    @property
-    def requests(self) -> int:
-        return self._requests
-
-
-@contextmanager
-def stop_on_signals(stopper: Stopper, *, interrupt_when_idle: bool = True) -> Iterator[Stopper]:
-    """Route Ctrl-C, SIGTERM and SIGHUP to `stopper` while the block runs (main thread only), then restore.
-
-    With no trainer running (Gate 4, a model download), `interrupt_when_idle` makes the signal raise
-    KeyboardInterrupt at once, so nothing starts; the batch runner, whose main thread only waits for its
-    workers, passes False and its workers check the stopper before each launch.
-    """
-    def handler(signum, frame):
-        stopper.stop()
-        if interrupt_when_idle and stopper.trainers == 0:
-            raise KeyboardInterrupt
-
-    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    try:
-        yield stopper
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 # --- before the start -----------------------------------------------------------------------------
@@ -290,7 +236,7 @@ class Launch:
         self._signals_sent = 0
         self._next_signal_at: float | None = None
         self._handled_requests = 0
-        self.tensorboard = None
+        self.tensorboard: TensorBoardWriter | None = None
         self.record = RunRecord(
             state="running", plan=self.plan.name, plan_dir=str(setup.plan_dir), plan_created=self.plan.created,
             planned_steps=self.plan.total_steps,
@@ -302,8 +248,6 @@ class Launch:
         )
 
     def run(self) -> RunRecord:
-        import subprocess
-
         plan_dir = self.setup.plan_dir
         log = str(plan_dir / LOG_FILE)
         (plan_dir / LOG_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -311,24 +255,22 @@ class Launch:
         started_wall = time.time()
         self.record.started = now_iso()
         try:
-            process = subprocess.Popen(self.setup.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=self.setup.env, start_new_session=True)
+            process = start_group(self.setup.command, self.setup.env)
         except OSError as exc:
             return self._finish(started_wall, Ending(None, None, [Problem("crash", f"could not start the trainer: {exc}")],
                                                      False, log=log))
         self.record.pid = process.pid
         write_record(plan_dir, self.record)
-        if self.monitor is None:
-            self.monitor = open_monitor(self.options.gpus or self.plan.value_set["gpu_ids"], self.setup.env,
-                                        cpu=self.setup.cpu)
+        monitor = self.monitor or open_monitor(self.options.gpus or self.plan.value_set["gpu_ids"], self.setup.env,
+                                               cpu=self.setup.cpu)
         for warning in self.setup.warnings:
             self._emit(LogMessage("WARNING", warning), time.monotonic())
         self._emit(Started(process.pid, self.setup.command), time.monotonic())
         try:
-            exit_code = self._watch(process)
+            exit_code = self._watch(process, monitor)
         except BaseException as exc:
             # lorakit itself was interrupted or failed while watching: end the trainer and still close the record
-            self._end_group(process)
+            end_group(process, self.options.group_grace_s)
             if isinstance(exc, KeyboardInterrupt):
                 self.stop_reason = "interrupted"
             else:
@@ -337,8 +279,8 @@ class Launch:
                                               stopped=self.stop_reason, log=log))
             raise
         finally:
-            self._end_group(process)
-            self.monitor.close()
+            end_group(process, self.options.group_grace_s)
+            monitor.close()
         signal_name = signal.Signals(-exit_code).name if exit_code is not None and exit_code < 0 else None
         self._emit(Exited(exit_code, signal_name), time.monotonic())
         ending = Ending(exit_code, signal_name, self.tally.problems, self._final_output_written(started_wall),
@@ -347,9 +289,9 @@ class Launch:
 
     # --- watching ---------------------------------------------------------------------------------
 
-    def _watch(self, process) -> int | None:
+    def _watch(self, process, monitor: Monitor) -> int | None:
         chunks: queue.Queue = queue.Queue()
-        readers = [threading.Thread(target=_read, args=(stream, name, chunks), daemon=True)
+        readers = [threading.Thread(target=drain, args=(stream, name, chunks), daemon=True)
                    for name, stream in (("stdout", process.stdout), ("stderr", process.stderr))]
         for reader in readers:
             reader.start()
@@ -377,7 +319,7 @@ class Launch:
                     self._emit(event, now)
                 if now - last_gpu >= self.options.gpu_every_s:
                     last_gpu = now
-                    sample = self.monitor.sample()
+                    sample = monitor.sample()
                     if sample is not None:
                         self._emit(sample, now)
                 if now - last_record >= self.options.record_every_s:
@@ -387,9 +329,9 @@ class Launch:
                 self._handle_stop(now)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
-                elif exited_at is not None and now - exited_at > 2.0:
+                elif exited_at is not None and now - exited_at > self.options.pipe_grace_s:
                     # the trainer is gone but something it started still holds the pipes open
-                    self._end_group(process)
+                    end_group(process, self.options.group_grace_s)
         return process.wait()
 
     def _emit(self, event: Event, at: float) -> None:
@@ -445,28 +387,10 @@ class Launch:
         pid = self.record.pid
         if pid is None:
             return
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(pid, sig)
         self._signals_sent = {signal.SIGINT: 1, signal.SIGTERM: 2, signal.SIGKILL: 3}[sig]
         grace = {signal.SIGINT: self.options.sigint_grace_s, signal.SIGTERM: self.options.sigterm_grace_s}.get(sig)
         self._next_signal_at = now + grace if grace is not None else None
-
-    def _end_group(self, process) -> None:
-        """Nothing of the trainer may outlive it: what remains of its process group is terminated, then killed."""
-        pgid = process.pid
-        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            process.poll()  # reap the leader, or its zombie keeps the group alive
-            if not process_alive(pgid, group=True):
-                return
-            try:
-                os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and (process.poll() is None or process_alive(pgid, group=True)):
-                time.sleep(0.05)
 
     # --- the record -------------------------------------------------------------------------------
 
@@ -519,22 +443,6 @@ class Launch:
         return record
 
 
-def _read(stream, name: str, chunks: queue.Queue) -> None:
-    """Drain one pipe as fast as the trainer writes it; the parsing happens elsewhere."""
-    fd = stream.fileno()
-    try:
-        while True:
-            data = os.read(fd, READ_SIZE)
-            if not data:
-                break
-            chunks.put((name, data))
-    except OSError:
-        pass
-    finally:
-        chunks.put((name, None))
-
-
-
 def _gpu_description(setup: LaunchSetup, options: LaunchOptions) -> str:
     if setup.cpu:
         return "cpu"
@@ -546,7 +454,6 @@ def _gpu_description(setup: LaunchSetup, options: LaunchOptions) -> str:
     if not chosen:
         return "cuda"
     return ", ".join(f"{g.name} (GPU {g.index})" for g in chosen)
-
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, model_serializer
 from lorakit.errors import UserError
 from lorakit.models.fetch import LocalModels
 from lorakit.run.outputs import OutputFile
+from lorakit.run.process import process_alive
 from lorakit.util.files import write_text_atomic
 
 RUN_FILE = "run.json"
@@ -69,17 +70,6 @@ class RunRecord(BaseModel):
     log: str | None = None
     tensorboard: str | None = None
     lorakit_version: str | None = None
-
-
-def process_alive(pid: int, *, group: bool = False) -> bool:
-    """Whether the process (or any process of the group) still exists."""
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def shown_state(record: RunRecord) -> str:
