@@ -102,8 +102,9 @@ def test_recommendation_citations_name_the_section_they_point_at():
     assert not wrong, "\n".join(wrong)
 
 
-def test_presets_and_templates_cite_the_docs_not_outside_fact_sheets():
+def test_code_presets_and_templates_cite_the_docs_not_outside_fact_sheets():
     old = re.compile(r"seed 00\d|facts §|-facts\.md|\bseed row\b", re.I)
-    stale = [f"{path.relative_to(REPO)}: {m.group(0)}" for pattern in ("presets/**/*.toml", "templates/*", "README.md")
+    patterns = ("lorakit/**/*.py", "presets/**/*.toml", "templates/*", "README.md")
+    stale = [f"{path.relative_to(REPO)}: {m.group(0)}" for pattern in patterns
              for path in sorted(REPO.glob(pattern)) for m in old.finditer(path.read_text(encoding="utf-8"))]
     assert not stale, "\n".join(stale)

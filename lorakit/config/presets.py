@@ -12,7 +12,7 @@ and from `--presets-dir`, later folders shadowing earlier ones. A preset file:
     notes = []                     # shown in the plan
 
     [values]
-    network_dim = { value = 16, from = "seed 004 · Network Rank" }   # or plainly: network_dim = 16
+    network_dim = { value = 16, from = "docs/recommendations.md §4 Network rank" }   # or plainly: network_dim = 16
     seed = { unset = true, from = "why" }    # leave the key unset (sd-scripts' default), like --set seed=none
 """
 

@@ -16,7 +16,7 @@ from lorakit.errors import ConfigError
 
 # What every plan has even when no preset says so; presets and --set override these.
 DEFAULTS: dict[str, tuple[object, str]] = {
-    "pretrained_model_name_or_path": ("stabilityai/stable-diffusion-xl-base-1.0", "seed 000 · Base Model"),
+    "pretrained_model_name_or_path": ("stabilityai/stable-diffusion-xl-base-1.0", "docs/recommendations.md §1 Base model"),
     "network_module": ("networks.lora", "lorakit trains LoRA; sd-scripts has no default network module"),
     "resolution": ("1024,1024", "SDXL's native size; sd-scripts needs a resolution"),
     "caption_extension": (".txt", "sd-scripts' own default is .caption"),

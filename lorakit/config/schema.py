@@ -26,7 +26,7 @@ Kind = Literal[
 ]
 Target = Literal["config", "dataset", "lorakit"]
 
-# Keys sd-scripts reads from dataset.toml ([general] of the dataset config, facts §c). Written there
+# Keys sd-scripts reads from dataset.toml ([general] of the dataset config, docs/sd-scripts.md §3). Written there
 # because anything in the dataset config beats the command line and --config_file.
 DATASET_KEYS = frozenset(
     {
@@ -127,7 +127,7 @@ LORAKIT_KEYS: tuple[KeySpec, ...] = (
     KeySpec("task", "str", "lorakit", "general", ("general", "character", "style", "object"),
             "what the LoRA teaches; picks sample prompts and rank guidance"),
     KeySpec("intensity", "str", "lorakit", "standard", ("quick", "standard", "thorough"),
-            "how long the preset trains (seed 004's epoch table)"),
+            "how long the preset trains (docs/recommendations.md §2)"),
     KeySpec("model_flavour", "str", "lorakit", "sdxl", ("sdxl", "pony"),
             "the family of the base checkpoint (Pony needs its own checkpoint and tags)"),
     KeySpec("generation_clip_skip", "int", "lorakit", None, None,

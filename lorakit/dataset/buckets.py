@@ -1,4 +1,4 @@
-"""Aspect-ratio buckets exactly as sd-scripts builds and fills them (facts §f).
+"""Aspect-ratio buckets exactly as sd-scripts builds and fills them (docs/sd-scripts.md §6).
 
 Follows `model_util.make_bucket_resolutions`, `BucketManager.select_bucket` and
 `BaseDataset.adjust_min_max_bucket_reso_by_steps` at the pinned commit, including their rounding.

@@ -1,4 +1,4 @@
-"""Step math exactly as sd-scripts counts (facts §e, §i, §j).
+"""Step math exactly as sd-scripts counts (docs/sd-scripts.md §5, §8, §7).
 
 Images × repeats go into buckets, regularisation images are balanced against the training
 samples, batches never mix buckets, accelerate shards batches over processes, and a step is an

@@ -1,11 +1,11 @@
 """`lorakit export kohya-gui`: a plan as a config the Kohya SS GUI opens and trains identically.
 
 Every key the GUI's LoRA tab saves for the chosen version is written (a missing key would keep a stale
-GUI value), in the GUI's own forms (facts §0). The dataset goes in as the plan's `dataset.toml`
+GUI value), in the GUI's own forms (docs/kohya-gui.md §2). The dataset goes in as the plan's `dataset.toml`
 (`dataset_config`) with the Kohya folder in `train_data_dir`, and epochs as `max_train_epochs` with
 `max_train_steps` 0. The base model and the VAE go in as the absolute paths config.toml gives sd-scripts
 (lorakit's links for Hub files), except a plain Hub id that sd-scripts, started by the GUI, loads as the same
-model itself (facts §0.7, §c.5). The export then runs the GUI's launch rules (`launch.gui_run`) on its own result:
+model itself (docs/kohya-gui.md §2.7, §5.5). The export then runs the GUI's launch rules (`launch.gui_run`) on its own result:
 any sd-scripts argument the GUI fields cannot carry goes through `additional_parameters` (command-line
 arguments after `--config_file` win over the TOML), and what cannot go there either is a warning.
 """
@@ -32,9 +32,9 @@ from lorakit.util.files import check_output_file, write_text_atomic
 
 GATE = 2
 EXPORT_FILE = "kohya_gui.json"
-# A Hub id the GUI lets through to sd-scripts without a local file or folder (validate_model_path, facts §c.5).
+# A Hub id the GUI lets through to sd-scripts without a local file or folder (validate_model_path, docs/kohya-gui.md §5.5).
 GUI_HUB_ID = re.compile(r"^[\w-]+/[\w-]+$")
-# The GUI's built-in SDXL base id: loading it ticks SDXL, where a missing file unticks it (facts §0.7, §g.3).
+# The GUI's built-in SDXL base id: loading it ticks SDXL, where a missing file unticks it (docs/kohya-gui.md §2.7, §8.3).
 SDXL_BASE_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 
 # GUI key → the sd-scripts argument of the same meaning (same name unless listed here).
@@ -49,7 +49,7 @@ BY_RULE = frozenset({
 })
 # What the GUI field must hold for "unset" when an off value (0, "", false) would not mean that.
 UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "network_dim": 4}
-# The GUI drops these from its TOML when 0, so sd-scripts would use its own default (facts §0.8).
+# The GUI drops these from its TOML when 0, so sd-scripts would use its own default (docs/kohya-gui.md §2.8).
 ZERO_DROPPED = frozenset({"max_grad_norm", "prior_loss_weight", "huber_c", "huber_scale", "lr_scheduler_power"})
 # Planning keys of lorakit that are carried by GUI fields (the accelerate launch section).
 ACCELERATE_KEYS = ("num_processes", "num_machines", "gpu_ids", "main_process_port", "machine_rank", "main_process_ip")
@@ -146,7 +146,7 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
         if not fits_choices(keys[gui], config[gui]):
             config[gui] = keys[gui].default  # the GUI would refuse it; the value travels in additional_parameters
         if gui in ZERO_DROPPED and config[gui] == 0:
-            config[gui] = gui_value(keys[gui], registry()[arg].default)  # the GUI drops 0 (facts §0.8): carried too
+            config[gui] = gui_value(keys[gui], registry()[arg].default)  # the GUI drops 0 (docs/kohya-gui.md §2.8): carried too
     _models(config, plan, findings)
     _network(config, values)
     _learning_rates(config, values)
@@ -255,7 +255,7 @@ def _learning_rates(config: dict, values: Values) -> None:
     lr = values["learning_rate"]
     te = values["text_encoder_lr"]
     config["learning_rate"] = gui_value(gui_keys()["learning_rate"], lr)
-    # 0 in either field means "do not train that part" to the GUI (facts §0.6), so unset is written as lr.
+    # 0 in either field means "do not train that part" to the GUI (docs/kohya-gui.md §2.6), so unset is written as lr.
     unet = 0 if values["network_train_text_encoder_only"] else (values["unet_lr"] if values["unet_lr"] is not None else lr)
     text = 0 if values["network_train_unet_only"] else (te[0] if te else lr)
     config["unet_lr"] = gui_value(gui_keys()["unet_lr"], unet)

@@ -1,4 +1,4 @@
-"""What the Kohya SS GUI hands sd-scripts for a LoRA config (facts §c), for SDXL.
+"""What the Kohya SS GUI hands sd-scripts for a LoRA config (docs/kohya-gui.md §5), for SDXL.
 
 The GUI's Train button writes a training TOML from the config (`train_model` → `config_toml_data`),
 drops every value equal to "", False, None or 0, and runs `sdxl_train_network.py --config_file TOML`
@@ -124,7 +124,7 @@ def resolve_warmup(lr_warmup: Any, lr_warmup_steps: Any) -> int | float:
 
 
 def folder_steps(train_data_dir: str, reg_data_dir: str, batch: int, accumulation: int, epoch: int) -> int:
-    """max_train_steps the GUI computes when it is 0 and there is no dataset_config (facts §c.3)."""
+    """max_train_steps the GUI computes when it is 0 and there is no dataset_config (docs/kohya-gui.md §5.3)."""
     total = 0
     for entry in sorted(os.listdir(train_data_dir)) if os.path.isdir(train_data_dir) else []:
         folder = os.path.join(train_data_dir, entry)
@@ -140,7 +140,7 @@ def folder_steps(train_data_dir: str, reg_data_dir: str, batch: int, accumulatio
 
 
 def _refusals(c: dict[str, Any]) -> dict[str, str]:
-    """The GUI's own checks before it starts a run (facts §c.5), keyed by the field they are about."""
+    """The GUI's own checks before it starts a run (docs/kohya-gui.md §5.5), keyed by the field they are about."""
     found = {}
     for key in ("lr_scheduler_args", "optimizer_args"):
         if not ARGS_PATTERN.match(str(c[key])):
@@ -309,7 +309,7 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         "weighted_captions": c["weighted_captions"],
         "xformers": True if c["xformers"] == "xformers" else None,
     }
-    # `value not in ["", False, None]`: 0 and 0.0 equal False, so zeros vanish too (facts §c.1).
+    # `value not in ["", False, None]`: 0 and 0.0 equal False, so zeros vanish too (docs/kohya-gui.md §5.1).
     toml = {k: v for k, v in data.items() if not _dropped(v)}
     toml["max_data_loader_n_workers"] = int(c["max_data_loader_n_workers"])
     return GuiRun(toml=dict(sorted(toml.items())), extra_args=_split(c["additional_parameters"]),

@@ -35,7 +35,7 @@ ORIGIN = {
     "lr_warmup_steps": "lr_warmup / lr_warmup_steps", "max_train_steps": "max_train_steps / epoch",
     "max_train_epochs": "max_train_epochs / epoch", "sdpa": "xformers", "xformers": "xformers",
 }
-# Base models for which the GUI unticks SDXL when they are loaded (common_gui V1/V2 model lists, facts §g.3).
+# Base models for which the GUI unticks SDXL when they are loaded (common_gui V1/V2 model lists, docs/kohya-gui.md §8.3).
 NOT_SDXL_MODELS = frozenset({"CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
                              "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
                              "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"})
@@ -128,7 +128,7 @@ def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Findin
 
 
 def _missing_paths(config: GuiConfig) -> list[Finding]:
-    # The GUI refuses to start when one of these files or folders is missing (facts §c.5); so will sd-scripts.
+    # The GUI refuses to start when one of these files or folders is missing (docs/kohya-gui.md §5.5); so will sd-scripts.
     missing = [f"{key} {config.values[key]!r}" for key in ("network_weights", "vae", "resume", "log_tracker_config")
                if config.values[key] and not Path(config.values[key]).expanduser().exists()]
     if not missing:
@@ -223,7 +223,7 @@ def _accelerate(c: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
 
 
 def parse_prompt_line(line: str) -> tuple[str, dict[str, str]]:
-    """sd-scripts' prompt-file line: the prompt, then options ` --w 1024 --d 1 --n text` (facts §j)."""
+    """sd-scripts' prompt-file line: the prompt, then options ` --w 1024 --d 1 --n text` (docs/sd-scripts.md §7)."""
     prompt, *parts = line.split(" --")
     options = {}
     for part in parts:

@@ -1,4 +1,4 @@
-"""The Kohya SS GUI's LoRA-tab keys and the rules the GUI applies to their values (facts §0, §b).
+"""The Kohya SS GUI's LoRA-tab keys and the rules the GUI applies to their values (docs/kohya-gui.md §2, §3, §4).
 
 The table (`lorakit/data/kohya-gui-lora-keys.json`, trimmed from the shared key table) gives each
 key's type, fresh-GUI default, choices, bounds and format, and which keys each GUI release saves.
@@ -21,7 +21,7 @@ from lorakit.util.resources import PACKAGE_DIR
 VERSIONS = {"master": "master", "v26": "v26.0.0", "v25": "v25.2.2", "v24": "v24.1.7"}
 NEWEST = "master"
 
-# Model-family checkboxes: an SDXL LoRA has `sdxl` on and every other one off (facts §0.3).
+# Model-family checkboxes: an SDXL LoRA has `sdxl` on and every other one off (docs/kohya-gui.md §2.3).
 SDXL_FLAG = "sdxl"
 OTHER_MODEL_FLAGS = ("v2", "v_parameterization", "flux1_checkbox", "sd3_checkbox", "hunyuan_image_checkbox",
                      "anima_checkbox", "lumina_checkbox")
@@ -101,7 +101,7 @@ def type_ok(key: GuiKey, value: Any) -> bool:
         return isinstance(value, str)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return False
-    # The GUI saves whole numbers as ints and tolerates 8.0 for an int (facts §b.2).
+    # The GUI saves whole numbers as ints and tolerates 8.0 for an int (docs/kohya-gui.md §3.2).
     return key.type == "float" or float(value).is_integer()
 
 

@@ -1,4 +1,4 @@
-"""Read a Kohya SS GUI LoRA config the way the GUI's "Load" does (facts §b.3, §b.4).
+"""Read a Kohya SS GUI LoRA config the way the GUI's "Load" does (docs/kohya-gui.md §4.1, §4.2).
 
 The GUI reads the JSON in UTF-8 (a byte-order mark makes it fail), applies its load-time migrations
 (`update_my_data`: numbers stored as strings, `xformers` as a bool, renamed keys), then takes every

@@ -16,7 +16,7 @@ from lorakit.errors import UserError
 from lorakit.machine import gpus as gpu_catalog
 from lorakit.machine.gpus import GIB, MIB
 
-VRAM_MARGIN = 0.20  # seed 004: "We always calculate with a 20% VRAM safety margin"
+VRAM_MARGIN = 0.20  # docs/recommendations.md §8: "We always calculate with a 20% VRAM safety margin"
 FAKE_ENV = "LORAKIT_FAKE_GPU"
 
 
@@ -182,7 +182,7 @@ class TargetGpu(BaseModel):
 
     @property
     def budget_gib(self) -> float:
-        """80% of the card (seed 004's margin), or what is free right now if that is less."""
+        """80% of the card (the margin of docs/recommendations.md §8), or what is free right now if that is less."""
         budget = self.vram_total_gib * (1 - VRAM_MARGIN)
         if self.vram_free_gib is not None and self.source == "probe":
             budget = min(budget, self.vram_free_gib)

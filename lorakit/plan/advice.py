@@ -59,7 +59,7 @@ def alpha_vs_rank(ctx: CheckContext) -> list[Finding]:
     if alpha is not None and alpha > dim:
         return [finding("params/alpha-above-rank", "warning", GATE,
                         f"network_alpha {alpha:g} is above network_dim {dim}: the LoRA's updates are scaled up by {alpha / dim:g}x, "
-                        "which over-trains quickly (seed 004: alpha = rank, or rank/2 to be safer).",
+                        "which over-trains quickly (docs/recommendations.md §5: alpha = rank, or rank/2 to be safer).",
                         f"--set network_alpha={dim}", key="network_alpha")]
     return []
 
@@ -120,12 +120,12 @@ def text_encoder_lr(ctx: CheckContext) -> list[Finding]:
     te = v["text_encoder_lr"]
     if not te:
         return [finding("params/text-encoder-lr-unset", "info", GATE,
-                        f"the text encoders train at learning_rate {v['learning_rate']:g}; seed 004 advises a gentler 5e-5.",
+                        f"the text encoders train at learning_rate {v['learning_rate']:g}; docs/recommendations.md §3 advises 5e-5.",
                         "--set text_encoder_lr=5e-5 (or network_train_unet_only=true)", key="text_encoder_lr")]
     if te[0] > unet_lr(v):
         return [finding("params/text-encoder-lr-high", "warning", GATE,
                         f"text_encoder_lr {te[0]:g} is above the U-Net's {unet_lr(v):g}; the text encoders need gentler "
-                        "treatment (seed 004: 5e-5) or they overfit the trigger.",
+                        "treatment (docs/recommendations.md §3: 5e-5) or they overfit the trigger.",
                         "--set text_encoder_lr=5e-5", key="text_encoder_lr")]
     return []
 

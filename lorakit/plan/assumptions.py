@@ -49,7 +49,7 @@ class Assumptions:
     """The two machine-dependent numbers the estimator uses, and where they come from."""
 
     overhead_gib: float
-    efficiency: float | None  # None: the assumed §6 utilisation curve
+    efficiency: float | None  # None: the assumed docs/estimator.md §6 utilisation curve
     vram_calibrated: bool
     time_calibrated: bool
     source: str | None  # the calibration file, when it had an entry for this GPU

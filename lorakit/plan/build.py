@@ -297,8 +297,8 @@ def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total
     """plan.json's `vram` and `time` for the final values, and the VRAM estimate's parts explained."""
     setup = setup_from_values(values)
     where = f"calibrated in {assumptions.source}"
-    overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (performance facts §5.3)"
-    efficiency = where if assumptions.time_calibrated else "assumed (performance facts §6)"
+    overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (docs/estimator.md §5.3)"
+    efficiency = where if assumptions.time_calibrated else "assumed (docs/estimator.md §6)"
     breakdown = estimate_vram(setup, assumptions.overhead_gib)
     return Estimates(
         vram=vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,

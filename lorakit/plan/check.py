@@ -1,4 +1,4 @@
-"""Gate 2: parameters. sd-scripts' own asserts that can be decided before training (facts §k), and
+"""Gate 2: parameters. sd-scripts' own asserts that can be decided before training (docs/sd-scripts.md §11), and
 what would fail or mislead later though sd-scripts does not assert it; then the seeds' advice
 (lorakit.plan.advice). Each rule is a small function that returns findings; none changes a value.
 """

@@ -1,7 +1,7 @@
 """Peak VRAM of an sd-scripts `sdxl_train_network.py` run, and what it is computed from.
 
-Pure arithmetic on performance-facts.md: parameter counts (§1) and the VRAM estimator with its fitted
-constants (§5.2). A call takes microseconds, so the fit can try every batch size and memory setting.
+Pure arithmetic on docs/estimator.md: parameter counts (docs/estimator.md §1) and the VRAM estimator with its fitted
+constants (docs/estimator.md §5.2). A call takes microseconds, so the fit can try every batch size and memory setting.
 The constant overhead C (GiB) depends on the machine and can be replaced by a measured calibration
 (lorakit.plan.assumptions). Seconds per step are lorakit.plan.timing's.
 """
@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 GIB = 2**30
 
-# §1.1 [computed]
+# docs/estimator.md §1.1 [computed]
 UNET_PARAMS = 2_567_463_684
 TEXT_ENCODER_PARAMS = 817_720_320  # TE1 + TE2
 VAE_PARAMS = 83_653_863
 UNET_LARGEST_TENSOR = 29_500_000
 
-# §1.2: the modules networks.lora wraps, as (in, out, count, where). `where` is the latent downscale the
+# docs/estimator.md §1.2: the modules networks.lora wraps, as (in, out, count, where). `where` is the latent downscale the
 # module runs at (2: the 640-wide level, 4: the 1280-wide level; 1: full latent size) or CONTEXT for
 # attn2's k/v on the 77-token text context. Σ(in+out)·count = 2,659,840 per rank (722 modules).
 CONTEXT = 0
@@ -37,7 +37,7 @@ UNET_LORA_MODULES = (
     (1280, 1280, 372, 4), (2048, 1280, 120, CONTEXT), (640, 640, 70, 2), (1280, 10240, 60, 4),
     (5120, 1280, 60, 4), (2048, 640, 20, CONTEXT), (640, 5120, 10, 2), (2560, 640, 10, 2),
 )
-TEXT_ENCODER_LORA_PER_RANK = 165_888 + 737_280  # TE1 + TE2 (§1.2)
+TEXT_ENCODER_LORA_PER_RANK = 165_888 + 737_280  # TE1 + TE2 (docs/estimator.md §1.2)
 TEXT_ENCODER_LORA_MODULES = 72 + 192
 # With conv_dim, networks.lora also wraps ResnetBlock2D, Downsample2D and Upsample2D (sd-scripts
 # networks/lora.py): their 3×3 convs at conv_dim (lora_down is 3×3, lora_up 1×1), and inside each
@@ -52,22 +52,22 @@ UNET_RESNETS = (
 # (channels, where the conv runs): Downsample2D ×2, Upsample2D ×2 (their conv runs after upsampling)
 UNET_RESAMPLERS = ((320, 2), (640, 4), (1280, 2), (640, 1))
 TIME_EMBED_DIM = 1280
-SAFETENSORS_BYTES_PER_TENSOR = 140  # header; 3 tensors (down, up, alpha) per module (§1.2)
+SAFETENSORS_BYTES_PER_TENSOR = 140  # header; 3 tensors (down, up, alpha) per module (docs/estimator.md §1.2)
 
-# §5.1–5.2 activations per sample in GiB, bf16 autocast, MP = megapixels
+# docs/estimator.md §5.1–5.2 activations per sample in GiB, bf16 autocast, MP = megapixels
 K_GC = 1.40  # peak/saved ratio, fitted on F1→F2 and F3→F4
 K_NO_GC = 1.2  # not fitted; bounded 0.7–1.7 by user reports
 FP32_ACTIVATIONS = 1.6  # mixed_precision=no
 TEXT_ENCODER_ACTIVATIONS_GIB = 0.1  # per sample when the text encoders train
 VAE_ENCODE_GIB_PER_MP = {True: 1.0, False: 0.5}  # fp32 VAE (no_half_vae) or half [estimate, unverified]
-ADAFACTOR_FACTORED_STATES = 0.095  # × params, fine-tuning's fused Adafactor (§5.2, computed)
+ADAFACTOR_FACTORED_STATES = 0.095  # × params, fine-tuning's fused Adafactor (docs/estimator.md §5.2, computed)
 
-# §5.3: C on Linux, on Windows (WDDM), and the pooled mean the published fit used
+# docs/estimator.md §5.3: C on Linux, on Windows (WDDM), and the pooled mean the published fit used
 OVERHEAD_LINUX_GIB = 1.0
 OVERHEAD_WINDOWS_GIB = 3.5
 OVERHEAD_POOLED_GIB = 2.76
 
-# Optimizer state per parameter (§5.2): (states, bytes per state; None = the parameter's own dtype).
+# Optimizer state per parameter (docs/estimator.md §5.2): (states, bytes per state; None = the parameter's own dtype).
 # Adafactor's factored row/column states come to ~0.15 bytes per fp32 LoRA parameter.
 OPTIMIZER_STATES: dict[str, tuple[float, int | None]] = {
     "adamw": (2, None), "adam": (2, None), "pagedadamw": (2, None), "pagedadamw32bit": (2, 4),
@@ -103,7 +103,7 @@ class TrainingSetup:
     conv_dim: int | None = None
     optimizer: str = "AdamW"
     attention: str = "sdpa"  # sdpa | xformers | mem_eff_attn | none
-    # sdxl_train.py fine-tuning with the fused Adafactor (§5.2's variant). lorakit plans LoRA only;
+    # sdxl_train.py fine-tuning with the fused Adafactor (docs/estimator.md §5.2's variant). lorakit plans LoRA only;
     # this reproduces the published fine-tuning points the constants were fitted on.
     full_finetune: bool = False
 
@@ -192,7 +192,7 @@ def lora_modules(setup: TrainingSetup) -> int:
 
 
 def lora_file_bytes(setup: TrainingSetup, save_bytes_per_param: int = 2) -> int:
-    """Size of one saved LoRA .safetensors file (§1.2: 2 bytes per parameter for fp16/bf16 + headers)."""
+    """Size of one saved LoRA .safetensors file (docs/estimator.md §1.2: 2 bytes per parameter for fp16/bf16 + headers)."""
     return lora_params(setup) * save_bytes_per_param + SAFETENSORS_BYTES_PER_TENSOR * 3 * lora_modules(setup)
 
 
@@ -213,12 +213,12 @@ def known_optimizer(name: str) -> bool:
 # --- VRAM -----------------------------------------------------------------------------------------
 
 def default_overhead_gib() -> float:
-    """§5.3's recommendation: C ≈ 1.0 GiB on Linux, 3.5 GiB on Windows (WDDM reserves more)."""
+    """docs/estimator.md §5.3's recommendation: C ≈ 1.0 GiB on Linux, 3.5 GiB on Windows (WDDM reserves more)."""
     return OVERHEAD_WINDOWS_GIB if sys.platform == "win32" else OVERHEAD_LINUX_GIB
 
 
 def activation_gib_per_sample(setup: TrainingSetup) -> float:
-    """Peak UNet activations per sample: k · S(MP, checkpointing, attention, precision) (§5.1–5.2)."""
+    """Peak UNet activations per sample: k · S(MP, checkpointing, attention, precision) (docs/estimator.md §5.1–5.2)."""
     mp = setup.megapixels
     naive = setup.attention == "none"
     if setup.gradient_checkpointing:

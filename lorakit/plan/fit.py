@@ -112,12 +112,12 @@ def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
     if setup.attention == "none":
         out.append(Lever("SDPA attention", 0, (
             ("sdpa", True, "no attention backend was set; plain attention needs ~17 GiB more at 1024² and runs "
-                           "memory-bound (performance facts §5.1, §6)"),),
+                           "memory-bound (docs/estimator.md §5.1, §6)"),),
             lambda s: s.with_(attention="sdpa")))
     if not setup.cache_latents and not image_augmentations(values):
         out.append(Lever("cached latents", 0, (
             ("cache_latents", True, "the VAE encodes each image once and leaves the GPU: −25% work per step, "
-                                    "no VAE in VRAM (performance facts §6)"),),
+                                    "no VAE in VRAM (docs/estimator.md §6)"),),
             lambda s: s.with_(cache_latents=True)))
     if not setup.train_text_encoders and not setup.cache_text_encoder_outputs and not caption_augmentations(values):
         out.append(Lever("cached text-encoder outputs", 0, (
@@ -129,7 +129,7 @@ def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
 
 @cache
 def _seed_recipe() -> dict[str, str]:
-    """Where the low-VRAM steps come from: the built-in lowvram-8gb preset's citations of seed 000."""
+    """Where the low-VRAM steps come from: the built-in lowvram-8gb preset's citations of docs/recommendations.md §8."""
     return {key: entry.from_ for key, entry in PresetRegistry(include_user_dir=False).get(LOW_VRAM_PRESET).values.items()}
 
 
@@ -166,7 +166,7 @@ def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -
             quality="rank 16 holds less detail, and alpha 1 scales each update down"))
     if not setup.fp8_unet and setup.mixed_precision != "no":
         out.append(Lever("fp8 base weights", 4, (
-            ("fp8_base", True, "sd-scripts docs (facts §l): fp8 U-Net and text-encoder weights, experimental; "
+            ("fp8_base", True, "sd-scripts docs (docs/sd-scripts.md §12): fp8 U-Net and text-encoder weights, experimental; "
                                "halves the frozen model's memory"),),
             lambda s: s.with_(fp8_unet=True, fp8_text_encoders=True), fit_uses="low-vram",
             quality="the LoRA trains against fp8 copies of the frozen weights (experimental in sd-scripts)"))
@@ -323,7 +323,7 @@ def _precision_for_card(values: Values, target: TargetGpu, change: Callable[...,
     """Cards before compute capability 8.0 have no bf16: a preset's bf16 becomes fp16 with the fp32 VAE."""
     if target.bf16:
         return []
-    why = f"{target.name} (compute capability {target.compute_capability}) has no bf16 (performance facts §4)"
+    why = f"{target.name} (compute capability {target.compute_capability}) has no bf16 (docs/estimator.md §4)"
     switched = []
     if values["mixed_precision"] == "bf16" and not values.user_set("mixed_precision"):
         change("mixed_precision", "fp16", "auto:no-bf16", f"{why}: fp16 instead")

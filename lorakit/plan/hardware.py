@@ -125,7 +125,7 @@ def checkpoint_bytes(ctx: CheckContext) -> tuple[int, int]:
     if precision in ("fp16", "bf16") or (precision is None and setup.full_half):
         save_bytes = 2
     else:
-        save_bytes = 4  # "float", or no save_precision: sd-scripts saves in the fp32 training dtype (facts §1.2)
+        save_bytes = 4  # "float", or no save_precision: sd-scripts saves in the fp32 training dtype (docs/estimator.md §1.2)
     param_bytes = 2 if setup.full_half else 4
     # an accelerate state holds the trainable weights and the optimizer's states
     state = lora_params(setup) * (param_bytes + optimizer_bytes_per_param(setup.optimizer, param_bytes))

@@ -1,4 +1,4 @@
-"""Sample prompts for sd-scripts' `--sample_prompts` .txt format (facts §j), built from class tokens."""
+"""Sample prompts for sd-scripts' `--sample_prompts` .txt format (docs/sd-scripts.md §7), built from class tokens."""
 
 from __future__ import annotations
 

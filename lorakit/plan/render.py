@@ -20,7 +20,7 @@ from lorakit.dataset.scan import Subset
 from lorakit.util import tomlio
 from lorakit.util.resources import templates_dir
 
-# config.toml tables, for people: sd-scripts flattens them (facts §b), so the names carry no meaning.
+# config.toml tables, for people: sd-scripts flattens them (docs/sd-scripts.md §2), so the names carry no meaning.
 SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "no_half_vae", "disable_mmap_load_safetensors")),
     ("network", ("network_module", "network_dim", "network_alpha", "network_args", "network_dropout",

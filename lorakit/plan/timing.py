@@ -1,6 +1,6 @@
 """Seconds per step of an sd-scripts `sdxl_train_network.py` run.
 
-Pure arithmetic on performance-facts.md: FLOPs per sample (§2) and the planning efficiencies (§6).
+Pure arithmetic on docs/estimator.md: FLOPs per sample (docs/estimator.md §2) and the planning efficiencies (docs/estimator.md §6).
 The efficiency (the share of the card's peak bf16 FLOP/s a step achieves at batch 1) depends on the
 machine and can be replaced by a measured calibration (lorakit.plan.assumptions).
 """
@@ -14,19 +14,19 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit.plan.estimate import CONTEXT, CONTEXT_TOKENS, PER_SAMPLE, UNET_LORA_MODULES, TrainingSetup, conv_modules
 
-# §2 FLOPs per sample, TFLOP, MP = megapixels. Forward fit 5.94·MP (Linear and conv) + 0.49·MP²
+# docs/estimator.md §2 FLOPs per sample, TFLOP, MP = megapixels. Forward fit 5.94·MP (Linear and conv) + 0.49·MP²
 # (attention), within 3% from 512² to 1536². Backward: the frozen layers need only input gradients
 # (≈ 1× their forward), attention 2×; gradient checkpointing recomputes ~0.895 of the forward; the
-# LoRA modules cost 3× their forward (once more with checkpointing). These reproduce §2.2's 14.62 and
+# LoRA modules cost 3× their forward (once more with checkpointing). These reproduce docs/estimator.md §2.2's 14.62 and
 # 20.87 TFLOP at 1024² (r32) exactly, and 512² within 2.5%.
 FWD_LINEAR_PER_MP = 5.94
 FWD_ATTENTION_PER_MP2 = 0.49
 GC_RECOMPUTE = 0.895
-VAE_ENCODE_PER_MP, VAE_ENCODE_PER_MP2 = 4.13, 0.50  # fitted on §2.2's 1.117 (512²) and 4.879 (1024²)
+VAE_ENCODE_PER_MP, VAE_ENCODE_PER_MP2 = 4.13, 0.50  # fitted on docs/estimator.md §2.2's 1.117 (512²) and 4.879 (1024²)
 TEXT_ENCODERS_FORWARD = 0.111
 FP32_SLOWDOWN = 4.0  # mixed_precision=no runs fp32 matmuls, roughly a quarter of the bf16 tensor rate [assumption]
 
-# §6 "plan with these MFU values", midpoints: (batch 1, batch ≥ 4); linear in between.
+# docs/estimator.md §6 "plan with these MFU values", midpoints: (batch 1, batch ≥ 4); linear in between.
 MFU_CONSUMER = (0.15, 0.25)
 MFU_FAST = (0.085, 0.20)  # H100-class cards: at small batch the step is bound by launches and Python
 FAST_GPU_TFLOPS = 500.0

@@ -2,7 +2,7 @@
 
 The verdict comes from what the parser recognised (`Problem` events), the exit code, and whether
 the final LoRA file exists: accelerate exits 1 whatever went wrong, and sd-scripts exits 0 when it
-found no data, so the exit code alone says little (facts §h).
+found no data, so the exit code alone says little (docs/sd-scripts.md §10).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ ALWAYS_IMPORTED = ("torch", "accelerate")
 # sd-scripts needs these but does not list them in requirements.txt; checked when the file that imports them exists
 UNLISTED = {"torchvision": "library/utils.py"}
 # an SDXL LoRA in fp32 takes about 14.3 MB per unit of rank with both text encoders (the real CPU run:
-# 114.4 MB at dim 16 saved in fp16), about 10.7 MB for the U-Net alone (facts §i: 42.9 MB at dim 4)
+# 114.4 MB at dim 16 saved in fp16), about 10.7 MB for the U-Net alone (docs/sd-scripts.md §8: 42.9 MB at dim 4)
 MB_PER_RANK = 14.3
 PROBE_TIMEOUT_S = 180
 # The variables that decide what the trainer's Python imports (and sees of CUDA): the cache key of a probe.

@@ -119,7 +119,7 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     command = trainer_command(report.python, Path(report.sd_scripts), plan_dir / "config.toml", plan.value_set,
                               cpu=report.cpu, gpu_ids=options.gpus)
     if resume_from is not None:
-        # without --skip_until_initial_step sd-scripts restarts at step 0 and only skips whole epochs (facts §i)
+        # without --skip_until_initial_step sd-scripts restarts at step 0 and only skips whole epochs (docs/sd-scripts.md §8)
         command += ["--resume", str(resume_from), "--skip_until_initial_step"]
     changes = dict(TRAINER_ENV)
     if "CUDA_VISIBLE_DEVICES" in base_env:

@@ -1,4 +1,4 @@
-"""sd-scripts' console output → typed events (facts §g, §h, §m).
+"""sd-scripts' console output → typed events (docs/sd-scripts.md §9, §10).
 
 One `StreamParser` per stream (or one for a merged log file or a pseudo-terminal). It copes with
 what sd-scripts really writes: the tqdm bar redrawn behind `\\r` with no newline, log records written
