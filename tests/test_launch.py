@@ -442,3 +442,18 @@ def test_a_damaged_run_record_needs_fresh_and_fresh_moves_it_aside(runner, tmp_p
     assert launch(runner, plan, "--fresh").exit_code == 0
     assert record(plan)["state"] == "succeeded"
     assert [p.read_text() for p in (plan / "previous").glob("*/run.json")] == ['{"state": "runn']
+
+
+def test_a_group_of_zombies_counts_as_ended(tmp_path):
+    from lorakit.run.process import process_alive
+
+    # a finished child not yet reaped: a zombie, as orphans stay where PID 1 does not reap them
+    child = subprocess.Popen(["true"], start_new_session=True)
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    try:
+        assert not process_alive(child.pid, group=True)
+    finally:
+        child.wait()

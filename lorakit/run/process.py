@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorakit.errors import ExitCode, LorakitError
@@ -83,14 +84,33 @@ def stop_on_signals(stopper: Stopper, *, interrupt_when_idle: bool = True) -> It
 
 
 def process_alive(pid: int, *, group: bool = False) -> bool:
-    """Whether the process (or any process of the group) still exists."""
+    """Whether the process (or any living process of the group) still exists."""
     try:
         (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not group or _group_has_a_living_member(pid)
+
+
+def _group_has_a_living_member(pgid: int) -> bool:
+    """killpg also finds zombies, and where PID 1 does not reap orphans (many containers) they stay for
+    good; they hold no memory or pipes, so a group of zombies has ended. Without /proc, assume it lives."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            return True
+    return False
 
 
 def start_group(command: list[str], env: dict[str, str]) -> subprocess.Popen:
