@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, parse_text, registry, spec_for
+from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, parse_text, registry, secret_refusal, spec_for
 
 _KEY_SHAPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -33,6 +33,8 @@ def split_key_value(item: str, option: KeyValueOption) -> tuple[str, str]:
     """`KEY=VALUE` → (KEY, VALUE) with KEY stripped; a missing `=`, a malformed key or a key lorakit sets raise."""
     key, sep, text = item.partition("=")
     key = key.strip()
+    if key in SECRET_KEYS:  # before any message that would quote the item, and so the value
+        raise ValueProblem(f"{option.name} {key}: {secret_refusal(key)}")
     if not sep or not key or (option.needs_value and not text.strip()):
         raise ValueProblem(f"{option.name} {item!r}: write {option.form}, e.g. {option.name} {option.example}")
     if not _KEY_SHAPE.match(key):

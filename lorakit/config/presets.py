@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, coerce, spec_for
+from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, coerce, secret_refusal, spec_for
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding
 from lorakit.util import tomlio
@@ -211,6 +211,9 @@ def load_preset(path: Path, *, builtin: bool = False) -> Preset:
         header = PresetHeader()
     values: dict[str, PresetEntry] = {}
     for key, raw in data.get("values", {}).items():
+        if key in SECRET_KEYS:
+            problems.append(secret_refusal(key) + f" (remove {key} from the preset)")
+            continue
         entry = PresetEntry(value=raw) if not isinstance(raw, dict) else None
         if entry is None:
             try:

@@ -55,6 +55,21 @@ RESERVED_KEYS = {
     "caption_extention": "misspelled legacy option; use caption_extension",
 }
 
+# Secrets sd-scripts accepts as arguments. lorakit never stores them (a plan folder, a preset and a GUI export
+# are files people copy and share) and never prints them: the trainer inherits the environment, where
+# huggingface_hub and wandb read these variables themselves (docs/sd-scripts.md §2).
+SECRET_KEYS = {
+    "huggingface_token": "HF_TOKEN",
+    "wandb_api_key": "WANDB_API_KEY",
+}
+
+
+def secret_refusal(key: str) -> str:
+    """Why a secret key is refused and where its value goes instead; never mentions the value."""
+    return (f"{key} is a secret and lorakit never writes it into a plan, a preset or an export; "
+            f"set {SECRET_KEYS[key]} in the environment of `lorakit launch` instead (the trainer inherits it)")
+
+
 # Lowest values that make sense (sd-scripts divides by several of these, and a negative count trains nothing).
 # (minimum, whether the minimum itself is allowed)
 MINIMUMS: dict[str, tuple[float, bool]] = {
@@ -194,8 +209,9 @@ def registry() -> dict[str, KeySpec]:
 
 
 def settable_keys(pattern: str = "") -> list[KeySpec]:
-    """The keys `--set` accepts whose name contains `pattern` (the reserved ones are lorakit's own)."""
-    return [spec for spec in registry().values() if pattern in spec.name and spec.name not in RESERVED_KEYS]
+    """The keys `--set` accepts whose name contains `pattern` (the reserved ones are lorakit's own; secrets come from the environment)."""
+    return [spec for spec in registry().values()
+            if pattern in spec.name and spec.name not in RESERVED_KEYS and spec.name not in SECRET_KEYS]
 
 
 class ValueProblem(ValueError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.schema import registry
+from lorakit.config.schema import SECRET_KEYS, registry
 from lorakit.config.values import Values
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
@@ -105,7 +105,8 @@ def fits_choices(key: GuiKey, value: Any) -> bool:
 def plan_arguments(plan: Plan) -> dict[str, Any]:
     """The sd-scripts arguments the plan gives sd-scripts: config.toml and dataset.toml's [general]."""
     specs = registry()
-    args = {k: v.value for k, v in plan.values.items() if specs[k].target != "lorakit" and v.value is not None}
+    args = {k: v.value for k, v in plan.values.items()
+            if specs[k].target != "lorakit" and v.value is not None and k not in SECRET_KEYS}
     for source in model_sources(plan):
         if source.key is not None:
             args[source.key] = trained_path(source)
@@ -136,7 +137,8 @@ def kept_hub_id(source: ModelSource) -> str | None:
 def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     if version not in VERSIONS:
         raise UserError(f"unknown GUI version {version!r}.", fix=f"use one of {', '.join(VERSIONS)}")
-    values = plan.value_set
+    # A plan made before secrets were refused may hold one: the export never carries it.
+    values = Values({k: v for k, v in plan.values.items() if k not in SECRET_KEYS})
     keys = gui_keys()
     present = set(version_keys(version))
     findings: list[Finding] = []

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
-from lorakit.config.schema import RESERVED_KEYS, ValueProblem, registry, resolution_tuple
+from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, registry, resolution_tuple
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
 from lorakit.kohya_gui.export import direct_keys
 from lorakit.kohya_gui.gui_toml import NON_SDXL_TYPES, gui_run
 from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
-from lorakit.kohya_gui.load import GuiConfig, load_gui_config
+from lorakit.kohya_gui.load import GuiConfig, load_gui_config, secret_findings
 from lorakit.util.files import check_output_file
 
 GATE = 2
@@ -75,6 +75,7 @@ def import_gui_config(path: Path) -> GuiImport:
     run = gui_run(config.values)
     findings += _refusals(run.refusals)
     extra, problems = command_line_values(run.extra_args)
+    findings += secret_findings([key for key in SECRET_KEYS if extra.pop(key, None) is not None])
     if problems:
         findings.append(finding("gui/bad-additional-parameters", "warning", GATE,
                                 "additional_parameters has arguments sd-scripts would reject: " + "; ".join(problems) + ".",
@@ -153,7 +154,7 @@ def _sd_scripts_values(arguments: dict[str, Any], findings: list[Finding]) -> di
     values: dict[str, Any] = {}
     bad: list[str] = []
     for name in sd_scripts_keys():
-        if name in PLAN_OWNED:
+        if name in PLAN_OWNED or name in SECRET_KEYS:  # secrets: emptied on load, see load.secret_findings
             continue
         value = arguments.get(name)
         if name in UNSET_SPELLINGS and value == UNSET_SPELLINGS[name]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.schema import SECRET_KEYS
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, finding
 from lorakit.kohya_gui.keys import foreign_tab_keys, gui_keys, legacy_keys, type_ok
@@ -120,6 +121,7 @@ def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]
 def load_gui_config(path: Path) -> GuiConfig:
     """Read, migrate and check a GUI config; missing keys take a fresh GUI's defaults."""
     raw = read_gui_json(path)
+    secrets = _drop_secrets(raw)
     data, converted, unparsed = migrate(raw)
     keys = gui_keys()
     problems = [f"{k} is null: the GUI would keep whatever it shows for it" for k, v in data.items()
@@ -133,7 +135,27 @@ def load_gui_config(path: Path) -> GuiConfig:
     given = {k for k in data if k in keys}
     values = {name: (_as_type(key.type, data[name]) if name in given else key.default) for name, key in keys.items()}
     return GuiConfig(path=path, values=values, given=given,
-                     findings=_load_findings(raw, data, given, converted, unparsed))
+                     findings=_load_findings(raw, data, given, converted, unparsed) + secret_findings(secrets))
+
+
+def _drop_secrets(raw: dict[str, Any]) -> list[str]:
+    """Empty the secret fields in place, as the GUI shows them when not filled in; returns the ones that held something."""
+    found = [key for key in SECRET_KEYS if raw.get(key) not in (None, "")]
+    for key in found:
+        raw[key] = ""
+    return found
+
+
+def secret_findings(keys: list[str]) -> list[Finding]:
+    """The warning for secrets lorakit left out of an import; it names the keys, never their values."""
+    if not keys:
+        return []
+    names = " and ".join(keys)
+    variables = " and ".join(SECRET_KEYS[k] for k in keys)
+    return [finding("gui/secret-dropped", "warning", GATE,
+                    f"the GUI config holds {names}; lorakit never writes secrets into a plan or a preset, so they "
+                    "were left out (their values are not shown here either).",
+                    f"set {variables} in the environment of `lorakit launch`: the trainer inherits it")]
 
 
 def _as_type(kind: str, value: Any) -> Any:
