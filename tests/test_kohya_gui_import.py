@@ -62,7 +62,7 @@ def test_the_1600_step_trap_is_a_finding_and_planned_as_the_gui_trains_it(datase
     assert (values["optimizer_type"].value, values["learning_rate"].value) == ("Prodigy", 1.0)
     assert values["optimizer_args"].value == ["weight_decay=0.01", "decouple=True", "d0=0.0001", "use_bias_correction=True"]
     assert (values["network_dim"].value, values["network_alpha"].value) == (32, 16.0)
-    assert values["network_dim"].source == "preset:kohya-gui:SDXL - LoRA AI_Now prodigy v1.0.json"
+    assert values["network_dim"].source == "import:kohya-gui:SDXL - LoRA AI_Now prodigy v1.0.json"
 
 
 def test_epochs_train_when_max_train_epochs_is_set(dataset, tmp_path):
@@ -76,7 +76,7 @@ def test_epochs_train_when_max_train_epochs_is_set(dataset, tmp_path):
 def test_steps_the_gui_counts_from_folders_become_epochs(dataset, tmp_path):
     result = plan_from_gui(dataset, tmp_path / "p", gui_preset("SDXL - LoRA face dogu_cat v1.0"))
     assert codes(result.plan.findings)["gui/steps-from-folders"] == "info"
-    assert result.plan.epochs == 10 and "max_train_steps" not in result.plan.values
+    assert result.plan.epochs == 10 and result.plan.values["max_train_steps"].value is None
 
 
 def test_paths_this_machine_lacks_are_reported():
@@ -174,8 +174,12 @@ def test_import_writes_a_user_preset_that_plans_like_from_kohya_gui(runner, data
     assert written.values["network_alpha"].value == 13.0
     again = runner.invoke(cli, ["import", "kohya-gui", str(config)])
     assert again.exit_code == 2 and "already exists" in again.output
-    by_preset = make_plan(PlanRequest(dataset=dataset, presets=[written.name], target_gpu="rtx4090", out=tmp_path / "a"))
-    direct = plan_from_gui(dataset, tmp_path / "a", config)
+    # A preset is adapted to the card by the fit; the GUI config itself is planned as the GUI runs it: without the
+    # fit, both give sd-scripts the same arguments.
+    by_preset = make_plan(PlanRequest(dataset=dataset, presets=[written.name], target_gpu="rtx4090", out=tmp_path / "a",
+                                      fit="off"))
+    direct = make_plan(PlanRequest(dataset=dataset, target_gpu="rtx4090", out=tmp_path / "a", fit="off",
+                                   imported=import_gui_config(config).imported()))
     assert plan_arguments(by_preset.files) == plan_arguments(direct.files)
 
 
@@ -244,7 +248,8 @@ def test_literal_prompts_are_not_repeated_for_every_subject(tmp_path):
                                   "sample_prompts": "a dog --d 5 --l 6 --s 20\na cat --d 6 --l 6 --s 20"}), encoding="utf-8")
     result = plan_from_gui(root, tmp_path / "p", config)
     lines = [line for line in result.files["sample_prompts.txt"].splitlines() if not line.startswith("#")]
-    assert lines == ["a dog --w 1024 --h 1024 --d 5 --l 6 --s 20", "a cat --w 1024 --h 1024 --d 6 --l 6 --s 20"]
+    assert lines == ["a dog --d 5 --l 6 --s 20", "a cat --d 6 --l 6 --s 20"], "the GUI's prompt lines, as it gives them"
+    assert codes(result.plan.findings)["gui/sample-size"] == "info", "without --w/--h sd-scripts samples at 512×512"
 
 
 def test_plan_from_a_bad_gui_config_writes_nothing(runner, dataset, tmp_path):
@@ -283,3 +288,64 @@ def test_a_good_machine_rank_is_imported_without_a_finding(tmp_path):
                     encoding="utf-8")
     imported = import_gui_config(path)
     assert imported.values["machine_rank"] == 1 and "gui/bad-machine-rank" not in codes(imported.findings)
+
+
+def gui_run_config(tmp_path: Path, **fields) -> Path:
+    """A GUI config that fixes its batch, text-encoder training, name and prompt, as a user brings it."""
+    config = tmp_path / "my-run.json"
+    config.write_text(json.dumps({
+        "sdxl": True, "train_batch_size": 8, "max_train_epochs": 4, "max_resolution": "1024,1024",
+        "learning_rate": 0.0001, "text_encoder_lr": 0.00005, "unet_lr": 0.0001, "network_dim": 16, "network_alpha": 16,
+        "mixed_precision": "bf16", "gradient_checkpointing": True, "xformers": "sdpa", "output_name": "my-gui-lora",
+        "sample_every_n_steps": 50, "sample_prompts": "a photo of sks dog --w 1024 --h 1024 --s 20", **fields}),
+        encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("gpu", ["rtx4090", "h100"])
+def test_a_gui_configs_batch_is_planned_as_the_gui_runs_it(dataset, tmp_path, gpu):
+    result = plan_from_gui(dataset, tmp_path / "p", gui_run_config(tmp_path), gpu)
+    values = result.plan.values
+    assert values["train_batch_size"].value == 8 and values["train_batch_size"].source == "import:kohya-gui:my-run.json"
+    assert values["learning_rate"].value == 0.0001, "no batch scaling of the GUI's own learning rate"
+    # 10 repeats of 10 square and 5 + 5 portrait/landscape images: 100, 50, 50 per bucket → 13 + 7 + 7 batches of 8
+    assert result.plan.total_steps == 4 * (13 + 7 + 7)
+
+
+def test_a_gui_config_over_the_budget_is_gate_3s_error_not_a_quieter_run(dataset, tmp_path):
+    result = plan_from_gui(dataset, tmp_path / "p", gui_run_config(tmp_path), "rtx3060-12gb")
+    values = result.plan.values
+    assert values["train_batch_size"].value == 8
+    assert values["network_train_unet_only"].value in (None, False), "the text encoders stay trained"
+    over = next(f for f in result.plan.findings if f.code == "hardware/vram-over-budget")
+    assert over.level == "error" and "train_batch_size=8" in over.message
+    assert "the smallest change that fits: --set" in over.fix
+
+
+def test_what_a_gui_config_leaves_out_is_still_fitted(dataset, tmp_path):
+    config = tmp_path / "partial.json"
+    config.write_text(json.dumps({"sdxl": True, "max_train_epochs": 4, "network_dim": 16}), encoding="utf-8")
+    result = plan_from_gui(dataset, tmp_path / "p", config, "h100")
+    assert result.plan.values["train_batch_size"].source == "auto:fit-speed"
+    assert result.plan.values["network_dim"].source == "import:kohya-gui:partial.json"
+
+
+def test_values_a_gui_config_sets_are_credited_to_it_even_when_the_base_agrees(dataset, tmp_path):
+    result = plan_from_gui(dataset, tmp_path / "p", gui_run_config(tmp_path, seed=42), "rtx4090")
+    values = result.plan.values
+    assert values["gradient_checkpointing"].value is True  # sdxl-base says the same
+    assert values["gradient_checkpointing"].source == "import:kohya-gui:my-run.json"
+    assert values["seed"].value == 42 and values["seed"].source == "import:kohya-gui:my-run.json"
+
+
+def test_a_gui_configs_output_name_names_the_lora(dataset, tmp_path):
+    result = plan_from_gui(dataset, tmp_path / "p", gui_run_config(tmp_path), "rtx4090")
+    assert result.plan.values["output_name"].value == "my-gui-lora"
+    assert result.plan.saves[-1].file == "my-gui-lora.safetensors"
+    assert 'output_name = "my-gui-lora"' in result.files["config.toml"]
+
+
+def test_a_gui_configs_sample_prompts_are_kept_as_given(dataset, tmp_path):
+    result = plan_from_gui(dataset, tmp_path / "p", gui_run_config(tmp_path), "rtx4090")
+    lines = [line for line in result.files["sample_prompts.txt"].splitlines() if not line.startswith("#")]
+    assert lines == ["a photo of sks dog --w 1024 --h 1024 --s 20"], "no --d or --l the user did not give"

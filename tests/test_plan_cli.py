@@ -306,3 +306,13 @@ def test_explain_vram_prints_the_parts_planning_counted(character_dataset, tmp_p
     out = Console(file=io.StringIO(), width=300, color_system=None)
     print_plan(out, result.plan, written=False, vram_parts=result.vram_parts)
     assert "the overhead as planning counted it" in out.file.getvalue()
+
+
+def test_a_key_unset_with_none_takes_sd_scripts_default(runner, character_dataset, tmp_path):
+    out = tmp_path / "p"
+    result = plan(runner, str(character_dataset), "--target-gpu", "rtx4090", "--out", str(out),
+                  "--set", "gradient_accumulation_steps=none", "--set", "train_batch_size=1")
+    assert result.exit_code == 0, result.output
+    flat = {k: v for t in tomllib.loads((out / "config.toml").read_text()).values() for k, v in t.items()}
+    assert "gradient_accumulation_steps" not in flat, "left to sd-scripts, whose default is 1"
+    assert json.loads((out / "plan.json").read_text())["total_steps"] == 20 * 10 * 10, "20 images, 10 repeats, 10 epochs"

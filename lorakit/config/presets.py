@@ -86,10 +86,15 @@ class PresetSummary(BaseModel):
 
 @dataclass
 class ImportedPreset:
-    """A preset made in memory from another tool's config (a Kohya SS GUI file), with what reading it found."""
+    """A preset made in memory from another tool's config (a Kohya SS GUI file), with what reading it found.
+
+    `preset` holds what the config leaves to its tool's defaults (the fit may change those, like any
+    preset's); `owned` the values the config sets itself, which are the user's own, like --set.
+    """
 
     preset: Preset
     findings: list[Finding] = field(default_factory=list)
+    owned: dict[str, PresetEntry] = field(default_factory=dict)
 
 
 def user_presets_dir() -> Path:

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from lorakit.config.keyvalue import SET, split_key_value, typed_value
-from lorakit.config.presets import BASE_PRESET, Preset, PresetRegistry
+from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetRegistry
 from lorakit.config.schema import ValueProblem
-from lorakit.config.values import USER_SOURCE, Values
+from lorakit.config.values import IMPORT_SOURCE, USER_SOURCE, Values
 from lorakit.errors import ConfigError
 
 # What every plan has even when no preset says so; presets and --set override these.
@@ -64,14 +64,17 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, object], list[str]]
 
 
 def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Sequence[str],
-            imported: Sequence[Preset] = ()) -> Resolution:
-    """`imported` presets (built in memory, e.g. from a Kohya GUI config) come right after the base."""
+            imported: Sequence[ImportedPreset] = ()) -> Resolution:
+    """`imported` configs (e.g. a Kohya GUI file) come right after the base: first what they leave to their
+    tool's defaults, as a preset, then the values they set themselves, as the user's (source `import:NAME`)."""
     presets = registry.chain(list(preset_names))
+    owned: dict[str, dict[str, PresetEntry]] = {}
     if imported:
         if presets[0].name != BASE_PRESET:
             raise ConfigError([f"an imported config builds on {BASE_PRESET}; it cannot be combined with the base "
                                f"preset {presets[0].name}"], context="the presets")
-        presets = [presets[0], *imported, *presets[1:]]
+        presets = [presets[0], *(i.preset for i in imported), *presets[1:]]
+        owned = {i.preset.name: i.owned for i in imported}
     parsed, problems = parse_overrides(overrides)
     if problems:
         raise ConfigError(problems, context="the --set options")
@@ -83,6 +86,8 @@ def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Se
     for preset in presets:
         for key, entry in preset.values.items():
             values.set(key, entry.value, f"preset:{preset.name}", entry.from_)
+        for key, entry in owned.get(preset.name, {}).items():
+            values.set(key, entry.value, f"{IMPORT_SOURCE}{preset.name}", entry.from_)
         notes += preset.header.notes
         required += [k for k in preset.header.requires if k not in required]
     for key, value in parsed.items():

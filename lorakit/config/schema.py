@@ -156,6 +156,9 @@ LORAKIT_KEYS: tuple[KeySpec, ...] = (
     KeySpec("gpu_ids", "str", "lorakit", None, None, "GPUs accelerate may use, e.g. 0,1"),
     KeySpec("sample_prompt_templates", "str_list", "lorakit", None, None,
             "sample prompts; {tokens} is replaced by each subset's class tokens"),
+    KeySpec("sample_prompt_lines", "str_list", "lorakit", None, None,
+            "sample prompt lines written as they are, options included (sd-scripts' .txt format); "
+            "replaces the templates and every sample_* option below"),
     KeySpec("sample_prompt_prefix", "str", "lorakit", "", None, "text put before every sample prompt"),
     KeySpec("sample_negative_prompt", "str", "lorakit", "", None, "negative prompt of every sample"),
     KeySpec("sample_steps", "int", "lorakit", 28, None, "denoising steps per sample image"),

@@ -1,7 +1,8 @@
 """Resolved values that remember where they came from, so a plan can explain itself.
 
-A source is `preset:NAME`, `set` (the user's --set), `auto:REASON` (lorakit chose it) or `default`
-(lorakit's own default). A key that is not set falls back to sd-scripts' argparse default.
+A source is `preset:NAME`, `set` (the user's --set), `import:NAME` (a value a config the user brought
+sets itself, e.g. a Kohya GUI file: the user's own, like --set), `auto:REASON` (lorakit chose it) or
+`default` (lorakit's own default). A key that is not set falls back to sd-scripts' argparse default.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from lorakit.config.schema import registry, spec_for
 
 USER_SOURCE = "set"
+IMPORT_SOURCE = "import:"  # prefix of the source of a value an imported config sets itself
 
 
 # The values a plan summary always shows; --explain shows all of them.
@@ -56,8 +58,9 @@ class Values:
         self._items[key] = ResolvedValue(value=value, source=source, note=note, replaced=replaced)
 
     def get(self, key: str) -> Any:
+        """The value, or sd-scripts' default where the key is not set or unset (`--set KEY=none`, `unset = true`)."""
         item = self._items.get(key)
-        return item.value if item is not None else registry()[key].default
+        return item.value if item is not None and item.value is not None else registry()[key].default
 
     def __getitem__(self, key: str) -> Any:
         return self.get(key)
@@ -73,9 +76,14 @@ class Values:
         return key in self._items and self._items[key].value is not None
 
     def user_set(self, key: str) -> bool:
-        """True when the user fixed this key with --set; lorakit never changes those."""
+        """True when the user fixed this key (--set, or a config they brought sets it); lorakit never changes those."""
         item = self._items.get(key)
-        return item is not None and item.source == USER_SOURCE
+        return item is not None and (item.source == USER_SOURCE or item.source.startswith(IMPORT_SOURCE))
+
+    def yours(self, key: str) -> str:
+        """How to name where the user fixed `key`, for messages: 'your --set' or 'your imported NAME'."""
+        source = self.source(key)
+        return "your --set" if source == USER_SOURCE else f"your imported {source.removeprefix(IMPORT_SOURCE)}"
 
     def __contains__(self, key: str) -> bool:
         return key in self._items

@@ -71,7 +71,7 @@ def direct_keys() -> dict[str, str]:
     arguments = set(sd_scripts_keys())
     table = {gui: arg for gui, arg in RENAMED.items()}
     for name in gui_keys():
-        if name in arguments and name not in BY_RULE:
+        if name in arguments and name not in BY_RULE and name not in SECRET_KEYS:  # secrets travel in neither direction
             table[name] = name
     return table
 

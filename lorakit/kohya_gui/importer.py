@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
-from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, registry, resolution_tuple
+from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, registry
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
 from lorakit.kohya_gui.export import direct_keys
-from lorakit.kohya_gui.gui_toml import NON_SDXL_TYPES, gui_run
+from lorakit.kohya_gui.gui_toml import BLOCK_ARGS, LORAPLUS_ARGS, NON_SDXL_TYPES, gui_run
 from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config, secret_findings
 from lorakit.util.files import check_output_file
@@ -39,7 +39,20 @@ ORIGIN = {
 NOT_SDXL_MODELS = frozenset({"CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
                              "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
                              "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"})
-SAMPLE_OPTIONS = {"d": "sample_seed", "l": "sample_cfg", "s": "sample_steps", "n": "sample_negative_prompt"}
+# lorakit keys made from other GUI fields than the one of the same name (or the export's renames), for telling
+# which values the config sets itself.
+MADE_FROM: dict[str, tuple[str, ...]] = {
+    "network_module": ("LoRA_type",),
+    "network_args": ("LoRA_type", "conv_dim", "conv_alpha", "rank_dropout", "module_dropout", *BLOCK_ARGS,
+                     *LORAPLUS_ARGS),
+    "network_train_unet_only": ("text_encoder_lr",), "network_train_text_encoder_only": ("unet_lr",),
+    "lr_warmup_steps": ("lr_warmup", "lr_warmup_steps"),
+    "max_train_steps": ("max_train_steps", "max_train_epochs", "epoch"),
+    "max_train_epochs": ("max_train_steps", "max_train_epochs", "epoch"),
+    "sdpa": ("xformers",), "xformers": ("xformers",),
+    "machine_rank": ("extra_accelerate_launch_args",), "main_process_ip": ("extra_accelerate_launch_args",),
+    "sample_prompt_lines": ("sample_prompts",),
+}
 # lorakit's learning-rate × steps check states a preset's intent; a GUI config states none.
 NO_INTENT = ("lr_steps_min", "lr_steps_max")
 
@@ -51,21 +64,35 @@ class GuiImport:
     origins: dict[str, str]  # key → the GUI key(s) it came from
     entries: dict[str, Any]  # the part of `values` that differs from the SDXL base
     findings: list[Finding] = field(default_factory=list)
+    owned: frozenset[str] = frozenset()  # keys of `values` the config sets itself (the rest are the GUI's defaults)
+    output_name: str | None = None  # the LoRA's file name the config gives; a plan folder's name otherwise
 
-    def preset(self) -> Preset:
-        """The config as an in-memory preset, applied right after the base like any other preset."""
+    def preset(self, skip: frozenset[str] = frozenset()) -> Preset:
+        """The config as an in-memory preset (less the keys in `skip`), applied right after the base like any other."""
         header = PresetHeader(kind="user", extends=[BASE_PRESET],
                               description=f"Imported from the Kohya GUI config {self.source.name}")
-        values = {k: PresetEntry(value=v, from_=self.origin(k), unset=v is None) for k, v in self.entries.items()}
+        values = {k: self._entry(k, v) for k, v in self.entries.items() if k not in skip}
         return Preset(name=f"kohya-gui:{self.source.name}", path=self.source, builtin=False, header=header,
                       values=values)
 
     def origin(self, key: str) -> str:
         return f"Kohya GUI {self.source.name} · {self.origins.get(key, key)}"
 
+    def _entry(self, key: str, value: Any) -> PresetEntry:
+        return PresetEntry(value=value, from_=self.origin(key), unset=value is None)
+
     def imported(self) -> ImportedPreset:
-        """What `lorakit plan --from-kohya-gui` hands the planner: the preset and the findings of reading it."""
-        return ImportedPreset(self.preset(), list(self.findings))
+        """What `lorakit plan --from-kohya-gui` hands the planner.
+
+        The values the config sets itself are the user's: the plan trains them as the GUI would (the fit
+        changes none of them, and Gate 3 says what to change when they do not fit). A value whose effect
+        equals the base's keeps the base's spelling, so config.toml reads as a preset plan's would.
+        """
+        base = _base_values()
+        owned = {k: self._entry(k, self.entries[k] if k in self.entries else base.get(k)) for k in sorted(self.owned)}
+        if self.output_name:
+            owned["output_name"] = self._entry("output_name", self.output_name)
+        return ImportedPreset(self.preset(skip=self.owned), list(self.findings), owned)
 
 
 def import_gui_config(path: Path) -> GuiImport:
@@ -92,7 +119,22 @@ def import_gui_config(path: Path) -> GuiImport:
     values.update(_samples(run.sample_prompts_text, values, findings))
     values.update(dict.fromkeys(NO_INTENT))
     findings += _rule_findings(config) + _missing_paths(config)
-    return GuiImport(source=path, values=values, origins=origins, entries=_delta(values), findings=sort_findings(findings))
+    name = config.values["output_name"].strip() if "output_name" in config.given else ""
+    return GuiImport(source=path, values=values, origins=origins, entries=_delta(values), findings=sort_findings(findings),
+                     owned=_owned(values, config.given, set(extra)), output_name=name or None)
+
+
+def _owned(values: dict[str, Any], given: set[str], from_command_line: set[str]) -> frozenset[str]:
+    """The keys of `values` that fields the config sets decide (the rest come from a fresh GUI's defaults)."""
+    fields_of: dict[str, list[str]] = {}
+    for gui, arg in direct_keys().items():
+        fields_of.setdefault(arg, []).append(gui)
+    owned = set()
+    for key in values:
+        fields = MADE_FROM.get(key) or fields_of.get(key) or (key,)
+        if any(f in given for f in fields) or key in from_command_line:
+            owned.add(key)
+    return frozenset(owned)
 
 
 def _require_sdxl(config: GuiConfig, findings: list[Finding]) -> None:
@@ -223,14 +265,9 @@ def _accelerate(c: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
     return found
 
 
-def parse_prompt_line(line: str) -> tuple[str, dict[str, str]]:
-    """sd-scripts' prompt-file line: the prompt, then options ` --w 1024 --d 1 --n text` (docs/sd-scripts.md §7)."""
-    prompt, *parts = line.split(" --")
-    options = {}
-    for part in parts:
-        flag, _, value = part.partition(" ")
-        options[flag.strip()] = value.strip()
-    return prompt.strip(), options
+def _prompt_options(line: str) -> set[str]:
+    """The option letters of one sd-scripts prompt line (` --w 1024 --d 1`: {"w", "d"}; docs/sd-scripts.md §7)."""
+    return {part.partition(" ")[0].strip().lower() for part in line.split(" --")[1:]}
 
 
 def _samples(text: str, values: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
@@ -242,39 +279,15 @@ def _samples(text: str, values: dict[str, Any], findings: list[Finding]) -> dict
                                     "the GUI config samples images but has no prompts (sd-scripts would make none); "
                                     "lorakit builds prompts from the dataset's class tokens.", None, key="sample_prompts"))
         return {}
-    parsed = [parse_prompt_line(line) for line in lines]
-    found: dict[str, Any] = {"sample_prompt_templates": list(dict.fromkeys(p for p, _ in parsed)),
-                             "sample_prompt_prefix": ""}
-    uneven = []
-    for flag, key in SAMPLE_OPTIONS.items():
-        seen = [opts.get(flag) for _, opts in parsed]
-        first = seen[0]
-        if flag == "d":
-            expected = [str(int(first) + i) for i in range(len(seen))] if first and first.isdigit() else None
-            if seen != expected:
-                uneven.append("--d (lorakit numbers the seeds up from the first)")
-        elif any(s != first for s in seen):
-            uneven.append(f"--{flag}")
-        found[key] = _sample_option(key, first)
-    width_height = {(opts.get("w"), opts.get("h")) for _, opts in parsed}
-    resolution = values.get("resolution")
-    if resolution and width_height != {tuple(str(x) for x in resolution_tuple(resolution))}:
-        uneven.append("--w/--h (lorakit samples at the training resolution)")
-    if uneven:
-        findings.append(finding("gui/sample-options", "info", GATE,
-                                "lorakit writes one set of sample options for every prompt; these differ from the "
-                                "GUI's prompt lines: " + ", ".join(uneven) + ".", None, key="sample_prompts"))
-    return found
-
-
-def _sample_option(key: str, text: str | None) -> Any:
-    spec = registry()[key]
-    if text is None:
-        return spec.default
-    try:
-        return {"int": int, "float": float}.get(spec.kind, str)(text)
-    except ValueError:
-        return None
+    # The GUI writes its prompt text to a file as it is; so does the plan (sd-scripts' defaults for what a line
+    # leaves out: 512×512, CFG 7.5, a random seed).
+    unsized = sum(1 for line in lines if not {"w", "h"} <= _prompt_options(line))
+    if sampling and unsized:
+        findings.append(finding("gui/sample-size", "info", GATE,
+                                f"{unsized} of the GUI config's {len(lines)} sample prompt(s) give no --w/--h, so sd-scripts "
+                                "makes those samples 512×512 (its default, even for SDXL), as the GUI's run would.",
+                                "add --w 1024 --h 1024 to those prompts for samples at SDXL's size", key="sample_prompts"))
+    return {"sample_prompt_lines": lines}
 
 
 def _rule_findings(config: GuiConfig) -> list[Finding]:

@@ -164,7 +164,7 @@ def _plan_name(request: PlanRequest) -> str:
 def make_plan(request: PlanRequest) -> PlanResult:
     registry = PresetRegistry(request.presets_dirs)
     gui = request.imported
-    resolution = resolve(registry, request.presets, request.overrides, imported=[gui.preset] if gui else [])
+    resolution = resolve(registry, request.presets, request.overrides, imported=[gui] if gui else [])
     values = resolution.values
     if request.fit not in FIT_MODES:
         raise UserError(f"--fit {request.fit!r} is not one of {', '.join(FIT_MODES)}.", fix="--fit speed (the default)")

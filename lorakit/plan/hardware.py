@@ -108,7 +108,7 @@ def bf16_support(ctx: CheckContext) -> list[Finding]:
     used = [key for key in ("mixed_precision", "full_bf16") if (v[key] == "bf16" if key == "mixed_precision" else v[key])]
     if not used:
         return []
-    who = " and ".join(f"{key} ({'your --set' if v.user_set(key) else v.source(key)})" for key in used)
+    who = " and ".join(f"{key} ({v.yours(key) if v.user_set(key) else v.source(key)})" for key in used)
     fix = "--set mixed_precision=fp16 --set no_half_vae=true" + (" --set full_bf16=false" if "full_bf16" in used else "")
     return [finding("hardware/no-bf16", "error", GATE,
                     f"{target.name} (compute capability {target.compute_capability}) has no bf16, which needs 8.0 or "

@@ -27,6 +27,11 @@ def subjects(subsets: list[Subset]) -> list[str]:
 
 
 def sample_prompt_lines(values: Values, subsets: list[Subset]) -> list[str]:
+    # Lines given as they are (e.g. a Kohya GUI's prompts): one prompt per line, as sd-scripts reads them.
+    literal = [part.strip() for line in values["sample_prompt_lines"] or [] for part in line.splitlines()]
+    literal = [line for line in literal if line and not line.startswith("#")]
+    if literal:
+        return literal
     templates = values["sample_prompt_templates"] or ["{tokens}"]
     width, height = resolution_tuple(values["resolution"])
     prefix = values["sample_prompt_prefix"] or ""
