@@ -255,6 +255,23 @@ def test_older_gui_versions_get_their_own_key_set(dataset, tmp_path):
     assert len(export_plan(result.plan).config) == len(KEYS) == 288
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_export_for_an_older_gui_checks_only_the_fields_that_gui_has(dataset, tmp_path, version):
+    result = planned(dataset, tmp_path / "p", ["character"])
+    refused = [f.message for f in export_plan(result.plan, version).findings if f.code == "gui/refused-value"]
+    assert refused == [], "no field of the plan's export is refused; fields the version lacks are not written"
+
+
+def test_a_plan_value_an_older_gui_has_no_field_for_is_a_warning_naming_both(dataset, tmp_path):
+    result = planned(dataset, tmp_path / "p", ["character"], overrides=["save_last_n_epochs=3"])
+    old = export_plan(result.plan, "v24")
+    warning = next(f for f in old.findings if f.code == "gui/field-not-in-version")
+    assert warning.level == "warning" and "save_last_n_epochs" in warning.message and "v24.1.7" in warning.message
+    assert "--save_last_n_epochs 3" in old.config["additional_parameters"]
+    assert "save_last_n_epochs" not in old.config
+    assert "gui/field-not-in-version" not in {f.code for f in export_plan(result.plan, "master").findings}
+
+
 GOLDEN_CASES = {
     "character-rtx4090-master": (["character"], "rtx4090", "master"),
     "kohya-example-a100-v24": (["kohya-example"], "a100-80gb", "v24"),

@@ -162,10 +162,14 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     config["stop_text_encoder_training"] = 0
     config["t5xxl_lr"] = 0
     config["save_as_bool"] = False
+    lacking = {arg: gui for gui, arg in direct_keys().items()
+               if gui not in present and values.is_set(arg) and config[gui] != _off(keys[gui])}
     for name in set(keys) - present:  # an older GUI has no such field: it never reaches its TOML
         config[name] = _off(keys[name])
-    config["additional_parameters"] = " ".join(_carry_the_rest(config, plan, findings))
-    findings += _rule_findings(config, version)
+    tokens = _carry_the_rest(config, plan, findings)
+    config["additional_parameters"] = " ".join(tokens)
+    findings += _missing_fields(lacking, {t[2:] for t in tokens if t.startswith("--")}, version)
+    findings += _rule_findings({k: v for k, v in config.items() if k in present}, version)
     findings += _planning_only(plan)
     return GuiExport(config={k: config[k] for k in sorted(present)}, version=version, findings=sort_findings(findings))
 
@@ -390,6 +394,22 @@ def _carry_the_rest(config: dict, plan: Plan, findings: list[Finding]) -> list[s
             + "; ".join(lost) + ".",
             "set them in the GUI by hand if it allows, or launch the plan with lorakit"))
     return tokens
+
+
+def _missing_fields(lacking: dict[str, str], carried: set[str], version: str) -> list[Finding]:
+    """A warning for plan values whose GUI field the chosen version does not have (argument → GUI field)."""
+    if not lacking:
+        return []
+    names = ", ".join(lacking[arg] for arg in sorted(lacking))
+    passed = sorted(arg for arg in lacking if arg in carried)
+    how = (f"the export passes {', '.join(passed)} in additional_parameters instead, where that GUI shows no field "
+           "for them" if passed else "")
+    lost = sorted(arg for arg in lacking if arg not in carried)
+    if lost:
+        how += ("; " if how else "") + f"{', '.join(lost)} cannot reach sd-scripts through that GUI (see gui/not-expressible)"
+    return [finding("gui/field-not-in-version", "warning", GATE,
+                    f"the GUI {VERSIONS[version]} has no field for {names}, which the plan sets: {how}.",
+                    "leave additional_parameters as it is, or export for a newer GUI (--gui-version master)")]
 
 
 def _rule_findings(config: dict, version: str) -> list[Finding]:
