@@ -180,3 +180,21 @@ def test_awkward_class_tokens_survive_the_card(runner, tmp_path):
 def test_a_bad_repo_name_is_refused(runner, trained):
     result = runner.invoke(cli, ["push", str(trained), "--repo", "not a repo", "--dry-run"])
     assert result.exit_code == 2 and "--repo 'not a repo' is not a Hub repo id" in result.output
+
+
+@pytest.mark.parametrize("name", ["some.png", "renamed.ckpt", "picture.safetensors"])
+def test_a_file_that_is_not_a_lora_is_refused_before_anything_is_uploaded(runner, trained, api, tmp_path, name):
+    picture = write_png(tmp_path / "picture.png", 8, 8)
+    other = tmp_path / name
+    other.write_bytes(picture.read_bytes())
+    result = runner.invoke(cli, ["push", str(trained), "--repo", "me/sks-dog", "--file", str(other)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "LoRA" in result.output and "--file" in result.output
+    api.return_value.create_commit.assert_not_called()
+
+
+def test_a_torch_save_lora_is_accepted(runner, trained, tmp_path):
+    saved = tmp_path / "dogs.ckpt"
+    saved.write_bytes(b"PK\x03\x04" + b"\0" * 60)  # torch.save's zip archive
+    _, output = dry_run(runner, trained, "--file", str(saved))
+    assert "Would upload dogs.ckpt" in output

@@ -19,6 +19,8 @@ from lorakit.plan.build import Plan
 from lorakit.util.safetensors_file import SafetensorsHeader, read_header
 
 RUN_RECORD = "run.json"
+# What torch.save writes for sd-scripts' .ckpt/.pt saves: a zip archive (torch 1.6+) or, before, a pickle.
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,34 @@ def find_lora(plan: Plan, explicit: Path | None = None) -> LoraFile:
     path = explicit.expanduser().resolve() if explicit else _final_lora(plan)
     if not path.is_file():
         raise UserError(f"'{path}' is not a file.", fix="pass --file with one of the LoRA files in the plan's output folder")
-    if path.suffix.lower() != ".safetensors":
-        return LoraFile(path, None)
+    suffix = path.suffix.lower()
+    if suffix in (".ckpt", ".pt"):
+        return LoraFile(_torch_save(path), None)
+    if suffix != ".safetensors":
+        raise UserError(f"'{path}' is not a LoRA file: lorakit pushes the .safetensors files sd-scripts saves "
+                        "(or its .ckpt/.pt saves).",
+                        fix="pass --file with a LoRA .safetensors file from the plan's output folder")
     try:
         header = read_header(path)
     except ValueError as exc:
-        raise UserError(f"'{path}' is not a complete safetensors file: {exc}.",
+        raise UserError(f"'{path}' is not a LoRA file sd-scripts saved: it is not a complete safetensors file ({exc}).",
                         fix="train again, or pass --file with another checkpoint") from None
     if not header.is_lora:
         raise UserError(f"'{path}' holds no LoRA weights (no lora_* tensors).", fix="pass --file with a LoRA file")
     return LoraFile(path, header)
+
+
+def _torch_save(path: Path) -> Path:
+    """`path` if it starts as torch.save's files do (its tensors cannot be read without torch)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as exc:
+        raise UserError(f"cannot read '{path}': {exc.strerror}.") from None
+    if not start.startswith(TORCH_SAVE_STARTS):
+        raise UserError(f"'{path}' is not a LoRA file: it does not start as a torch save (.{path.suffix[1:]}) does.",
+                        fix="pass --file with a LoRA .safetensors file from the plan's output folder")
+    return path
 
 
 def _final_lora(plan: Plan) -> Path:
