@@ -9,6 +9,7 @@ import pytest
 import tomllib
 
 from lorakit.cli.main import cli
+from lorakit.plan.assumptions import load_calibration
 
 
 def plan_for(runner, dataset, out, gpu="rtx4090", *extra):
@@ -111,3 +112,31 @@ def test_a_broken_calibration_file_is_a_clear_error(runner, character_dataset, t
     assert result.exit_code == 2
     assert "cannot read the calibration file" in result.output and "Traceback" not in result.output
     assert calibration.read_text() == "[gpus.rtx4090]\noverhead_gib = 'lots'\n"
+
+
+@pytest.mark.parametrize(("entry", "named"), [
+    ("efficiency = 1e-9", "efficiency = 1e-09"), ("efficiency = nan", "efficiency = nan"),
+    ("overhead_gib = -1.0", "overhead_gib = -1.0"), ("overhead_gib = 1e6", "overhead_gib = 1000000.0"),
+])
+def test_a_calibration_value_outside_the_sane_range_is_a_clear_error_and_not_used(runner, character_dataset, tmp_path,
+                                                                                 monkeypatch, entry, named):
+    calibration = tmp_path / "calibration.toml"
+    calibration.write_text(f"[gpus.rtx4090]\n{entry}\n", encoding="utf-8")
+    monkeypatch.setenv("LORAKIT_CALIBRATION", str(calibration))
+    out = tmp_path / "p"
+    result = runner.invoke(cli, ["plan", str(character_dataset), "--target-gpu", "rtx4090", "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert str(calibration) in text and f"[gpus.rtx4090] {named} is outside the sane" in text
+    assert not out.exists()
+
+
+def test_calibrate_writes_only_values_the_planner_accepts(runner, character_dataset, tmp_path):
+    plan_dir = tmp_path / "run"
+    plan_for(runner, character_dataset, plan_dir)
+    write_run(plan_dir, peak_vram_gib=500.0, seconds_per_step=1e-6)  # a broken measurement
+    calibration = tmp_path / "calibration.toml"
+    assert runner.invoke(cli, ["calibrate", str(plan_dir), "--file", str(calibration)]).exit_code == 0
+    entry = tomllib.loads(calibration.read_text(encoding="utf-8"))["gpus"]["rtx4090"]
+    assert entry["overhead_gib"] == 64.0 and entry["efficiency"] == 0.9, "clamped to the bounds the planner holds"
+    assert load_calibration(calibration).gpus["rtx4090"].efficiency == 0.9

@@ -20,13 +20,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lorakit.errors import UserError
+from lorakit.errors import ConfigError, UserError
 from lorakit.machine.probe import TargetGpu
 from lorakit.plan.estimate import default_overhead_gib
 from lorakit.util import tomlio
 from lorakit.util.resources import user_config_dir
 
 CALIBRATION_ENV = "LORAKIT_CALIBRATION"
+# Sane calibrated values; outside them a number is a broken measurement or a typo, not a property of the card.
+# The overhead is at least a CUDA context, and more than this is an estimate gone wrong, not an overhead.
+OVERHEAD_RANGE_GIB = (0.3, 64.0)
+EFFICIENCY_RANGE = (0.005, 0.9)  # the share of the card's peak FLOP/s a batch-1 step reaches
 
 
 class GpuCalibration(BaseModel):
@@ -69,12 +73,23 @@ def load_calibration(path: Path | None = None) -> CalibrationFile:
     path = path or calibration_path()
     if not path.is_file():
         return CalibrationFile()
+    fix = f"fix or delete it (set {CALIBRATION_ENV} to use another file), or rebuild it with `lorakit calibrate PLAN...`"
     try:
-        return CalibrationFile.model_validate(tomlio.load_file(path))
+        data = CalibrationFile.model_validate(tomlio.load_file(path))
     except (tomlio.TOMLDecodeError, ValidationError, OSError) as exc:
-        raise UserError(f"cannot read the calibration file {path}: {str(exc).splitlines()[0]}",
-                        fix=f"fix or delete it (set {CALIBRATION_ENV} to use another file), "
-                        "or rebuild it with `lorakit calibrate PLAN...`") from None
+        raise UserError(f"cannot read the calibration file {path}: {str(exc).splitlines()[0]}", fix=fix) from None
+    problems = [problem for gpu, entry in data.gpus.items() for problem in _out_of_range(gpu, entry)]
+    if problems:
+        error = ConfigError(problems, context=f"the calibration file {path}")
+        error.fix = fix.replace("fix or delete it", "fix or delete those entries")
+        raise error
+    return data
+
+
+def _out_of_range(gpu: str, entry: GpuCalibration) -> list[str]:
+    checks = (("overhead_gib", entry.overhead_gib, OVERHEAD_RANGE_GIB, " GiB"), ("efficiency", entry.efficiency, EFFICIENCY_RANGE, ""))
+    return [f"[gpus.{gpu}] {name} = {value!r} is outside the sane {low:g}–{high:g}{unit}, so it was not used"
+            for name, value, (low, high), unit in checks if value is not None and not low <= value <= high]
 
 
 def gpu_key(target: TargetGpu) -> str:

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from lorakit.plan.assumptions import CalibrationFile, GpuCalibration, calibration_path, gpu_key, load_calibration
+from lorakit.plan.assumptions import (
+    EFFICIENCY_RANGE,
+    OVERHEAD_RANGE_GIB,
+    CalibrationFile,
+    GpuCalibration,
+    calibration_path,
+    gpu_key,
+    load_calibration,
+)
 from lorakit.plan.build import load_plan
 from lorakit.plan.estimate import TrainingSetup, estimate_vram, setup_from_values
 from lorakit.plan.timing import assumed_mfu, step_time
@@ -24,9 +32,6 @@ from lorakit.util import tomlio
 from lorakit.util.files import write_text_atomic
 
 MEASURED_STATES = ("succeeded", "interrupted")
-# C cannot be smaller than a CUDA context; an efficiency outside this range is a broken measurement.
-MIN_OVERHEAD_GIB = 0.3
-EFFICIENCY_RANGE = (0.005, 0.9)
 
 
 class MeasuredRun(BaseModel):
@@ -115,7 +120,8 @@ def calibrate_from_run(plan_dir: Path) -> RunCalibration:
 def overhead_from_peak(setup: TrainingSetup, peak_vram_gib: float) -> float:
     """C = the measured peak minus everything else the estimator counts."""
     rest = estimate_vram(setup, 0.0).total
-    return max(MIN_OVERHEAD_GIB, peak_vram_gib - rest)
+    low, high = OVERHEAD_RANGE_GIB  # the bounds the reader holds the file to (lorakit.plan.assumptions)
+    return min(high, max(low, peak_vram_gib - rest))
 
 
 def efficiency_from_speed(setup: TrainingSetup, peak_tflops: float, seconds_per_step: float) -> float:
