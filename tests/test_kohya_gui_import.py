@@ -319,6 +319,7 @@ def test_a_gui_config_over_the_budget_is_gate_3s_error_not_a_quieter_run(dataset
     assert values["network_train_unet_only"].value in (None, False), "the text encoders stay trained"
     over = next(f for f in result.plan.findings if f.code == "hardware/vram-over-budget")
     assert over.level == "error" and "train_batch_size=8" in over.message
+    assert "(your imported kohya-gui:my-run.json)" in over.message
     assert "the smallest change that fits: --set" in over.fix
 
 

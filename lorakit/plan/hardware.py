@@ -87,8 +87,12 @@ def vram_budget(ctx: CheckContext) -> list[Finding]:
     budget = target.budget_gib
     if estimate <= budget:
         return []
-    yours = [f"{key}={ctx.values[key]}" for key in MEMORY_KEYS if ctx.values.user_set(key)]
-    set_by_you = f" You set {', '.join(yours)}." if yours else ""
+    yours: dict[str, list[str]] = {}
+    for key in MEMORY_KEYS:
+        if ctx.values.user_set(key):
+            yours.setdefault(ctx.values.yours(key), []).append(f"{key}={ctx.values[key]}")
+    set_by_you = "".join(f" You set {', '.join(keys)}" + ("." if where == "your --set" else f" ({where}).")
+                         for where, keys in yours.items())
     message = (f"the estimated peak VRAM, {estimate:.1f} GiB, is over the {budget:.1f} GiB budget on {target.name} "
                f"({target.vram_total_gib:.1f} GiB less the {VRAM_MARGIN:.0%} margin) by {estimate - budget:.1f} GiB: "
                f"the run would likely run out of memory.{set_by_you}")
