@@ -55,6 +55,11 @@ class Values:
             replaced = [*previous.replaced, Earlier(value=previous.value, source=previous.source)]
         self._items[key] = ResolvedValue(value=value, source=source, note=note, replaced=replaced)
 
+    def restate(self, key: str, value: Any, note: str) -> None:
+        """The same choice in another form (a path made absolute): source and history stay as they are."""
+        item = self._items[key]
+        self._items[key] = item.model_copy(update={"value": value, "note": note})
+
     def get(self, key: str) -> Any:
         item = self._items.get(key)
         return item.value if item is not None else registry()[key].default

@@ -105,7 +105,8 @@ def fits_choices(key: GuiKey, value: Any) -> bool:
 def plan_arguments(plan: Plan) -> dict[str, Any]:
     """The sd-scripts arguments the plan gives sd-scripts: config.toml and dataset.toml's [general]."""
     specs = registry()
-    args = {k: v.value for k, v in plan.values.items() if specs[k].target != "lorakit" and v.value is not None}
+    # value_set: the plan folder's paths made absolute from where the plan is now (the GUI runs elsewhere)
+    args = {k: v.value for k, v in plan.value_set.items() if specs[k].target != "lorakit" and v.value is not None}
     for source in model_sources(plan):
         if source.key is not None:
             args[source.key] = trained_path(source)
