@@ -296,3 +296,11 @@ def test_every_path_key_is_an_sd_scripts_argument():
     from lorakit.config.schema import PATH_KEYS, registry
 
     assert PATH_KEYS <= set(registry())
+
+
+def test_dry_run_says_the_command_runs_in_the_plan_folder(runner, tmp_path, fake_trainer):
+    copy = tmp_path / "copy"
+    shutil.copytree(make_plan(runner, tmp_path), copy)
+    result = launch(runner, copy, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"in folder (the plan's paths are relative to it): {copy}" in result.output
