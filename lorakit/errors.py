@@ -66,6 +66,12 @@ class GateError(LorakitError):
         self.findings = list(findings)
 
 
+class Busy(LorakitError):
+    """What the command needs is held by another lorakit process (a plan that is training, a batch being run).
+
+    Exit 1, not 2: nothing in the input is wrong; the other process has to end first."""
+
+
 class LaunchError(LorakitError):
     """The trainer could not be started or ended badly; carries the command and the log's tail."""
 

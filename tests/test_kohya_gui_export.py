@@ -15,7 +15,7 @@ from kohya_gui_rules import KEYS, export_problems
 
 from lorakit.cli.main import cli
 from lorakit.config.presets import PresetRegistry
-from lorakit.config.schema import registry
+from lorakit.config.schema import PATH_KEYS, registry
 from lorakit.config.values import ResolvedValue
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import direct_keys, export_plan, fits_choices, gui_arguments, gui_value
@@ -55,6 +55,13 @@ def plan_arguments(files: dict[str, str]) -> dict:
     return flat
 
 
+def from_plan_folder(arguments: dict, plan_dir: Path) -> dict:
+    """The plan's relative paths as sd-scripts, started in the plan folder, opens them (the GUI gets them absolute)."""
+    own = ("dataset_config", "output_dir", "logging_dir", "sample_prompts")
+    return {k: str(plan_dir / v) if k in own and isinstance(v, str) and not os.path.isabs(v) else v
+            for k, v in arguments.items()}
+
+
 def prompt_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
@@ -74,7 +81,7 @@ def test_the_gui_run_trains_what_lorakit_launch_trains(dataset, tmp_path, preset
     result = planned(dataset, tmp_path / "p", [preset], gpu, ["pretrained_model_name_or_path=/models/m.safetensors"])
     exported = export_plan(result.plan)
     gui_args, prompts = gui_arguments(exported.config)
-    ours = plan_arguments(result.files)
+    ours = from_plan_folder(plan_arguments(result.files), tmp_path / "p")
     gui_args = {**gui_args, **tomllib.loads(result.files["dataset.toml"])["general"], "resolution": ours["resolution"]}
     mine, theirs = effective(ours), effective(gui_args)
     mine.pop("sample_prompts"), theirs.pop("sample_prompts")
@@ -89,6 +96,8 @@ def _distinct_value(arg: str):
     spec = registry()[arg]
     if spec.choices:
         return next(c for c in reversed(spec.choices) if c not in (None, spec.default))
+    if arg in PATH_KEYS:
+        return "/x-value"  # a plan holds user paths absolute (a relative one is inside the plan folder)
     return {"bool": True, "int": 3, "float": 0.25, "int_or_float": 3, "resolution": "896,1152"}.get(spec.kind, "x-value")
 
 

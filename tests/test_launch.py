@@ -100,7 +100,8 @@ def test_tensorboard_gets_lorakit_series_and_the_plan_as_hparams(runner, tmp_pat
     assert {"train/it_per_s", "train/epoch"} <= set(events.Tags()["scalars"])
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     config = (plan / "config.toml").read_text()
-    assert f'logging_dir = "{plan / "tensorboard" / "sd-scripts"}"' in config  # sd-scripts' own events beside
+    # sd-scripts' own events beside, relative to the plan folder the trainer starts in
+    assert 'logging_dir = "tensorboard/sd-scripts"' in config
 
 
 def test_peak_gpu_memory_comes_from_the_monitor(runner, tmp_path, fake_trainer):
@@ -271,7 +272,7 @@ def test_a_plan_that_is_still_training_is_not_started_twice(runner, tmp_path, fa
     plan = make_plan(runner, tmp_path)
     (plan / "run.json").write_text(json.dumps({"state": "running", "plan": "x", "plan_dir": str(plan), "pid": os.getpid()}))
     result = launch(runner, plan)
-    assert result.exit_code == 2 and f"still going (pid {os.getpid()}" in result.output
+    assert result.exit_code == 1 and f"still going (pid {os.getpid()}" in result.output
 
 
 def test_ctrl_c_stops_the_trainer_and_exits_130(runner, tmp_path, fake_trainer):

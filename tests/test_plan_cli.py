@@ -29,9 +29,10 @@ def test_plan_writes_a_folder_sd_scripts_accepts(runner, character_dataset, tmp_
     assert dataset_problems((out / "dataset.toml").read_text()) == []
     config = tomllib.loads((out / "config.toml").read_text())
     flat = {k: v for table in config.values() for k, v in table.items()}
-    assert flat["dataset_config"] == str(out / "dataset.toml")
+    # the plan's own files, relative to the plan folder the trainer starts in (a copied plan trains into itself)
+    assert flat["dataset_config"] == "dataset.toml"
     assert flat["max_train_epochs"] == 12
-    assert flat["output_dir"] == str(out / "output")
+    assert flat["output_dir"] == "output"
     assert "resolution" not in flat  # a dataset key: it lives in dataset.toml
     dataset = tomllib.loads((out / "dataset.toml").read_text())
     assert dataset["general"]["resolution"] == [1024, 1024]
@@ -91,7 +92,7 @@ def test_launch_sh_runs_the_same_command_plan_json_records(runner, character_dat
     assert command[0] == str(recorder)
     assert json.loads(done.stdout)[1:] == command[1:]
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
-    assert command[-3:] == [str(tmp_path / "sd scripts" / "sdxl_train_network.py"), "--config_file", str(out / "config.toml")]
+    assert command[-3:] == [str(tmp_path / "sd scripts" / "sdxl_train_network.py"), "--config_file", "config.toml"]
     assert "--mixed_precision" in command and "--dynamo_backend" in command
 
 
@@ -107,7 +108,14 @@ def test_odd_paths_survive_into_toml_and_launch_sh(runner, tmp_path):
     assert config["output"]["output_name"] == "my lörä 'v1'"
     assert subprocess.run(["bash", "-n", str(out / "launch.sh")]).returncode == 0
     command = json.loads((out / "plan.json").read_text())["command"]
-    assert command[-1] == str(out / "config.toml")
+    assert command[-1] == "config.toml"
+    recorder = tmp_path / "pwd"
+    recorder.write_text("#!/bin/sh\npwd\n")
+    recorder.chmod(0o755)
+    launch_sh = (out / "launch.sh").read_text(encoding="utf-8").replace(shlex.quote(command[0]), str(recorder), 1)
+    (out / "launch.sh").write_text(launch_sh, encoding="utf-8")
+    done = subprocess.run(["bash", str(out / "launch.sh")], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(out)  # launch.sh starts the trainer in its own folder
 
 
 def test_flat_folder_gets_repeats_in_the_seed_ranges(runner, tmp_path):

@@ -45,7 +45,7 @@ def gui_style_log(fake_trainer, plan, log, *, check: bool = True):
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     with open(log, "wb") as f:
         subprocess.run([sys.executable, str(fake_trainer / "sdxl_train_network.py"), "--config_file", str(plan / "config.toml")],
-                       stdout=f, stderr=subprocess.STDOUT, env=env, check=check)
+                       stdout=f, stderr=subprocess.STDOUT, env=env, check=check, cwd=plan)  # the plan's paths are relative to it
     return log
 
 

@@ -34,7 +34,7 @@ class BatchRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    plan_dir: str
+    plan_dir: str  # where it was planned; load_batch sets where the batch folder is now
     presets: list[str]
     sweep: dict[str, str]  # key -> the value as given on the command line
     status: Literal["planned", "skipped"]
@@ -152,9 +152,12 @@ def load_batch(batch_dir: Path) -> BatchManifest:
         raise UserError(f"'{batch_dir}' is not a lorakit batch (no {MANIFEST}).",
                         fix="make one with `lorakit batch plan DATASET --preset A --preset B --out DIR`")
     try:
-        return BatchManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        manifest = BatchManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    for run in manifest.runs:  # each plan is the folder named after its id, wherever the batch is now
+        run.plan_dir = str(batch_dir.resolve() / run.id)
+    return manifest
 
 
 _SLURM_TOKEN = re.compile(r"^[A-Za-z0-9._:-]+$")

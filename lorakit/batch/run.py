@@ -4,7 +4,7 @@ One worker per GPU slot (each run sees only its card through CUDA_VISIBLE_DEVICE
 next pending run. What happens to a run depends on its run.json: succeeded runs are skipped, an
 interrupted one resumes from its newest saved state (or starts again when it has none), failed ones
 rerun only when asked. A lock file keeps a second runner off the batch; a lock left by a dead
-runner is taken over. One Stopper ends every running launch (Ctrl-C in the CLI).
+runner is taken over (lorakit.util.lock). One Stopper ends every running launch (Ctrl-C in the CLI).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from lorakit.run.outputs import latest_state, model_files
 from lorakit.run.process import Interrupted, Stopper
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
 from lorakit.util.files import write_text_atomic
+from lorakit.util.lock import PidLock
 from lorakit.watch.events import Event
 
 LOCK_FILE = "batch.lock"
@@ -146,7 +146,7 @@ def run_batch(
     stopper = stopper or Stopper()
     manifest = load_batch(batch_dir)
     base_env = dict(os.environ if env is None else env)
-    with BatchLock(batch_dir):
+    with batch_lock(batch_dir):
         progress = Progress(batch_dir)
         result = BatchResult(total=len(manifest.runs), warnings=[progress.problem] if progress.problem else [])
         if options.tensorboard:
@@ -277,55 +277,10 @@ def read_progress(batch_dir: Path) -> tuple[dict, str | None]:
                    f"could not start; `lorakit batch run` starts the file afresh.")
 
 
-class BatchLock:
-    """An exclusive lock file holding the runner's pid and host; a lock of a dead pid on this host is stale."""
-
-    def __init__(self, batch_dir: Path):
-        self.path = batch_dir / LOCK_FILE
-        self.taken_over: dict | None = None
-
-    def __enter__(self) -> BatchLock:
-        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso()})
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and not self._stale(holder):
-                    raise UserError(
-                        f"another lorakit runner (pid {holder.get('pid')} on {holder.get('host')}, started "
-                        f"{holder.get('started')}) is running this batch.",
-                        fix=f"wait for it, or stop it (kill -INT {holder.get('pid')}); if it is gone for good, "
-                            f"delete {self.path}") from None
-                self.taken_over = holder
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(mine)
-            return self
-        raise UserError(f"could not take the batch lock {self.path}.", fix="run again")
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def _holder(self) -> dict | None:
-        try:
-            holder = json.loads(self.path.read_text(encoding="utf-8"))
-            return holder if isinstance(holder, dict) else None
-        except (OSError, ValueError):
-            return None  # unreadable: treated as stale
-
-    @staticmethod
-    def _stale(holder: dict) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False  # another machine's runner: lorakit cannot tell, so it does not take over
-        try:
-            os.kill(int(holder.get("pid", "")), 0)
-        except (ProcessLookupError, TypeError, ValueError):
-            return True
-        except PermissionError:
-            return False
-        return False
+def batch_lock(batch_dir: Path) -> PidLock:
+    """One runner per batch: `batch.lock` in the batch folder (each launch also locks its own plan)."""
+    return PidLock(batch_dir / LOCK_FILE, what="this batch", doing="being run",
+                   why="A second runner would start the same plans again.")
 
 
 def write_hparams_experiment(batch_dir: Path, manifest: BatchManifest) -> None:

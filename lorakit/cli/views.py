@@ -375,6 +375,7 @@ def print_setup(out: Console, setup: Any) -> None:
     out.print("environment (set by lorakit):")
     for key, value in setup.env_changes.items():
         out.print(f"  {escape(key)}={escape(shlex.quote(value))}", soft_wrap=True)
+    out.print(f"in folder (the plan's paths are relative to it): {escape(shlex.quote(str(setup.plan_dir)))}", soft_wrap=True)
     out.print("command:")
     text = " \\\n".join("  " + " ".join(shlex.quote(w) for w in line) for line in command_lines(setup.command))
     out.print(escape(text), soft_wrap=True)

@@ -69,6 +69,16 @@ def secret_refusal(key: str) -> str:
     return (f"{key} is a secret and lorakit never writes it into a plan, a preset or an export; "
             f"set {SECRET_KEYS[key]} in the environment of `lorakit launch` instead (the trainer inherits it)")
 
+# sd-scripts arguments that name a local file or folder. sd-scripts opens each as given, so a relative one is
+# relative to its working directory: the plan folder (lorakit starts the trainer there). lorakit makes the
+# user's values absolute at plan time and writes the plan folder's own files relative to it (lorakit.plan.paths).
+# The base model and the VAE are not here: lorakit.models resolves those (a value may be a Hub id).
+PATH_KEYS = frozenset({
+    "output_dir", "logging_dir", "sample_prompts", "network_weights", "base_weights", "resume",
+    "tokenizer_cache_dir", "console_log_file", "log_tracker_config", "metadata_thumbnail",
+    "offload_optimizer_nvme_path", "offload_param_nvme_path", "dataset_config",
+})
+
 
 # Lowest values that make sense (sd-scripts divides by several of these, and a negative count trains nothing).
 # (minimum, whether the minimum itself is allowed)

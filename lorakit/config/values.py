@@ -57,6 +57,11 @@ class Values:
             replaced = [*previous.replaced, Earlier(value=previous.value, source=previous.source)]
         self._items[key] = ResolvedValue(value=value, source=source, note=note, replaced=replaced)
 
+    def restate(self, key: str, value: Any, note: str) -> None:
+        """The same choice in another form (a path made absolute): source and history stay as they are."""
+        item = self._items[key]
+        self._items[key] = item.model_copy(update={"value": value, "note": note})
+
     def get(self, key: str) -> Any:
         """The value, or sd-scripts' default where the key is not set or unset (`--set KEY=none`, `unset = true`)."""
         item = self._items.get(key)

@@ -105,7 +105,8 @@ def fits_choices(key: GuiKey, value: Any) -> bool:
 def plan_arguments(plan: Plan) -> dict[str, Any]:
     """The sd-scripts arguments the plan gives sd-scripts: config.toml and dataset.toml's [general]."""
     specs = registry()
-    args = {k: v.value for k, v in plan.values.items()
+    # value_set: the plan folder's paths made absolute from where the plan is now (the GUI runs elsewhere)
+    args = {k: v.value for k, v in plan.value_set.items()
             if specs[k].target != "lorakit" and v.value is not None and k not in SECRET_KEYS}
     for source in model_sources(plan):
         if source.key is not None:
@@ -138,7 +139,7 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     if version not in VERSIONS:
         raise UserError(f"unknown GUI version {version!r}.", fix=f"use one of {', '.join(VERSIONS)}")
     # A plan made before secrets were refused may hold one: the export never carries it.
-    values = Values({k: v for k, v in plan.values.items() if k not in SECRET_KEYS})
+    values = Values({k: v for k, v in plan.value_set.items() if k not in SECRET_KEYS})
     keys = gui_keys()
     present = set(version_keys(version))
     findings: list[Finding] = []

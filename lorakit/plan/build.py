@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from lorakit import SD_SCRIPTS_COMMIT, __version__
 from lorakit.config.presets import ImportedPreset, PresetRegistry
@@ -37,6 +37,7 @@ from lorakit.plan.context import CheckContext
 from lorakit.plan.estimate import VramReport, estimate_vram, explain_vram, setup_from_values, vram_report
 from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.plan.hardware import check_hardware
+from lorakit.plan.paths import anchor_paths, here, located
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.plan.timing import TimeReport, time_report
@@ -91,7 +92,11 @@ class DatasetStats(BaseModel):
 
 
 class Plan(BaseModel):
-    """plan.json: the source of truth for launch, export and batch."""
+    """plan.json: the source of truth for launch, export and batch.
+
+    `plan_dir` is where the plan folder is: plan.json keeps where it was made, and `load_plan` sets it to
+    where it is read from, so a copied or moved plan works on itself (lorakit.plan.paths).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -118,10 +123,17 @@ class Plan(BaseModel):
     files: list[str]
     vram: VramReport | None = None
     time: TimeReport | None = None
+    _planned_in: str | None = PrivateAttr(default=None)  # plan.json's plan_dir, when load_plan found it elsewhere
+
+    @property
+    def planned_in(self) -> str:
+        """The folder the plan was made in (plan.json's plan_dir)."""
+        return self._planned_in or self.plan_dir
 
     @property
     def value_set(self) -> Values:
-        return Values(self.values)
+        """The values, the plan folder's relative paths made absolute against where the plan is now."""
+        return here(self.values, Path(self.plan_dir))
 
     @property
     def error_count(self) -> int:
@@ -172,14 +184,15 @@ def make_plan(request: PlanRequest) -> PlanResult:
     assumptions = assumptions_for(target)
     name = _plan_name(request)
     plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
+    anchor_paths(values, plan_dir, Path.cwd(), skip_source=PLAN_FOLDER)
 
     train, reg = scan_folders(values, request.dataset, request.reg, request.token)
     fit = fit_to_gpu(values, target, assumptions, mode=request.fit, images=train.image_count + (reg.image_count if reg else 0))
     data = analyse_scans(values, train, reg)
     subsets, steps = data.subsets, data.steps
 
-    _set_plan_paths(values, plan_dir, name)
-    prompt_lines = _sampling(values, plan_dir, subsets)
+    _set_plan_paths(values, name)
+    prompt_lines = _sampling(values, subsets)
     saves = predict_saves(
         steps,
         output_name=values["output_name"],
@@ -201,7 +214,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
 
     findings = data.train.findings + (data.reg.findings if data.reg else []) + fit.findings
     context = data.context(values, target, resolution.required, saves=saves, assumptions=assumptions,
-                           disk_free_gib=free_disk_gib(Path(values["output_dir"])))
+                           disk_free_gib=free_disk_gib(Path(located(values["output_dir"], plan_dir))))
     findings += check_parameters(context) + check_hardware(context)
     models, model_findings = resolve_models(values, plan_dir=plan_dir)
     findings += model_findings
@@ -212,7 +225,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
 
     python, _ = find_python(request.python)
     sd_scripts, _ = find_sd_scripts(request.sd_scripts)
-    config_path = plan_dir / "config.toml"
+    config_path = Path("config.toml")  # the trainer starts in the plan folder
     estimated = estimates(values, target, assumptions, steps.total_steps, request.fit)
     plan = Plan(
         lorakit_version=__version__,
@@ -242,7 +255,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     files = {
         "config.toml": render_config(plan, trainer_values(values, models), config_path),
         "dataset.toml": render_dataset(plan, values, subsets),
-        "launch.sh": render_launch(plan, plan_dir=plan_dir, command=plan.command),
+        "launch.sh": render_launch(plan, command=plan.command),
     }
     if prompt_lines:
         files["sample_prompts.txt"] = render_prompts(plan, prompt_lines)
@@ -363,18 +376,19 @@ def _repeats(subsets: list[Subset], placed: Placed, values: Values) -> list[int]
     return repeats
 
 
-def _set_plan_paths(values: Values, plan_dir: Path, name: str) -> None:
-    values.set("dataset_config", str(plan_dir / "dataset.toml"), PLAN_FOLDER, "the plan's dataset.toml")
+def _set_plan_paths(values: Values, name: str) -> None:
+    # Relative to the plan folder, where the trainer starts, so a copied plan trains into its own folder.
+    values.set("dataset_config", "dataset.toml", PLAN_FOLDER, "the plan's dataset.toml")
     if not values.user_set("output_dir"):
-        values.set("output_dir", str(plan_dir / "output"), PLAN_FOLDER, "LoRA files go into the plan folder")
+        values.set("output_dir", "output", PLAN_FOLDER, "LoRA files go into the plan folder")
     if not values.user_set("output_name"):
         values.set("output_name", name, PLAN_FOLDER, "the plan's name")
     if not values.user_set("logging_dir"):
-        values.set("logging_dir", str(plan_dir / "tensorboard" / "sd-scripts"), PLAN_FOLDER,
+        values.set("logging_dir", "tensorboard/sd-scripts", PLAN_FOLDER,
                    "sd-scripts' own TensorBoard events, beside lorakit's")
 
 
-def _sampling(values: Values, plan_dir: Path, subsets: list[Subset]) -> list[str]:
+def _sampling(values: Values, subsets: list[Subset]) -> list[str]:
     """The sample prompt lines to write; empty when sampling is off or the user brings a prompt file."""
     every = [values["sample_every_n_steps"], values["sample_every_n_epochs"]]
     enabled = any(n is not None and n > 0 for n in every) or values["sample_at_first"]
@@ -382,7 +396,7 @@ def _sampling(values: Values, plan_dir: Path, subsets: list[Subset]) -> list[str
         return []
     lines = sample_prompt_lines(values, subsets)
     if lines:
-        values.set("sample_prompts", str(plan_dir / "sample_prompts.txt"), PLAN_FOLDER,
+        values.set("sample_prompts", "sample_prompts.txt", PLAN_FOLDER,
                    "prompts built from the dataset's class tokens")
     return lines
 
@@ -419,13 +433,17 @@ def _keep_previous(plan_dir: Path) -> None:
 
 
 def load_plan(plan_dir: Path) -> Plan:
-    """Read `<plan>/plan.json` (the folder or the file itself)."""
+    """Read `<plan>/plan.json` (the folder or the file itself); `plan_dir` is set to where the folder is now."""
     path = plan_dir / "plan.json" if plan_dir.is_dir() else plan_dir
     if not path.is_file():
         raise UserError(f"'{plan_dir}' is not a lorakit plan (no plan.json).",
                         fix="make one with `lorakit plan DATASET --out DIR`")
     try:
-        return Plan.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        plan = Plan.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {exc}".splitlines()[0],
                         fix="re-create the plan with `lorakit plan ... --force`") from None
+    here = str(path.resolve().parent)
+    if here != plan.plan_dir:
+        plan._planned_in, plan.plan_dir = plan.plan_dir, here
+    return plan

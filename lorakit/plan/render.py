@@ -153,5 +153,5 @@ def render_prompts(plan: Any, lines: list[str]) -> str:
     return render("sample_prompts.txt.j2", plan=plan, lines=lines)
 
 
-def render_launch(plan: Any, *, plan_dir: Path, command: list[str]) -> str:
-    return render("launch.sh.j2", plan=plan, plan_dir=str(plan_dir), command=command)
+def render_launch(plan: Any, *, command: list[str]) -> str:
+    return render("launch.sh.j2", plan=plan, command=command)

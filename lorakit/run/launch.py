@@ -16,7 +16,6 @@ import datetime as _dt
 import os
 import queue
 import shlex
-import shutil
 import signal
 import threading
 import time
@@ -31,11 +30,14 @@ from lorakit.machine.trainer import trainer_command
 from lorakit.models.fetch import LocalModels, relocate
 from lorakit.models.source import ModelSection
 from lorakit.plan.build import Plan, load_plan
-from lorakit.run.diagnose import Ending, diagnose
+from lorakit.plan.paths import left_behind
+from lorakit.run.diagnose import Ending, diagnose, replan_command
 from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
-from lorakit.run.outputs import latest_state, list_outputs, model_files, sample_files, saved_step, state_folders
-from lorakit.run.process import Interrupted, Stopper, drain, end_group, process_alive, signal_group, start_group
-from lorakit.run.record import FINAL_STATES, PREVIOUS_DIR, RUN_FILE, RunRecord, now_iso, read_record, write_record
+from lorakit.run.earlier import LOG_FILE, output_dir_of, output_name_of, plan_lock
+from lorakit.run.earlier import check_outputs as check_earlier
+from lorakit.run.outputs import latest_state, list_outputs
+from lorakit.run.process import Interrupted, Stopper, drain, end_group, signal_group, start_group
+from lorakit.run.record import FINAL_STATES, RunRecord, now_iso, write_record
 from lorakit.watch.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
@@ -44,7 +46,6 @@ from lorakit.watch.tally import RunTally
 if TYPE_CHECKING:
     from lorakit.watch.tbwriter import TensorBoardWriter
 
-LOG_FILE = Path("logs") / "train.log"
 # Set for every trainer: unbuffered prints (events arrive when they happen), UTF-8 for sd-scripts'
 # Japanese messages whatever the locale, and a wider Rich console so fewer log lines wrap.
 TRAINER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
@@ -89,7 +90,8 @@ class LaunchSetup:
 
     @property
     def shell_line(self) -> str:
-        return " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_changes.items()) + " " + shlex.join(self.command)
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_changes.items())
+        return f"cd {shlex.quote(str(self.plan_dir))} && {env} {shlex.join(self.command)}"
 
 
 # --- before the start -----------------------------------------------------------------------------
@@ -99,7 +101,8 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     """Gate 4, the output-folder rules and the exact command; raises instead of starting a bad run."""
     options = options or LaunchOptions()
     plan = load_plan(plan_dir)
-    plan_dir = plan_dir.resolve() if plan_dir.is_dir() else plan_dir.resolve().parent  # PLAN or PLAN/plan.json
+    plan_dir = Path(plan.plan_dir)  # where the folder is now (PLAN or PLAN/plan.json was given)
+    _refuse_paths_left_behind(plan)
     base_env = dict(os.environ if env is None else env)
     models_here = relocate(plan.model)  # the Hub cache is located once per launch
     report = run_doctor(plan, DoctorOptions(options.sd_scripts, options.python, options.gpus, options.cpu, base_env),
@@ -111,9 +114,10 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     if options.resume and options.fresh:
         raise UserError("--resume and --fresh contradict each other.", fix="pick one")
     resume_from = None
-    output_dir, name = _output_dir(plan), _output_name(plan)
+    output_dir, name = output_dir_of(plan), output_name_of(plan)
     if check_outputs:
-        resume_from = _check_outputs(plan_dir, output_dir, name, plan.total_steps, options)
+        resume_from = check_earlier(plan_dir, output_dir, name, plan.total_steps, resume=options.resume,
+                                   fresh=options.fresh)
     elif options.resume:
         resume_from = latest_state(output_dir, name)
     command = trainer_command(report.python, Path(report.sd_scripts), plan_dir / "config.toml", plan.value_set,
@@ -129,77 +133,14 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
                        resume_from, warnings, models_here=models_here)
 
 
-def _output_dir(plan: Plan) -> Path:
-    return Path(plan.value_set["output_dir"] or Path(plan.plan_dir) / "output")
-
-
-def _output_name(plan: Plan) -> str:
-    return plan.value_set["output_name"] or "last"
-
-
-def _check_outputs(plan_dir: Path, output_dir: Path, name: str, planned_steps: int, options: LaunchOptions) -> Path | None:
-    """Refuse to train over earlier results; --resume continues them, --fresh moves them aside.
-
-    Only this plan's files count (its output_name's saves and states), so plans can share an output_dir.
-    """
-    record_path = plan_dir / RUN_FILE
-    try:
-        previous = read_record(record_path) if record_path.is_file() else None
-    except UserError:
-        if not options.fresh:
-            raise UserError(f"{record_path} is damaged, so lorakit cannot tell what the last run did.",
-                            fix="pass --fresh to start again (the damaged record and old outputs move to "
-                                f"{PREVIOUS_DIR}/ in the plan folder)") from None
-        previous = None
-    if previous is not None and previous.state == "running":
-        if previous.pid and process_alive(previous.pid):
-            raise UserError(f"a run of this plan is still going (pid {previous.pid}, started {previous.started}).",
-                            fix=f"wait for it, or stop it with: kill -INT {previous.pid}")
-        # lorakit was killed before it could close the record; say so instead of keeping "running"
-        previous.state = "interrupted"
-        previous.diagnosis = "lorakit was stopped before the trainer ended; the next launch closed this record"
-        write_record(plan_dir, previous)
-    has_outputs = bool(model_files(output_dir, name) or state_folders(output_dir, name)) or previous is not None
-    if options.resume:
-        state = latest_state(output_dir, name)
-        if state is None:
-            raise UserError(f"there is no saved state (*-state folder) in {output_dir} to resume from.",
-                            fix="re-plan with --set save_state=true so runs can be resumed, or start again with --fresh")
-        done = saved_step(state)
-        if done is not None and done >= planned_steps:
-            raise UserError(f"the newest saved state, {state.name}, already trained all {planned_steps} steps; there is "
-                            "nothing left to resume.", fix="pass --fresh to train the plan again")
-        _move_aside(plan_dir, output_dir, name, keep_outputs=True)
-        return state
-    if options.fresh:
-        _move_aside(plan_dir, output_dir, name, keep_outputs=False)
-        return None
-    if has_outputs:
-        state = latest_state(output_dir, name)
-        resume = f"--resume to continue from {state.name}, or " if state else ""
-        raise UserError(f"{plan_dir} already has the outputs of an earlier run; lorakit will not train over them.",
-                        fix=f"pass {resume}--fresh to start again (the old outputs move to {PREVIOUS_DIR}/ in the plan folder)")
-    return None
-
-
-def _move_aside(plan_dir: Path, output_dir: Path, name: str, *, keep_outputs: bool) -> None:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    keep = plan_dir / PREVIOUS_DIR / stamp
-    for n in range(2, 1000):  # two starts within one second keep both earlier runs apart
-        if not keep.exists():
-            break
-        keep = plan_dir / PREVIOUS_DIR / f"{stamp}-{n}"
-    moves = [(plan_dir / RUN_FILE, keep / RUN_FILE), (plan_dir / LOG_FILE, keep / LOG_FILE.name)]
-    if not keep_outputs and output_dir.is_dir():
-        if output_dir.resolve().is_relative_to(plan_dir.resolve()):
-            moves.append((output_dir, keep / "output"))
-        else:  # an output_dir shared with other plans: only this plan's files move
-            ours = model_files(output_dir, name) + state_folders(output_dir, name) + sample_files(output_dir, name)
-            moves += [(path, keep / "output" / path.relative_to(output_dir)) for path in ours]
-    for source, target in moves:
-        if source.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(source), str(target))
+def _refuse_paths_left_behind(plan: Plan) -> None:
+    stale = left_behind(plan.values, Path(plan.planned_in), Path(plan.plan_dir))
+    if stale:
+        raise UserError(
+            f"this plan was made in {plan.planned_in} and has been copied or moved to {plan.plan_dir}, but its "
+            f"config.toml still names files in the old folder ({', '.join(stale)}): a launch would train there. "
+            "Plans made by this lorakit name their own files relative to the plan folder.",
+            fix=f"re-plan it where it is now (your outputs stay): {replan_command(plan, {})}")
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -211,15 +152,18 @@ def run_plan(plan_dir: Path, options: LaunchOptions | None = None, on_event: Cal
     from lorakit.models.fetch import ensure_local
 
     options = options or LaunchOptions()
-    setup = prepare_launch(Path(plan_dir), options, env)
-    # Models last: Gate 4 has passed, so a download is never wasted on a run that cannot start.
-    setup.models = ensure_local(setup.models_here or relocate(setup.plan.model), setup.plan_dir)
-    setup.command += setup.models.trainer_args(setup.plan.model)
-    stopper = stopper or Stopper()
-    if stopper.stopped.is_set():
-        raise Interrupted("stopped before the trainer started; nothing was trained.")
-    with stopper.training():
-        return Launch(setup, options, on_event, stopper, monitor).run()
+    folder = Path(load_plan(Path(plan_dir)).plan_dir)  # a folder that is not a plan gets no lock file
+    with plan_lock(folder):  # before --fresh or --resume move anything, and until the record is closed
+        setup = prepare_launch(folder, options, env)
+        # Models last: Gate 4 has passed, so a download is never wasted on a run that cannot start.
+        setup.models = ensure_local(setup.models_here or relocate(setup.plan.model), setup.plan_dir)
+        setup.command += setup.models.trainer_args(setup.plan.model)
+        stopper = stopper or Stopper()
+        if stopper.stopped.is_set():
+            raise Interrupted("stopped before the trainer started; nothing was trained.")
+        with stopper.training():
+            return Launch(setup, options, on_event, stopper, monitor).run()
+
 
 
 class Launch:
@@ -255,7 +199,8 @@ class Launch:
         started_wall = time.time()
         self.record.started = now_iso()
         try:
-            process = start_group(self.setup.command, self.setup.env)
+            # in the plan folder: config.toml names the plan's own files relative to it
+            process = start_group(self.setup.command, self.setup.env, cwd=plan_dir)
         except OSError as exc:
             return self._finish(started_wall, Ending(None, None, [Problem("crash", f"could not start the trainer: {exc}")],
                                                      False, log=log))
@@ -424,7 +369,7 @@ class Launch:
 
     def _final_output_written(self, started_wall: float) -> bool:
         values = self.plan.value_set
-        final = _output_dir(self.plan) / f"{values['output_name'] or 'last'}.{values['save_model_as'] or 'safetensors'}"
+        final = output_dir_of(self.plan) / f"{values['output_name'] or 'last'}.{values['save_model_as'] or 'safetensors'}"
         return final.is_file() and final.stat().st_mtime >= started_wall - 1
 
     def _finish(self, started_wall: float, ending: Ending) -> RunRecord:
@@ -433,7 +378,7 @@ class Launch:
         record.state = verdict.state  # type: ignore[assignment]
         record.problem, record.diagnosis, record.suggestion = verdict.problem, verdict.diagnosis, verdict.suggestion
         record.exit_code, record.signal = ending.exit_code, ending.signal
-        record.outputs = list_outputs(_output_dir(self.plan), since=started_wall, name=_output_name(self.plan))
+        record.outputs = list_outputs(output_dir_of(self.plan), since=started_wall, name=output_name_of(self.plan))
         record.ended = now_iso()
         record.duration_s = round(time.time() - started_wall, 2)
         self._update_record()

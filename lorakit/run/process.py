@@ -113,15 +113,15 @@ def _group_has_a_living_member(pgid: int) -> bool:
     return False
 
 
-def start_group(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start `command` as the leader of a new process group, its stdout and stderr piped to us.
+def start_group(command: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """Start `command` (in `cwd`) as the leader of a new process group, its stdout and stderr piped to us.
 
     Its own session keeps the terminal's Ctrl-C away from it: lorakit decides what the trainer gets.
     """
     import subprocess
 
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+                            cwd=cwd, start_new_session=True)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
