@@ -292,6 +292,24 @@ def test_ctrl_c_stops_the_trainer_and_exits_130(runner, tmp_path, fake_trainer):
     assert not alive(data["pid"])
 
 
+def test_a_launch_under_nohup_outlives_the_terminal(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "max_train_steps=20")
+    env = os.environ | {"FAKE_SDSCRIPTS_STEP_SECONDS": "0.1", "PYTHONUNBUFFERED": "1"}
+    # as `nohup lorakit launch PLAN` starts it: SIGHUP ignored
+    process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain", "--every", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert process.stdout is not None
+    seen = []
+    while not (seen and seen[-1].startswith("step 2/20")):
+        seen.append(process.stdout.readline())
+        assert seen[-1], "".join(seen)
+    process.send_signal(signal.SIGHUP)  # the terminal closes
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, "".join(seen) + output
+    assert record(plan)["state"] == "succeeded" and record(plan)["steps_done"] == 20
+
+
 def test_a_stopped_run_leaves_no_process_behind(runner, tmp_path, fake_trainer, monkeypatch):
     plan = make_plan(runner, tmp_path, "max_train_steps=100")
     pidfile = tmp_path / "worker.pid"
