@@ -65,12 +65,13 @@ def path_of_length(folder: Path, name: str, length: int) -> Path:
     return folder / ("p" * padding) / name
 
 
-def test_logs_of_a_gui_style_log_name_a_missing_model_in_whole_words(runner, tmp_path, fake_trainer):
+@pytest.mark.parametrize("length", [150, 145])
+def test_logs_of_a_gui_style_log_name_a_missing_model_in_whole_words(runner, tmp_path, fake_trainer, length):
     # Where Rich breaks the message's lines depends on the model path's length, so pytest's tmp path
-    # must not set it: at 145 characters (or 120, 95, 70, ... with the 25-column message column at 80)
-    # the path's space lands at the start of a line after a part that fills the column, which the
-    # parser takes for a word cut in two, and the space is lost.
-    model = path_of_length(tmp_path, "base model ü.safetensors", 150)
+    # must not set it. At 145 characters (or 120, 95, 70, ... with the 25-column message column at 80)
+    # the path's first word is cut into pieces that fill the column, the last one right before the
+    # space, and Rich starts the next line with that space.
+    model = path_of_length(tmp_path, "base model ü.safetensors", length)
     model.parent.mkdir()
     model.write_bytes(fake_checkpoint())
     plan = make_plan(runner, tmp_path, f"pretrained_model_name_or_path={model}")
