@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import click
 import pytest
 
@@ -32,6 +35,17 @@ def raising(exc: BaseException) -> click.Group:
 def test_each_refusal_has_its_message_and_exit_code(exc, code, stderr):
     result = click.testing.CliRunner().invoke(raising(exc), ["boom"])
     assert (result.exit_code, result.stderr) == (code, stderr)
+
+
+@pytest.mark.parametrize(("code", "what"), [(errno.ENOSPC, "the disk is full"), (errno.EDQUOT, "your disk quota is used up")])
+def test_a_full_disk_names_the_file_the_free_space_and_a_fix(tmp_path, code, what):
+    exc = OSError(code, os.strerror(code), str(tmp_path / "plan" / "run.json"))
+    result = click.testing.CliRunner().invoke(raising(exc), ["boom"])
+    assert result.exit_code == ExitCode.FAILED
+    first, fix = result.stderr.splitlines()
+    assert first.startswith(f"lorakit: cannot write {tmp_path / 'plan' / 'run.json'}: {what} (")
+    assert first.endswith(f" free there) [{os.strerror(code)}].")
+    assert fix.startswith("Fix: free space on that disk") and fix.endswith("then run the command again.")
 
 
 def test_exit_codes_are_the_documented_numbers():

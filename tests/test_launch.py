@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -308,6 +309,83 @@ def test_a_launch_under_nohup_outlives_the_terminal(runner, tmp_path, fake_train
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, "".join(seen) + output
     assert record(plan)["state"] == "succeeded" and record(plan)["steps_done"] == 20
+
+
+class FullDisk:
+    """Makes run.json writes fail with ENOSPC, as a full disk does, from write number `from_write` on
+    (`final_too`: also the record that closes the run); counts the writes."""
+
+    def __init__(self, monkeypatch, from_write: int, *, final_too: bool = True):
+        import lorakit.run.record as record_module
+
+        self.writes, self.from_write, self.final_too = 0, from_write, final_too
+        self.real = record_module.write_text_atomic
+        monkeypatch.setattr(record_module, "write_text_atomic", self)
+
+    def __call__(self, path, text):
+        self.writes += 1
+        final = '"state": "running"' not in text
+        if self.writes >= self.from_write and (self.final_too or not final):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        self.real(path, text)
+
+
+def started_trainers(monkeypatch) -> list:
+    import lorakit.run.launch as launch_module
+
+    started = []
+    real = launch_module.start_group
+    monkeypatch.setattr(launch_module, "start_group", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    return started
+
+
+def test_a_full_disk_at_the_start_stops_the_trainer_at_once_and_says_what_to_do(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.2")
+    FullDisk(monkeypatch, from_write=1)
+    trainers = started_trainers(monkeypatch)
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    assert f"its record {plan / 'run.json'} could not be written: the disk is full (" in result.output
+    assert " free there) [No space left on device]" in result.output and "Fix: free space on that disk" in result.output
+    assert "stopped as soon as it started" in result.output
+    assert trainers[0].poll() is not None and not (plan / "run.json").exists()
+    assert not [p for p in plan.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_disk_that_fills_up_during_the_run_stops_it_with_a_final_record(tmp_path, runner, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.05")
+    disk = FullDisk(monkeypatch, from_write=3, final_too=False)  # the start and one update are written
+    result = run_plan(plan, stopping_quickly(record_every_s=0.2))
+    assert disk.writes > 3
+    data = record(plan)
+    assert (data["state"], data["problem"]) == ("failed", "disk-full") and data["steps_done"] < 100
+    assert f"lorakit cannot write {plan / 'run.json'}: the disk is full (" in data["diagnosis"]
+    assert data["suggestion"].startswith("free space on that disk") and "--fresh" in data["suggestion"]
+    assert result.state == "failed" and not alive(data["pid"])
+
+
+def test_a_full_disk_at_the_end_says_how_the_run_ended_and_that_its_record_is_not_written(runner, tmp_path, fake_trainer,
+                                                                                           monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    FullDisk(monkeypatch, from_write=2)
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    assert f"lorakit: the run ended as succeeded, but its record {plan / 'run.json'} could not be written: the disk is full" \
+        in result.output
+    assert record(plan)["state"] == "running"  # what the start wrote; `lorakit runs` shows it stale once lorakit ended
+    assert (plan / "output" / "robot data.safetensors").is_file()
+
+
+def test_a_trainer_that_fills_the_disk_is_diagnosed_as_a_full_disk(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "disk-full")
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    data = record(plan)
+    assert data["problem"] == "disk-full" and "No space left on device" in data["diagnosis"]
+    assert "free space on that disk" in data["suggestion"]
 
 
 def test_a_stopped_run_leaves_no_process_behind(runner, tmp_path, fake_trainer, monkeypatch):

@@ -41,8 +41,14 @@ class LorakitGroup(click.Group):
             click.echo("lorakit: interrupted.", err=True)
             ctx.exit(ExitCode.INTERRUPTED)
         except OSError as exc:
+            from lorakit.util.files import DISK_FULL_FIX, disk_full_text, is_disk_full
+
             where = f" ({exc.filename})" if exc.filename else ""
-            click.echo(f"lorakit: {exc.strerror or exc}{where}.", err=True)
+            if is_disk_full(exc):
+                click.echo(f"lorakit: cannot write {exc.filename or 'a file'}: {disk_full_text(exc)} "
+                           f"[{exc.strerror}].\nFix: {DISK_FULL_FIX}; then run the command again.", err=True)
+            else:
+                click.echo(f"lorakit: {exc.strerror or exc}{where}.", err=True)
             ctx.exit(ExitCode.FAILED)
 
 

@@ -116,7 +116,7 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
     from lorakit.cli.display import make_display
     from lorakit.cli.views import print_run
     from lorakit.errors import CommandExit, ExitCode, LaunchError
-    from lorakit.run.launch import log_tail
+    from lorakit.watch.logfile import log_tail
 
     display = make_display(out, plain=True if plain else None, every_s=every)
     stopper = Stopper()

@@ -15,11 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_serializer
 
-from lorakit.errors import UserError
+from lorakit.errors import LorakitError, UserError
 from lorakit.models.fetch import LocalModels
 from lorakit.run.outputs import OutputFile
 from lorakit.run.process import process_alive
-from lorakit.util.files import write_text_atomic
+from lorakit.util.files import DISK_FULL_FIX, disk_full_text, write_text_atomic
 
 RUN_FILE = "run.json"
 PREVIOUS_DIR = "previous"
@@ -86,6 +86,15 @@ def now_iso() -> str:
 def write_record(plan_dir: Path, record: RunRecord) -> None:
     """Replace run.json in one step, so a reader never sees half a file."""
     write_text_atomic(plan_dir / RUN_FILE, record.model_dump_json(indent=2) + "\n")
+
+
+class RecordNotWritten(LorakitError):
+    """run.json could not be written (the disk is full): says what became of the run, which file, and what to do."""
+
+    def __init__(self, path: Path, exc: OSError, outcome: str):
+        super().__init__(f"{outcome}, but its record {path} could not be written: {disk_full_text(exc, path)} "
+                         f"[{exc.strerror}].",
+                         fix=f"{DISK_FULL_FIX}; then launch the plan again (with --fresh once it has outputs)")
 
 
 def read_record(path: Path) -> RunRecord:

@@ -303,6 +303,8 @@ class StreamParser:
             # otherwise accelerate only repeats that its child failed; the child's own error came first
         elif line.startswith(("KeyboardInterrupt", "SystemExit")):
             return
+        elif "No space left on device" in line or "Disk quota exceeded" in line:
+            self._problem("disk-full", line)
         else:
             found = _MISSING_MODULE.search(line) or _SD_SCRIPTS_IMPORT.search(line)
             if found:
