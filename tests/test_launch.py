@@ -553,3 +553,42 @@ def test_a_group_of_zombies_counts_as_ended(tmp_path):
         assert not process_alive(child.pid, group=True)
     finally:
         child.wait()
+
+
+def recording_python(folder: Path) -> Path:
+    """A trainer "Python" that answers launch.sh's questions (`-c CODE`) as Python does and prints any other command."""
+    recorder = folder / "trainer python"
+    recorder.write_text(f"#!{sys.executable}\nimport json, sys\nif sys.argv[1] == '-c':\n    exec(sys.argv[2])\n"
+                        "else:\n    print(json.dumps(sys.argv))\n")
+    recorder.chmod(0o755)
+    return recorder
+
+
+def test_launch_sh_runs_what_launch_runs_on_a_machine_without_cuda(runner, tmp_path, fake_trainer, monkeypatch):
+    from lorakit.run.launch import prepare_launch
+
+    monkeypatch.setenv("LORAKIT_PYTHON", str(recording_python(tmp_path)))
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.delenv("LORAKIT_PYTHON")
+    # the fake torch on PYTHONPATH sees no CUDA device, so `lorakit launch` trains on the CPU
+    launched = prepare_launch(plan, LaunchOptions(python=sys.executable)).command
+    assert "--cpu" in launched
+    script = subprocess.run(["bash", str(plan / "launch.sh")], capture_output=True, text=True, check=True)
+    assert json.loads(script.stdout)[1:] == launched[1:]
+
+
+def test_launch_sh_uses_cuda_where_the_trainer_sees_it_unless_told_cpu(runner, tmp_path, fake_trainer, monkeypatch):
+    from lorakit.run.launch import prepare_launch
+
+    monkeypatch.setenv("LORAKIT_PYTHON", str(recording_python(tmp_path)))
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.delenv("LORAKIT_PYTHON")
+    gpu_torch = tmp_path / "gpu torch" / "torch"
+    gpu_torch.mkdir(parents=True)
+    (gpu_torch / "__init__.py").write_text("class cuda:\n    @staticmethod\n    def device_count():\n        return 1\n")
+    env = os.environ | {"PYTHONPATH": str(gpu_torch.parent)}
+    on_gpu = subprocess.run(["bash", str(plan / "launch.sh")], capture_output=True, text=True, check=True, env=env)
+    assert json.loads(on_gpu.stdout) == json.loads((plan / "plan.json").read_text(encoding="utf-8"))["command"]
+    assert "--cpu" not in on_gpu.stdout
+    forced = subprocess.run(["bash", str(plan / "launch.sh"), "--cpu"], capture_output=True, text=True, check=True, env=env)
+    assert json.loads(forced.stdout)[1:] == prepare_launch(plan, LaunchOptions(python=sys.executable, cpu=True)).command[1:]
