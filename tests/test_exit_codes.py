@@ -53,6 +53,16 @@ def test_exit_codes_are_the_documented_numbers():
     assert (UserError("x").exit_code, GateError("x").exit_code, LaunchError("x").exit_code) == (2, 1, 1)
 
 
+def test_the_exit_codes_are_documented_in_help_and_in_the_readme():
+    from pathlib import Path
+
+    shown = click.testing.CliRunner().invoke(cli, ["--help"]).output.split("Exit codes:")[1]
+    commands = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split("## Commands")[1].split("###")[0]
+    for code in ExitCode:
+        assert f"\n    {int(code):<4} " in shown
+        assert f"**{int(code)}**" in commands
+
+
 def test_a_plan_written_with_gate_errors_exits_failed(runner, character_dataset, tmp_path):
     out = tmp_path / "p"
     result = runner.invoke(cli, ["plan", str(character_dataset), "--target-gpu", "rtx4090", "--out", str(out),

@@ -52,7 +52,16 @@ class LorakitGroup(click.Group):
             ctx.exit(ExitCode.FAILED)
 
 
-@click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXIT_CODES = """\b
+Exit codes:
+  0    done (a run that succeeded, a check that passed)
+  1    a plan, check or run that failed (what failed is printed, with what to do)
+  2    refused before anything ran: a path, option or value to correct (the message says how)
+  130  interrupted (Ctrl-C or SIGTERM)"""
+
+
+@click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.version_option(package_name="lorakit", prog_name="lorakit")
 def cli() -> None:
     """Plan, fit, launch and watch SDXL LoRA training with kohya-ss sd-scripts.
