@@ -106,6 +106,17 @@ def test_logs_reads_a_gui_style_log_at_80_columns(runner, tmp_path, fake_trainer
     assert "2 checkpoint(s) saved; model saved." in result.output
 
 
+def test_a_saved_log_reads_the_losses_the_live_launch_recorded(runner, tmp_path, fake_trainer, monkeypatch):
+    # steps slow enough that tqdm draws both redraws of each step; a GUI's log keeps the checkpoint line between them
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.12")
+    plan = make_plan(runner, tmp_path, "save_every_n_steps=3")
+    assert runner.invoke(cli, ["launch", str(plan), "--no-tensorboard"]).exit_code == 0
+    live = json.loads((plan / "run.json").read_text(encoding="utf-8"))
+    for log in (plan / "logs" / "train.log", gui_style_log(fake_trainer, plan, tmp_path / "gui console.log")):
+        report = json.loads(runner.invoke(cli, ["logs", str(log), "--json"]).output)
+        assert (report["steps_done"], report["last_loss"], report["min_loss"]) == (6, live["last_loss"], live["min_loss"]) == (6, 0.241, 0.241)
+
+
 def path_of_length(folder: Path, name: str, length: int) -> Path:
     """`folder/<padding>/name`, exactly `length` characters long whatever `folder` is."""
     padding = length - len(str(folder / "p" / name)) + 1
