@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +77,22 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):
     write_text_atomic(path, "new ✓\n")
     assert path.read_text(encoding="utf-8") == "new ✓\n"
     assert os.listdir(tmp_path) == ["plan.json"]
+
+
+def test_an_atomic_write_on_a_full_disk_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "run.json"
+    path.write_text("old")
+    real_write = Path.write_text
+
+    def half_written(self, text, *args, **kwargs):
+        real_write(self, text[:3], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", half_written)
+    with pytest.raises(OSError) as raised:
+        write_text_atomic(path, "new record")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["run.json"]
 
 
 def test_a_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -76,7 +77,8 @@ def test_a_successful_run_is_recorded_truly(runner, tmp_path, fake_trainer):
     assert final["bytes"] == Path(final["path"]).stat().st_size
     assert final["metadata"]["ss_output_name"] == "robot data" and final["metadata"]["ss_steps"] == "6"
     assert data["command"][:4] == [sys.executable, "-m", "accelerate.commands.launch", "--cpu"]
-    assert data["command"][-2:] == ["--config_file", str(plan / "config.toml")]
+    assert data["command"][-2:] == ["--config_file", "config.toml"]  # the trainer runs in the plan folder
+    assert data["plan_dir"] == str(plan.resolve())
     assert data["gpu"] == "cpu" and data["cpu"] is True and data["sd_scripts_commit"] == "unknown"
     assert isinstance(data["pid"], int) and data["started"] <= data["ended"]
     assert data["environment"]["PYTHONUNBUFFERED"] == "1"
@@ -293,6 +295,101 @@ def test_ctrl_c_stops_the_trainer_and_exits_130(runner, tmp_path, fake_trainer):
     assert not alive(data["pid"])
 
 
+def test_a_launch_under_nohup_outlives_the_terminal(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "max_train_steps=20")
+    env = os.environ | {"FAKE_SDSCRIPTS_STEP_SECONDS": "0.1", "PYTHONUNBUFFERED": "1"}
+    # as `nohup lorakit launch PLAN` starts it: SIGHUP ignored
+    process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain", "--every", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert process.stdout is not None
+    seen = []
+    while not (seen and seen[-1].startswith("step 2/20")):
+        seen.append(process.stdout.readline())
+        assert seen[-1], "".join(seen)
+    process.send_signal(signal.SIGHUP)  # the terminal closes
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, "".join(seen) + output
+    assert record(plan)["state"] == "succeeded" and record(plan)["steps_done"] == 20
+
+
+class FullDisk:
+    """Makes run.json writes fail with ENOSPC, as a full disk does, from write number `from_write` on
+    (`final_too`: also the record that closes the run); counts the writes."""
+
+    def __init__(self, monkeypatch, from_write: int, *, final_too: bool = True):
+        import lorakit.run.record as record_module
+
+        self.writes, self.from_write, self.final_too = 0, from_write, final_too
+        self.real = record_module.write_text_atomic
+        monkeypatch.setattr(record_module, "write_text_atomic", self)
+
+    def __call__(self, path, text):
+        self.writes += 1
+        final = '"state": "running"' not in text
+        if self.writes >= self.from_write and (self.final_too or not final):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        self.real(path, text)
+
+
+def started_trainers(monkeypatch) -> list:
+    import lorakit.run.launch as launch_module
+
+    started = []
+    real = launch_module.start_group
+    monkeypatch.setattr(launch_module, "start_group", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    return started
+
+
+def test_a_full_disk_at_the_start_stops_the_trainer_at_once_and_says_what_to_do(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.2")
+    FullDisk(monkeypatch, from_write=1)
+    trainers = started_trainers(monkeypatch)
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    assert f"its record {plan / 'run.json'} could not be written: the disk is full (" in result.output
+    assert " free there) [No space left on device]" in result.output and "Fix: free space on that disk" in result.output
+    assert "stopped as soon as it started" in result.output
+    assert trainers[0].poll() is not None and not (plan / "run.json").exists()
+    assert not [p for p in plan.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_disk_that_fills_up_during_the_run_stops_it_with_a_final_record(tmp_path, runner, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "max_train_steps=100")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.05")
+    disk = FullDisk(monkeypatch, from_write=3, final_too=False)  # the start and one update are written
+    result = run_plan(plan, stopping_quickly(record_every_s=0.2))
+    assert disk.writes > 3
+    data = record(plan)
+    assert (data["state"], data["problem"]) == ("failed", "disk-full") and data["steps_done"] < 100
+    assert f"lorakit cannot write {plan / 'run.json'}: the disk is full (" in data["diagnosis"]
+    assert data["suggestion"].startswith("free space on that disk") and "--fresh" in data["suggestion"]
+    assert result.state == "failed" and not alive(data["pid"])
+
+
+def test_a_full_disk_at_the_end_says_how_the_run_ended_and_that_its_record_is_not_written(runner, tmp_path, fake_trainer,
+                                                                                           monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    FullDisk(monkeypatch, from_write=2)
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    assert f"lorakit: the run ended as succeeded, but its record {plan / 'run.json'} could not be written: the disk is full" \
+        in result.output
+    assert record(plan)["state"] == "running"  # what the start wrote; `lorakit runs` shows it stale once lorakit ended
+    assert (plan / "output" / "robot data.safetensors").is_file()
+
+
+def test_a_trainer_that_fills_the_disk_is_diagnosed_as_a_full_disk(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "disk-full")
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    data = record(plan)
+    assert data["problem"] == "disk-full" and "No space left on device" in data["diagnosis"]
+    assert "free space on that disk" in data["suggestion"]
+
+
 def test_a_stopped_run_leaves_no_process_behind(runner, tmp_path, fake_trainer, monkeypatch):
     plan = make_plan(runner, tmp_path, "max_train_steps=100")
     pidfile = tmp_path / "worker.pid"
@@ -458,3 +555,42 @@ def test_a_group_of_zombies_counts_as_ended(tmp_path):
         assert not process_alive(child.pid, group=True)
     finally:
         child.wait()
+
+
+def recording_python(folder: Path) -> Path:
+    """A trainer "Python" that answers launch.sh's questions (`-c CODE`) as Python does and prints any other command."""
+    recorder = folder / "trainer python"
+    recorder.write_text(f"#!{sys.executable}\nimport json, sys\nif sys.argv[1] == '-c':\n    exec(sys.argv[2])\n"
+                        "else:\n    print(json.dumps(sys.argv))\n")
+    recorder.chmod(0o755)
+    return recorder
+
+
+def test_launch_sh_runs_what_launch_runs_on_a_machine_without_cuda(runner, tmp_path, fake_trainer, monkeypatch):
+    from lorakit.run.launch import prepare_launch
+
+    monkeypatch.setenv("LORAKIT_PYTHON", str(recording_python(tmp_path)))
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.delenv("LORAKIT_PYTHON")
+    # the fake torch on PYTHONPATH sees no CUDA device, so `lorakit launch` trains on the CPU
+    launched = prepare_launch(plan, LaunchOptions(python=sys.executable)).command
+    assert "--cpu" in launched
+    script = subprocess.run(["bash", str(plan / "launch.sh")], capture_output=True, text=True, check=True)
+    assert json.loads(script.stdout)[1:] == launched[1:]
+
+
+def test_launch_sh_uses_cuda_where_the_trainer_sees_it_unless_told_cpu(runner, tmp_path, fake_trainer, monkeypatch):
+    from lorakit.run.launch import prepare_launch
+
+    monkeypatch.setenv("LORAKIT_PYTHON", str(recording_python(tmp_path)))
+    plan = make_plan(runner, tmp_path)
+    monkeypatch.delenv("LORAKIT_PYTHON")
+    gpu_torch = tmp_path / "gpu torch" / "torch"
+    gpu_torch.mkdir(parents=True)
+    (gpu_torch / "__init__.py").write_text("class cuda:\n    @staticmethod\n    def device_count():\n        return 1\n")
+    env = os.environ | {"PYTHONPATH": str(gpu_torch.parent)}
+    on_gpu = subprocess.run(["bash", str(plan / "launch.sh")], capture_output=True, text=True, check=True, env=env)
+    assert json.loads(on_gpu.stdout) == json.loads((plan / "plan.json").read_text(encoding="utf-8"))["command"]
+    assert "--cpu" not in on_gpu.stdout
+    forced = subprocess.run(["bash", str(plan / "launch.sh"), "--cpu"], capture_output=True, text=True, check=True, env=env)
+    assert json.loads(forced.stdout)[1:] == prepare_launch(plan, LaunchOptions(python=sys.executable, cpu=True)).command[1:]

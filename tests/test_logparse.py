@@ -66,6 +66,46 @@ def test_two_redraws_per_step_give_one_step_with_the_later_loss():
     assert last.it_per_s == pytest.approx(1 / 27.77)
 
 
+def real_four_step_run() -> list[tuple[str, str]]:
+    """What a real 4-step sd-scripts run with save_every_n_steps=2 writes, in order, as (stream, text).
+
+    The bar is redrawn with the previous step's loss when the step ends (`update(1)`), then with its own
+    (`set_postfix`); a step that saves prints "\nsaving checkpoint: …" on stdout between the two.
+    """
+    losses = {1: 1.21, 2: 1.13, 3: 1.06, 4: 0.873}
+    writes = [("stdout", "\nepoch 1/1\n"), ("stderr", frame(0, 4, rate="?it/s"))]
+    for n, loss in losses.items():
+        writes.append(("stderr", frame(n, 4, losses.get(n - 1))))
+        if n % 2 == 0:
+            writes.append(("stdout", f"\nsaving checkpoint: /out/robot-step{n:08d}.safetensors\n"))
+        writes.append(("stderr", frame(n, 4, loss)))
+    writes.append(("stdout", "\nsaving checkpoint: /out/robot.safetensors\n"))
+    writes.append(("stderr", rich_log([(logging.INFO, "model saved.")])))
+    return writes
+
+
+def steps_and_losses(text: str) -> list[tuple[int, float | None]]:
+    return [(s.step, s.loss) for s in of_type(events_of(text), Step)]
+
+
+def test_a_saved_merged_log_gives_each_checkpoint_step_its_own_loss_as_the_live_streams_do():
+    writes = real_four_step_run()
+    merged = "".join(text for _, text in writes)
+    live = steps_and_losses("".join(text for stream, text in writes if stream == "stderr"))
+    assert live == [(1, 1.21), (2, 1.13), (3, 1.06), (4, 0.873)]
+    assert steps_and_losses(merged) == live
+
+
+def test_lorakit_logs_reports_the_final_loss_of_a_run_that_saved_at_its_last_step(tmp_path):
+    from lorakit.watch.logfile import read_log
+
+    log = tmp_path / "train.log"
+    log.write_bytes("".join(text for _, text in real_four_step_run()).encode("utf-8"))
+    report = read_log(log)
+    assert (report.steps_done, report.last_loss, report.min_loss) == (4, 0.873, 0.873)
+    assert len(report.checkpoints) == 3 and report.model_saved
+
+
 def test_the_newest_redraw_is_seen_before_the_next_one_arrives():
     parser = StreamParser()
     events = parser.feed(frame(3, 10, 0.5, rate=" 1.52it/s"))
@@ -108,6 +148,20 @@ def test_rich_records_wrapped_at_a_space_keep_the_space_and_cut_words_are_joined
     text = rich_log([(logging.WARNING, message) for message in WRAPPED], width)
     assert len(text.splitlines()) > 2 * len(WRAPPED)
     assert [e.message for e in of_type(events_of(text), LogMessage)] == WRAPPED
+
+
+def test_a_long_word_cut_right_before_a_space_keeps_the_space():
+    # A path word longer than the column is cut into pieces that fill it; when the last piece ends exactly
+    # at the column, Rich starts the next line with the space. The column's width depends on this file's
+    # name and line number (the source column), so the path's length is found, not fixed.
+    def log_of(path: str) -> str:
+        return rich_log([(logging.ERROR, "model is not found as a file or in Hugging Face, perhaps file name is wrong? / "
+                                         f"指定したモデル名のファイル: {path}")])
+
+    paths = ("/" + "p" * n + "/base model ü.safetensors" for n in range(30, 200))
+    path, text = next((p, t) for p in paths if " " * 30 + "model ü" in (t := log_of(p)))
+    (problem,) = of_type(events_of(text), Problem)
+    assert problem.detail == path
 
 
 def test_a_missing_model_in_a_wrapped_record_is_diagnosed_with_its_message_intact():

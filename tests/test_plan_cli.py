@@ -112,7 +112,7 @@ def test_odd_paths_survive_into_toml_and_launch_sh(runner, tmp_path):
     recorder = tmp_path / "pwd"
     recorder.write_text("#!/bin/sh\npwd\n")
     recorder.chmod(0o755)
-    launch_sh = (out / "launch.sh").read_text(encoding="utf-8").replace(shlex.quote(command[0]), str(recorder), 1)
+    launch_sh = (out / "launch.sh").read_text(encoding="utf-8").replace(shlex.quote(command[0]), str(recorder))
     (out / "launch.sh").write_text(launch_sh, encoding="utf-8")
     done = subprocess.run(["bash", str(out / "launch.sh")], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(out)  # launch.sh starts the trainer in its own folder

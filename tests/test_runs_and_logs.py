@@ -40,6 +40,54 @@ def test_runs_without_any_run(runner, tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
+def write_run(plan_dir: Path, **fields) -> Path:
+    from lorakit.run.record import write_record
+
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    values = {"state": "succeeded", "plan": "robot", "plan_dir": str(plan_dir), "started": "2026-12-01T10:00:00+00:00"}
+    write_record(plan_dir, RunRecord.model_validate(values | fields))
+    return plan_dir / "run.json"
+
+
+def test_a_run_whose_lorakit_was_killed_is_stale_in_the_table_and_in_json(runner, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_run(tmp_path / "plans" / "robot", state="running", pid=gone.pid)
+    table = runner.invoke(cli, ["runs", str(tmp_path / "plans")])
+    assert "stale" in table.output and "running" not in table.output
+    (row,) = json.loads(runner.invoke(cli, ["runs", str(tmp_path / "plans"), "--json"]).output)
+    assert row["state"] == "stale"
+
+
+def test_damaged_run_records_are_listed_with_what_is_wrong(runner, tmp_path):
+    plans = tmp_path / "plans"
+    write_run(plans / "good")
+    (plans / "cut").mkdir()
+    (plans / "cut" / "run.json").write_text('{"state": "succ', encoding="utf-8")  # a disk that filled up mid-write
+    (plans / "edited").mkdir()
+    (plans / "edited" / "run.json").write_text(json.dumps({"state": "done", "plan": "x", "plan_dir": "x", "steps_done": "many"}))
+    (plans / "latin1").mkdir()
+    (plans / "latin1" / "run.json").write_bytes('{"plan": "caf\xe9"}'.encode("latin-1"))
+    rows = {Path(r["record"]).parent.name: r for r in json.loads(runner.invoke(cli, ["runs", str(plans), "--json"]).output)}
+    assert rows["good"]["state"] == "succeeded"
+    assert {name: rows[name]["state"] for name in ("cut", "edited", "latin1")} == dict.fromkeys(("cut", "edited", "latin1"), "damaged")
+    assert rows["cut"]["damage"].startswith("unreadable JSON")
+    assert rows["edited"]["damage"].startswith("invalid fields: state (") and "steps_done (" in rows["edited"]["damage"]
+    assert rows["latin1"]["damage"].startswith("not UTF-8")
+    result = runner.invoke(cli, ["runs", str(plans)])
+    assert result.exit_code == 0
+    assert result.output.count("damaged") >= 3 and "unreadable JSON" in result.output and "--fresh" in result.output
+
+
+def test_plans_of_one_name_are_told_apart_by_their_folder(runner, tmp_path):
+    plans = tmp_path / "plans"
+    write_run(plans / "robot-a")
+    write_run(plans / "tries" / "robot-b", state="failed")
+    result = runner.invoke(cli, ["runs", str(plans)], terminal_width=200)
+    rows = [line for line in result.output.splitlines() if line.startswith("robot ")]
+    assert [row.split()[2] for row in rows] == ["robot-a", "tries/robot-b"]
+
+
 def gui_style_log(fake_trainer, plan, log, *, check: bool = True):
     """Run the fake trainer on the plan as a GUI does: no COLUMNS (Rich wraps at 80), stdout and stderr in one file."""
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
@@ -58,6 +106,17 @@ def test_logs_reads_a_gui_style_log_at_80_columns(runner, tmp_path, fake_trainer
     assert "2 checkpoint(s) saved; model saved." in result.output
 
 
+def test_a_saved_log_reads_the_losses_the_live_launch_recorded(runner, tmp_path, fake_trainer, monkeypatch):
+    # steps slow enough that tqdm draws both redraws of each step; a GUI's log keeps the checkpoint line between them
+    monkeypatch.setenv("FAKE_SDSCRIPTS_STEP_SECONDS", "0.12")
+    plan = make_plan(runner, tmp_path, "save_every_n_steps=3")
+    assert runner.invoke(cli, ["launch", str(plan), "--no-tensorboard"]).exit_code == 0
+    live = json.loads((plan / "run.json").read_text(encoding="utf-8"))
+    for log in (plan / "logs" / "train.log", gui_style_log(fake_trainer, plan, tmp_path / "gui console.log")):
+        report = json.loads(runner.invoke(cli, ["logs", str(log), "--json"]).output)
+        assert (report["steps_done"], report["last_loss"], report["min_loss"]) == (6, live["last_loss"], live["min_loss"]) == (6, 0.241, 0.241)
+
+
 def path_of_length(folder: Path, name: str, length: int) -> Path:
     """`folder/<padding>/name`, exactly `length` characters long whatever `folder` is."""
     padding = length - len(str(folder / "p" / name)) + 1
@@ -65,12 +124,13 @@ def path_of_length(folder: Path, name: str, length: int) -> Path:
     return folder / ("p" * padding) / name
 
 
-def test_logs_of_a_gui_style_log_name_a_missing_model_in_whole_words(runner, tmp_path, fake_trainer):
+@pytest.mark.parametrize("length", [150, 145])
+def test_logs_of_a_gui_style_log_name_a_missing_model_in_whole_words(runner, tmp_path, fake_trainer, length):
     # Where Rich breaks the message's lines depends on the model path's length, so pytest's tmp path
-    # must not set it: at 145 characters (or 120, 95, 70, ... with the 25-column message column at 80)
-    # the path's space lands at the start of a line after a part that fills the column, which the
-    # parser takes for a word cut in two, and the space is lost.
-    model = path_of_length(tmp_path, "base model ü.safetensors", 150)
+    # must not set it. At 145 characters (or 120, 95, 70, ... with the 25-column message column at 80)
+    # the path's first word is cut into pieces that fill the column, the last one right before the
+    # space, and Rich starts the next line with that space.
+    model = path_of_length(tmp_path, "base model ü.safetensors", length)
     model.parent.mkdir()
     model.write_bytes(fake_checkpoint())
     plan = make_plan(runner, tmp_path, f"pretrained_model_name_or_path={model}")

@@ -24,6 +24,7 @@ from lorakit.watch.events import (
     SampleStarted,
     Started,
     StateSaved,
+    Step,
     TrainingSummary,
 )
 
@@ -48,6 +49,8 @@ class Display:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Progress):
             self.progress(event)
+        elif isinstance(event, Step):
+            self.step(event)
         elif isinstance(event, GpuSample):
             self.gpu_gib = event.memory_used_gib
         else:
@@ -86,7 +89,7 @@ class Display:
             return f"[dim]trainer ended ({how})[/]"
         return None
 
-    def progress_text(self, event: Progress) -> str:
+    def progress_text(self, event: Progress | Step) -> str:
         share = f" ({100 * event.step / event.total:.0f}%)" if event.total else ""
         gpu = f"  GPU {self.gpu_gib:.1f} GiB" if self.gpu_gib is not None else ""
         return (f"step {event.step}/{event.total}{share}  loss {loss_text(event.loss)}  {format_rate(event.it_per_s)}  "
@@ -94,6 +97,9 @@ class Display:
 
     def progress(self, event: Progress) -> None:
         raise NotImplementedError
+
+    def step(self, event: Step) -> None:
+        """A finished step, with its own loss (the bar already showed it)."""
 
     def say(self, text: str) -> None:
         self.console.print(text)
@@ -113,11 +119,25 @@ class PlainDisplay(Display):
         self.every_s = every_s
         self.clock = clock or time.monotonic
         self._last: float | None = None
+        self._drawn: int | None = None  # the step of the bar's latest redraw
+        self._known = 0  # the last step whose own loss has been seen (printed or not)
 
     def progress(self, event: Progress) -> None:
-        now = self.clock()
-        if event.step == 0:
+        # A step's first redraw still shows the previous step's loss (docs/sd-scripts.md §9); its second
+        # redraw, or else its Step event, has its own. A line names a step with that step's loss.
+        second = event.step == self._drawn
+        self._drawn = event.step
+        if second:
+            self._known_loss(event)
+
+    def step(self, event: Step) -> None:
+        self._known_loss(event)
+
+    def _known_loss(self, event: Progress | Step) -> None:
+        if event.step <= self._known:
             return
+        self._known = event.step
+        now = self.clock()
         if self._last is None or now - self._last >= self.every_s or event.step == event.total:
             self._last = now
             self.say(self.progress_text(event))

@@ -41,12 +41,27 @@ class LorakitGroup(click.Group):
             click.echo("lorakit: interrupted.", err=True)
             ctx.exit(ExitCode.INTERRUPTED)
         except OSError as exc:
+            from lorakit.util.files import DISK_FULL_FIX, disk_full_text, is_disk_full
+
             where = f" ({exc.filename})" if exc.filename else ""
-            click.echo(f"lorakit: {exc.strerror or exc}{where}.", err=True)
+            if is_disk_full(exc):
+                click.echo(f"lorakit: cannot write {exc.filename or 'a file'}: {disk_full_text(exc)} "
+                           f"[{exc.strerror}].\nFix: {DISK_FULL_FIX}; then run the command again.", err=True)
+            else:
+                click.echo(f"lorakit: {exc.strerror or exc}{where}.", err=True)
             ctx.exit(ExitCode.FAILED)
 
 
-@click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXIT_CODES = """\b
+Exit codes:
+  0    done (a run that succeeded, a check that passed)
+  1    a plan, check or run that failed (what failed is printed, with what to do)
+  2    refused before anything ran: a path, option or value to correct (the message says how)
+  130  interrupted (Ctrl-C or SIGTERM)"""
+
+
+@click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.version_option(package_name="lorakit", prog_name="lorakit")
 def cli() -> None:
     """Plan, fit, launch and watch SDXL LoRA training with kohya-ss sd-scripts.

@@ -116,7 +116,7 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
     from lorakit.cli.display import make_display
     from lorakit.cli.views import print_run
     from lorakit.errors import CommandExit, ExitCode, LaunchError
-    from lorakit.run.launch import log_tail
+    from lorakit.watch.logfile import log_tail
 
     display = make_display(out, plain=True if plain else None, every_s=every)
     stopper = Stopper()
@@ -138,18 +138,21 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
 @options.as_json(help="Print the run records as JSON.")
 def runs(root: Path, as_json: bool) -> None:
     """A table of the runs under DIR (plan folders, their previous/ runs; default plans/)."""
-    from lorakit.run.record import ListedRun, find_runs
+    from lorakit.run.record import DamagedRun, find_runs
 
     found = find_runs(root)
     if as_json:
-        emit_json_list([ListedRun.of(path, record) for path, record in found])
+        emit_json_list(found)
         return
     if not found:
         click.echo(f"No runs under {root} (a run leaves PLAN/run.json).")
         return
     from lorakit.cli.views import console, runs_table
 
-    console().print(runs_table(found))
+    console().print(runs_table(found, root))
+    damaged = [run for run in found if isinstance(run, DamagedRun)]
+    if damaged:
+        click.echo(f"{len(damaged)} run record(s) are damaged (see the problem column): {damaged[0].fix}.", err=True)
 
 
 @click.command()

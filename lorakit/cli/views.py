@@ -271,7 +271,8 @@ def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> No
     out.print(table)
 
 
-STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
+STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan",
+               "damaged": "bold red"}
 
 
 def print_doctor(out: Console, report: Any) -> None:
@@ -309,29 +310,43 @@ def print_run(out: Console, record: Any) -> None:
               + "[/]")
 
 
-def runs_table(runs: list[tuple[Any, Any]]):
+def runs_table(runs: list[Any], root: Path):
+    """The runs found under `root`; the folder column tells apart plans of one name (relative to `root`)."""
+    from rich.markup import escape
     from rich.table import Table
-
-    from lorakit.run.record import shown_state
 
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("plan", no_wrap=True)
+    table.add_column("folder", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("state", no_wrap=True)
     for column in ("steps", "loss", "time", "s/step", "VRAM"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("problem")
-    for path, record in runs:
+    for run in runs:
+        path = Path(run.record)
+        folder = escape(_relative_folder(path.parent, root))
+        style = STATE_STYLE.get(run.state, "yellow")
+        if run.state == "damaged":
+            table.add_row("?", folder, "", f"[{style}]damaged[/]", "–", "–", "–", "–", "–", escape(run.damage))
+            continue
         # a "stale" record: lorakit was killed while watching; the next launch of the plan closes it
         earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
         table.add_row(
-            record.plan + earlier, (record.started or "")[5:16].replace("T", " "),
-            f"[{STATE_STYLE.get(shown_state(record), 'yellow')}]{shown_state(record)}[/]",
-            f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'}", loss_text(record.last_loss),
-            duration_text(record.duration_s), f"{record.seconds_per_step:.2f}" if record.seconds_per_step else "–",
-            gib_text(record.peak_vram_gib), record.problem or "",
+            escape(run.plan) + earlier, folder, (run.started or "")[5:16].replace("T", " "), f"[{style}]{run.state}[/]",
+            f"{run.steps_done}/{run.total_steps or run.planned_steps or '?'}", loss_text(run.last_loss),
+            duration_text(run.duration_s), f"{run.seconds_per_step:.2f}" if run.seconds_per_step else "–",
+            gib_text(run.peak_vram_gib), escape(run.problem or ""),
         )
     return table
+
+
+def _relative_folder(folder: Path, root: Path) -> str:
+    base = root.parent if root.is_file() else root
+    try:
+        return str(folder.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def print_log_report(out: Console, report: Any) -> None:

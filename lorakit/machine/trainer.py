@@ -38,6 +38,9 @@ def find_python(explicit: str | os.PathLike | None = None) -> tuple[str, str]:
     return sys.executable, "lorakit's interpreter"
 
 
+CPU_THREADS_FLAG = "--num_cpu_threads_per_process"
+
+
 def accelerate_flags(values: Values, *, cpu: bool = False, gpu_ids: str | None = None) -> list[str]:
     """accelerate's flags from the plan; all four that silence its "values were not passed" warning are given."""
     processes = values["num_processes"]
@@ -53,7 +56,7 @@ def accelerate_flags(values: Values, *, cpu: bool = False, gpu_ids: str | None =
         "--mixed_precision", values["mixed_precision"] or "no",
         "--dynamo_backend", "no",
         # OMP threads per process: 1 beside a GPU (sd-scripts' docs), every core when the CPU does the training
-        "--num_cpu_threads_per_process", str((os.cpu_count() or 1) if cpu else 1),
+        CPU_THREADS_FLAG, str((os.cpu_count() or 1) if cpu else 1),
     ]
     ids = gpu_ids or values["gpu_ids"]
     if ids and not cpu:

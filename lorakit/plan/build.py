@@ -255,7 +255,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
     files = {
         "config.toml": render_config(plan, trainer_values(values, models), config_path),
         "dataset.toml": render_dataset(plan, values, subsets),
-        "launch.sh": render_launch(plan, command=plan.command),
+        "launch.sh": render_launch(plan, command=plan.command,
+                                   cpu_command=trainer_command(python, sd_scripts, config_path, values, cpu=True)),
     }
     if prompt_lines:
         files["sample_prompts.txt"] = render_prompts(plan, prompt_lines)

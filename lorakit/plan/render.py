@@ -17,6 +17,7 @@ from typing import Any
 from lorakit.config.schema import SUBSET_ONLY_KEYS, registry, resolution_tuple
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.dataset.scan import Subset
+from lorakit.machine.trainer import CPU_THREADS_FLAG
 from lorakit.util import tomlio
 from lorakit.util.resources import templates_dir
 
@@ -153,5 +154,9 @@ def render_prompts(plan: Any, lines: list[str]) -> str:
     return render("sample_prompts.txt.j2", plan=plan, lines=lines)
 
 
-def render_launch(plan: Any, *, command: list[str]) -> str:
-    return render("launch.sh.j2", plan=plan, command=command)
+def render_launch(plan: Any, *, command: list[str], cpu_command: list[str]) -> str:
+    """launch.sh: `command`, or `cpu_command` where `lorakit launch` would train on the CPU, decided when it runs
+    (its thread count too, as `lorakit launch` counts the cores of the machine it runs on)."""
+    threads = cpu_command.index(CPU_THREADS_FLAG) + 1
+    cpu_line = " ".join('"$threads"' if i == threads else shlex.quote(word) for i, word in enumerate(cpu_command))
+    return render("launch.sh.j2", plan=plan, command=command, cpu_line=cpu_line)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from lorakit import SD_SCRIPTS_COMMIT
 from lorakit.plan.build import Plan
+from lorakit.util.files import DISK_FULL_FIX, free_bytes
 from lorakit.util.text import show
 from lorakit.watch.events import Problem
 
 # The problem that explains a run best comes first; later ones are usually its consequences.
-PRIORITY = ["out-of-memory", "missing-module", "model-missing", "bad-arguments", "no-data", "nan-loss", "crash", "killed"]
+PRIORITY = ["disk-full", "out-of-memory", "missing-module", "model-missing", "bad-arguments", "no-data", "nan-loss", "crash", "killed"]
 # import name → pip package, where they differ or sd-scripts names the optimizer instead of the module
 PIP_NAMES = {
     "cv2": "opencv-python", "lion_pytorch": "lion-pytorch", "Prodigy": "prodigyopt", "prodigyplus": "prodigy-plus-schedule-free",
@@ -104,6 +106,11 @@ def _explain(problem: Problem, plan: Plan, *, python: str, sd_scripts: str, log:
         return ("sd-scripts found no training images (it says \"No data found\" and exits 0)",
                 f"check that the folders in dataset.toml still hold images: lorakit dataset check "
                 f"{shlex.quote(plan.dataset.root)}, then re-plan")
+    if kind == "disk-full":
+        free = free_bytes(Path(plan.plan_dir))
+        left = f" ({free / 1e9:.2f} GB free now on the disk that holds the plan)" if free is not None else ""
+        return (f"a disk filled up: {problem.message}{left}",
+                f"{DISK_FULL_FIX}; then `lorakit launch {shlex.quote(plan.plan_dir)} --fresh` (or --resume from a saved state)")
     if kind == "killed":
         if problem.detail == "SIGKILL":
             return ("the trainer was killed by SIGKILL, usually the kernel's out-of-memory killer: the machine ran out of RAM",

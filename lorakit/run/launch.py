@@ -37,7 +37,8 @@ from lorakit.run.earlier import LOG_FILE, output_dir_of, output_name_of, plan_lo
 from lorakit.run.earlier import check_outputs as check_earlier
 from lorakit.run.outputs import latest_state, list_outputs
 from lorakit.run.process import Interrupted, Stopper, drain, end_group, signal_group, start_group
-from lorakit.run.record import FINAL_STATES, RunRecord, now_iso, write_record
+from lorakit.run.record import FINAL_STATES, RUN_FILE, RecordNotWritten, RunRecord, now_iso, write_record
+from lorakit.util.files import disk_full_text, is_disk_full
 from lorakit.watch.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
@@ -120,7 +121,8 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
                                    fresh=options.fresh)
     elif options.resume:
         resume_from = latest_state(output_dir, name)
-    command = trainer_command(report.python, Path(report.sd_scripts), plan_dir / "config.toml", plan.value_set,
+    # relative, as in launch.sh: the trainer starts in the plan folder
+    command = trainer_command(report.python, Path(report.sd_scripts), Path("config.toml"), plan.value_set,
                               cpu=report.cpu, gpu_ids=options.gpus)
     if resume_from is not None:
         # without --skip_until_initial_step sd-scripts restarts at step 0 and only skips whole epochs (docs/sd-scripts.md §8)
@@ -205,7 +207,10 @@ class Launch:
             return self._finish(started_wall, Ending(None, None, [Problem("crash", f"could not start the trainer: {exc}")],
                                                      False, log=log))
         self.record.pid = process.pid
-        write_record(plan_dir, self.record)
+        failure = self._write_record()
+        if failure is not None:  # a run without a record must not go on
+            end_group(process, self.options.group_grace_s)
+            raise RecordNotWritten(plan_dir / RUN_FILE, failure, "the trainer was stopped as soon as it started")
         monitor = self.monitor or open_monitor(self.options.gpus or self.plan.value_set["gpu_ids"], self.setup.env,
                                                cpu=self.setup.cpu)
         for warning in self.setup.warnings:
@@ -245,7 +250,8 @@ class Launch:
         open_streams = len(readers)
         last_record = last_gpu = time.monotonic()
         exited_at: float | None = None
-        with open(self.setup.plan_dir / LOG_FILE, "ab") as log:
+        # unbuffered: a full disk shows at the write that failed, not at a later flush or close
+        with open(self.setup.plan_dir / LOG_FILE, "ab", buffering=0) as log:
             while open_streams:
                 try:
                     name, data = chunks.get(timeout=0.2)
@@ -256,7 +262,7 @@ class Launch:
                     open_streams -= 1
                     events = parsers[name].feed(decoders[name].decode(b"", final=True)) + parsers[name].close()
                 elif data:
-                    log.write(data)
+                    self._write_log(log, data, now)
                     events = parsers[name].feed(decoders[name].decode(data))
                 else:
                     events = []
@@ -269,7 +275,6 @@ class Launch:
                         self._emit(sample, now)
                 if now - last_record >= self.options.record_every_s:
                     last_record = now
-                    log.flush()
                     self._update_record()
                 self._handle_stop(now)
                 if exited_at is None and process.poll() is not None:
@@ -278,6 +283,24 @@ class Launch:
                     # the trainer is gone but something it started still holds the pipes open
                     end_group(process, self.options.group_grace_s)
         return process.wait()
+
+    def _write_log(self, log, data: bytes, at: float) -> None:
+        if self.stop_reason == "disk-full":
+            return
+        try:
+            log.write(data)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._disk_full(exc, self.setup.plan_dir / LOG_FILE, at)
+
+    def _disk_full(self, exc: OSError, path: Path, at: float) -> None:
+        """lorakit cannot keep the log or the record: stop the trainer (its own saves would fail too) and say why."""
+        if self.stop_reason == "disk-full":
+            return
+        self.stop_reason = "disk-full"
+        self._emit(Problem("disk-full", f"lorakit cannot write {path}: {disk_full_text(exc, path)}"), at)
+        self._signal_group(signal.SIGINT, at)
 
     def _emit(self, event: Event, at: float) -> None:
         self.tally.add(event, at)
@@ -356,7 +379,17 @@ class Launch:
             return
         self.record.tensorboard = str(folder)
 
-    def _update_record(self) -> None:
+    def _write_record(self) -> OSError | None:
+        """Write run.json; a full disk is returned (the caller decides), any other failure raised."""
+        try:
+            write_record(self.setup.plan_dir, self.record)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            return exc
+        return None
+
+    def _update_record(self) -> OSError | None:
         tally, record = self.tally, self.record
         record.steps_done = tally.steps_done
         record.total_steps = tally.total_steps
@@ -365,7 +398,10 @@ class Launch:
         record.peak_vram_gib = round(tally.peak_vram_gib, 2) if tally.peak_vram_gib is not None else None
         record.seconds_per_step = tally.seconds_per_step
         record.it_per_s = tally.it_per_s
-        write_record(self.setup.plan_dir, record)
+        failure = self._write_record()
+        if failure is not None:
+            self._disk_full(failure, self.setup.plan_dir / RUN_FILE, time.monotonic())
+        return failure
 
     def _final_output_written(self, started_wall: float) -> bool:
         values = self.plan.value_set
@@ -381,10 +417,13 @@ class Launch:
         record.outputs = list_outputs(output_dir_of(self.plan), since=started_wall, name=output_name_of(self.plan))
         record.ended = now_iso()
         record.duration_s = round(time.time() - started_wall, 2)
-        self._update_record()
+        failure = self._update_record()
         assert record.state in FINAL_STATES
         if self.tensorboard is not None:
             self.tensorboard.close(record.state)
+        if failure is not None:
+            why = f" ({record.problem}: {record.diagnosis})" if record.problem else ""
+            raise RecordNotWritten(self.setup.plan_dir / RUN_FILE, failure, f"the run ended as {record.state}{why}")
         return record
 
 
@@ -399,15 +438,3 @@ def _gpu_description(setup: LaunchSetup, options: LaunchOptions) -> str:
     if not chosen:
         return "cuda"
     return ", ".join(f"{g.name} (GPU {g.index})" for g in chosen)
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a trainer log, with the bar's `\\r` redraws reduced to their last frame."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    shown = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    return "\n".join([line for line in shown if line.strip()][-lines:])

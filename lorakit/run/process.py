@@ -65,6 +65,8 @@ class Stopper:
 def stop_on_signals(stopper: Stopper, *, interrupt_when_idle: bool = True) -> Iterator[Stopper]:
     """Route Ctrl-C, SIGTERM and SIGHUP to `stopper` while the block runs (main thread only), then restore.
 
+    A SIGHUP this process inherited as ignored (`nohup`) stays ignored, so the run outlives the terminal.
+
     With no trainer running (Gate 4, a model download), `interrupt_when_idle` makes the signal raise
     KeyboardInterrupt at once, so nothing starts; the batch runner, whose main thread only waits for its
     workers, passes False and its workers check the stopper before each launch.
@@ -75,6 +77,7 @@ def stop_on_signals(stopper: Stopper, *, interrupt_when_idle: bool = True) -> It
             raise KeyboardInterrupt
 
     signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    signals = [sig for sig in signals if not (sig.name == "SIGHUP" and signal.getsignal(sig) == signal.SIG_IGN)]
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield stopper

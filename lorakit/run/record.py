@@ -15,11 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_serializer
 
-from lorakit.errors import UserError
+from lorakit.errors import LorakitError, UserError
 from lorakit.models.fetch import LocalModels
 from lorakit.run.outputs import OutputFile
 from lorakit.run.process import process_alive
-from lorakit.util.files import write_text_atomic
+from lorakit.util.files import DISK_FULL_FIX, disk_full_text, write_text_atomic
 
 RUN_FILE = "run.json"
 PREVIOUS_DIR = "previous"
@@ -88,17 +88,52 @@ def write_record(plan_dir: Path, record: RunRecord) -> None:
     write_text_atomic(plan_dir / RUN_FILE, record.model_dump_json(indent=2) + "\n")
 
 
+class RecordNotWritten(LorakitError):
+    """run.json could not be written (the disk is full): says what became of the run, which file, and what to do."""
+
+    def __init__(self, path: Path, exc: OSError, outcome: str):
+        super().__init__(f"{outcome}, but its record {path} could not be written: {disk_full_text(exc, path)} "
+                         f"[{exc.strerror}].",
+                         fix=f"{DISK_FULL_FIX}; then launch the plan again (with --fresh once it has outputs)")
+
+
 def read_record(path: Path) -> RunRecord:
     try:
         return RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read {path}: {damage_text(exc)}") from None
+
+
+def damage_text(exc: OSError | ValueError) -> str:
+    """What is wrong with a run.json, for people: unreadable, not UTF-8, not JSON, or which fields are invalid."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(str(part) for part in error['loc']) or 'the file'} ({error['msg'].lower()})"
+                    for error in exc.errors()]
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        return "invalid fields: " + ", ".join(problems[:3]) + more
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"unreadable JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+    if isinstance(exc, OSError):
+        return f"cannot be read ({exc.strerror or exc})"
+    return str(exc).splitlines()[0]
+
+
+ShownState = Literal["running", "succeeded", "failed", "interrupted", "stale"]
 
 
 class ListedRun(RunRecord):
-    """`lorakit runs --json`: a run record and the run.json it was read from."""
+    """`lorakit runs --json`: a run record and the run.json it was read from.
+
+    `state` is the state `lorakit runs` shows: "stale" where the record says "running" but the lorakit that
+    wrote it is gone (the plan's next launch closes it as interrupted).
+    """
 
     record: str
+    state: ShownState  # type: ignore[assignment]
 
     @model_serializer(mode="wrap")
     def _record_first(self, handler):
@@ -108,13 +143,29 @@ class ListedRun(RunRecord):
 
     @classmethod
     def of(cls, path: Path, record: RunRecord) -> ListedRun:
-        return cls(record=str(path), **dict(record))
+        return cls(record=str(path), **(dict(record) | {"state": shown_state(record)}))
 
 
-def find_runs(root: Path, max_depth: int = 4) -> list[tuple[Path, RunRecord]]:
-    """Every run.json under `root` (a plan folder, a folder of plans, or a run.json), oldest first."""
+class DamagedRun(BaseModel):
+    """A run.json that `lorakit runs` cannot read: listed with what is wrong with it, never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    record: str
+    state: Literal["damaged"] = "damaged"
+    damage: str  # unreadable, not UTF-8, not JSON, or the invalid fields
+    fix: str = (f"launch the plan with --fresh (the damaged {RUN_FILE} moves to {PREVIOUS_DIR}/), "
+                "or delete the file if it is not lorakit's")
+
+
+FoundRun = ListedRun | DamagedRun
+
+
+def find_runs(root: Path, max_depth: int = 4) -> list[FoundRun]:
+    """Every run.json under `root` (a plan folder, a folder of plans, or a run.json), oldest first; a damaged
+    one is a DamagedRun that says what is wrong with it."""
     if root.is_file():
-        return [(root, read_record(root))]
+        return [_found(root)]
     if not root.is_dir():
         raise UserError(f"'{root}' does not exist.", fix="give a plan folder or a folder that holds plan folders")
     found = []
@@ -123,9 +174,12 @@ def find_runs(root: Path, max_depth: int = 4) -> list[tuple[Path, RunRecord]]:
         depth = len(Path(folder).parts) - base
         dirs[:] = sorted(d for d in dirs if d not in _NOT_RUNS and not d.endswith("-state") and depth < max_depth)
         if RUN_FILE in files:
-            path = Path(folder) / RUN_FILE
-            try:
-                found.append((path, read_record(path)))
-            except UserError:
-                continue  # a damaged or foreign run.json is not a run
-    return sorted(found, key=lambda item: (item[1].started or "", str(item[0])))
+            found.append(_found(Path(folder) / RUN_FILE))
+    return sorted(found, key=lambda run: (getattr(run, "started", None) or "", run.record))
+
+
+def _found(path: Path) -> FoundRun:
+    try:
+        return ListedRun.of(path, RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        return DamagedRun(record=str(path), damage=damage_text(exc))

@@ -3,12 +3,15 @@
 lorakit never writes over the user's files. A folder it fills (a plan, a batch, a prepared dataset)
 must be new or empty, or already hold that same lorakit thing (known by its marker file) and the user
 asked to replace it. A file it writes must not exist unless the user asked to replace it. Both refuse
-with a UserError whose fix names the option to change.
+with a UserError whose fix names the option to change. A write that fails on a full disk (or quota) is
+told as such: which file, how much is free, and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -60,6 +63,45 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        # name the file the user knows, not the hidden temp file (OSError picks the subclass from errno)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# what to do about a full disk; each caller says what to run afterwards
+DISK_FULL_FIX = ("free space on that disk (earlier runs in a plan's previous/ folder and checkpoints you no longer "
+                 "need are the usual candidates), or use a folder on a disk with room")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def disk_full_text(exc: OSError, path: Path | str | None = None) -> str:
+    """`the disk is full (… free there)`, or the quota's version, for an error of `is_disk_full`."""
+    where = Path(path or exc.filename or ".")
+    what = "your disk quota is used up" if exc.errno == errno.EDQUOT else "the disk is full"
+    free = free_bytes(where)
+    return what + (f" ({_size_text(free)} free there)" if free is not None else "")
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the disk that holds `path` (its nearest existing folder); None when it cannot be read."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n} bytes"

@@ -13,6 +13,7 @@ from typing import Literal
 
 ProblemKind = Literal[
     "out-of-memory", "nan-loss", "missing-module", "bad-arguments", "no-data", "model-missing", "crash", "killed",
+    "disk-full",
 ]
 
 

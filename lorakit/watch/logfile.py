@@ -1,7 +1,9 @@
-"""`lorakit logs`: read any sd-scripts console log (lorakit's train.log, a GUI run's saved output) after the fact."""
+"""`lorakit logs`: read any sd-scripts console log (lorakit's train.log, a GUI run's saved output) after the fact;
+`log_tail`: the end of one as people read it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -72,3 +74,14 @@ def read_log(path: Path, tensorboard: Path | None = None) -> LogReport:
         events=count,
     )
 
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a trainer log, with the bar's `\\r` redraws reduced to their last frame."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    shown = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join([line for line in shown if line.strip()][-lines:])

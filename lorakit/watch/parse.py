@@ -85,7 +85,8 @@ def _cut_mid_word(previous: str, piece: str, width: int | None) -> bool:
     Rich (`rich._wrap.divide_line`) moves a word that does not fit to the next line, dropping the space,
     and only a word longer than the column (a path) is cut, in pieces that start a line of their own and
     fill it: the piece before a cut has no space and the cut word's next character no longer fits. (A
-    word exactly as wide as the column, then a break at a space, looks the same and is joined as cut.)
+    word exactly as wide as the column, then a break at a space, looks the same and is joined as cut. A
+    long word cut right before its space is told apart by the caller: the space starts the next line.)
     """
     if not width or not piece or " " in previous:
         return False
@@ -100,7 +101,8 @@ class StreamParser:
         self._events: list[Event] = []
         self._frame: Progress | None = None  # the bar's latest redraw (its step is not finished yet)
         self._done: tuple[int, int | None] = (0, None)  # the last finished (step, total)
-        self._record: tuple[str, list[str], int | None] | None = None  # a Rich record that may get wrapped lines
+        # a Rich record that may get wrapped lines: level, pieces, message width, message column
+        self._record: tuple[str, list[str], int | None, int] | None = None
         self._summary: TrainingSummary | None = None
         self._in_traceback = False
         self._seen_problems: set[tuple[str, str]] = set()
@@ -117,7 +119,7 @@ class StreamParser:
             parts.pop()
             tail = parts.pop() + "\r"
         for index in range(0, len(parts), 2):
-            self._segment(parts[index], parts[index + 1] != "\r")
+            self._segment(parts[index])
         self._buffer = tail
         if tail and not tail.endswith("\r"):
             self._peek(tail)
@@ -126,7 +128,7 @@ class StreamParser:
     def close(self) -> list[Event]:
         tail, self._buffer = self._buffer.rstrip("\r"), ""
         if tail:
-            self._segment(tail, True)
+            self._segment(tail)
         self._end_record()
         self._finish_step()
         self._end_summary()
@@ -147,7 +149,7 @@ class StreamParser:
         if found and found.end() >= len(text.rstrip()):
             self._bar(found.groups())
 
-    def _segment(self, text: str, newline: bool) -> None:
+    def _segment(self, text: str) -> None:
         if "\x1b" in text:
             text = _ANSI.sub("", text)
         while "%|" in text:
@@ -161,8 +163,8 @@ class StreamParser:
                 self._bar(steps.groups())
             text = text[found.end():]
             if not text or text.isspace():
-                if newline:
-                    self._finish_step()  # the bar was closed
+                # A newline after the bar does not finish its step: in a merged log it is stdout's
+                # "\nsaving checkpoint: …" between the step's two redraws, and the second carries its loss.
                 return
         if self._record is not None or not text.isspace():
             self._line(text)
@@ -203,12 +205,13 @@ class StreamParser:
             # Rich pads the message column with spaces up to one column before the source location: its width
             width = cell_len(line[start:path.start("path")]) - 1 if path else None
             message = line[start:path.start()] if path else line[start:]
-            self._record = (record.group("level"), [message.strip()], width)
+            self._record = (record.group("level"), [message.strip()], width, start)
             return
         if self._record is not None:
             indent = len(line) - len(line.lstrip(" "))
             if indent >= _CONTINUATION_INDENT and line.strip():
-                self._record[1].append(line.strip())
+                # a line indented past the message column starts with a space Rich kept (see _end_record)
+                self._record[1].append((" " if indent > self._record[3] else "") + line.strip())
                 return
             self._end_record()
             if not line.strip():
@@ -218,11 +221,15 @@ class StreamParser:
     def _end_record(self) -> None:
         if self._record is None:
             return
-        level, pieces, width = self._record
+        level, pieces, width, _ = self._record
         self._record = None
         message = pieces[0]
         for previous, piece in zip(pieces, pieces[1:], strict=False):
-            message += ("" if _cut_mid_word(previous, piece, width) else " ") + piece
+            if piece.startswith(" "):
+                # Rich cut a word longer than the column right before its space, which went to the next line
+                message += piece
+            else:
+                message += ("" if _cut_mid_word(previous.lstrip(), piece, width) else " ") + piece
         if level in ("WARNING", "ERROR", "CRITICAL"):
             self._events.append(LogMessage(level, message))
         self._message(message)
@@ -296,6 +303,8 @@ class StreamParser:
             # otherwise accelerate only repeats that its child failed; the child's own error came first
         elif line.startswith(("KeyboardInterrupt", "SystemExit")):
             return
+        elif "No space left on device" in line or "Disk quota exceeded" in line:
+            self._problem("disk-full", line)
         else:
             found = _MISSING_MODULE.search(line) or _SD_SCRIPTS_IMPORT.search(line)
             if found:

@@ -11,7 +11,7 @@ a LoRA `.safetensors` with `ss_*` metadata (written by hand: no torch needed).
 
 Told what to do through the environment:
   FAKE_SDSCRIPTS_STEP_SECONDS   seconds per step (default 0.002)
-  FAKE_SDSCRIPTS_FAIL           oom | crash | nan | killed, at step FAKE_SDSCRIPTS_FAIL_AT (default 2)
+  FAKE_SDSCRIPTS_FAIL           oom | crash | nan | killed | disk-full, at step FAKE_SDSCRIPTS_FAIL_AT (default 2)
   FAKE_SDSCRIPTS_NO_OUTPUT      1: finish and exit 0 without writing the LoRA
   FAKE_SDSCRIPTS_EXTRA_STEPS    train this many more steps than the dataset gives (a miscounting sd-scripts)
   FAKE_SDSCRIPTS_DROP_ARGS      comma-separated arguments this "older sd-scripts" does not know
@@ -365,6 +365,8 @@ def main() -> None:
                         "Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
                 if fail == "crash":
                     raise ValueError("fake failure in the training loop")
+                if fail == "disk-full":
+                    raise OSError(28, "No space left on device")
                 if fail == "killed":
                     os.kill(os.getpid(), signal.SIGKILL)
             # a larger rank fits a little tighter, so a batch sweeping network_dim has a best run
