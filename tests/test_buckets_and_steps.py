@@ -235,3 +235,20 @@ def test_validation_seed_unset_warns_that_validation_overlaps_training(runner, t
     result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "train"), "--set", "validation_split=0.2", "--json"])
     found = {f["code"] for f in json.loads(result.output)["findings"]}
     assert "dataset/validation-overlaps-training" in found
+
+
+def test_an_empty_training_folder_with_validation_split_is_an_error(runner, tmp_path):
+    make_folder(tmp_path / "d" / "5_x", [(1024, 1024)] * 4)
+    (tmp_path / "d" / "3_empty").mkdir()
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--set", "validation_split=0.25", "--json"])
+    assert result.exit_code == 1
+    found = {f["code"]: f for f in json.loads(result.output)["findings"]}
+    assert found["dataset/empty-folder-with-validation-split"]["paths"] == [str(tmp_path / "d" / "3_empty")]
+
+
+def test_without_any_seed_the_held_out_images_are_random_and_that_is_said(runner, tmp_path):
+    make_folder(tmp_path / "d" / "5_x", [(1024, 1024)] * 4)
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--set", "validation_split=0.25",
+                                 "--set", "seed=none", "--json"])
+    found = {f["code"] for f in json.loads(result.output)["findings"]}
+    assert "dataset/validation-split-random" in found

@@ -151,7 +151,9 @@ class Gate1:
                 continue
             try:
                 with open(candidate, "rb") as f:
-                    data = f.read(MAX_CAPTION_BYTES + 1)
+                    size = os.fstat(f.fileno()).st_size
+                    # Asking for the size (not the limit) keeps the buffer small; +1 sees a file that grew past it.
+                    data = f.read(min(size, MAX_CAPTION_BYTES) + 1)
             except OSError:
                 continue
             if len(data) > MAX_CAPTION_BYTES:

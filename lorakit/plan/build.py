@@ -24,7 +24,7 @@ from lorakit.config.resolve import resolve
 from lorakit.config.schema import resolution_tuple
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.dataset.buckets import BucketSettings
-from lorakit.dataset.scan import DatasetScan, Subset, check_reg_overlap, resolve_path, scan_dataset
+from lorakit.dataset.scan import MAX_REPEATS, DatasetScan, Subset, check_reg_overlap, resolve_path, scan_dataset
 from lorakit.dataset.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
 from lorakit.dataset.validation import ValidationSplit, split_findings
 from lorakit.errors import GateError, UserError
@@ -366,6 +366,9 @@ def _repeats(subsets: list[Subset], placed: Placed, values: Values) -> list[int]
         if subset.num_repeats is not None:
             continue
         if values.user_set("dataset_repeats"):
+            if values["dataset_repeats"] > MAX_REPEATS:
+                raise UserError(f"--set dataset_repeats={values['dataset_repeats']}: lorakit plans at most {MAX_REPEATS:,} "
+                                "repeats per folder (docs/sd-scripts.md §4).", fix="--set dataset_repeats=10 (or what you mean)")
             repeats[index] = values["dataset_repeats"]
             subset.repeats_source = "--set dataset_repeats"
         else:
