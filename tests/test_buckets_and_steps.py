@@ -1,13 +1,23 @@
-"""The worked bucket and step examples of docs/sd-scripts.md §5, §6, reproduced exactly."""
+"""The worked bucket and step examples of docs/sd-scripts.md §5, §6, reproduced exactly, and the images sd-scripts
+holds out for validation_split, checked against its own split function."""
 
+import ast
+import json
+import logging
+import math
+import random
+import typing
 from pathlib import Path
 
 import pytest
-from conftest import make_folder
+from conftest import REPO, make_folder
+from imagegen import write_photo, write_png
 
+from lorakit.cli.main import cli
 from lorakit.dataset.buckets import BucketAssigner, BucketSettings, make_bucket_resolutions
 from lorakit.dataset.scan import scan_dataset
 from lorakit.dataset.steps import Placed, compute_steps, predict_sample_steps, predict_saves
+from lorakit.dataset.validation import ValidationSplit
 
 SDXL = BucketSettings(resolution=(1024, 1024), min_reso=512, max_reso=2048, steps=64)
 
@@ -130,3 +140,115 @@ def test_sample_steps_by_steps_and_by_epochs(facts_dataset):
     result = compute_steps(placed, repeats, batch_size=2, gradient_accumulation_steps=2, max_train_epochs=4)
     assert predict_sample_steps(result, sample_every_n_steps=50, sample_every_n_epochs=None) == [50, 100]
     assert predict_sample_steps(result, sample_every_n_steps=50, sample_every_n_epochs=2, sample_at_first=True) == [0, 58, 116]
+
+
+def test_exif_rotated_photos_are_bucketed_as_stored_like_sd_scripts(tmp_path):
+    """5 landscape PNGs and 5 phone JPEGs stored landscape but tagged "rotate 90°": sd-scripts (imagesize 1.4.1,
+    then PIL) reads all ten as 1536×1024, so one bucket of 10 samples: 3 batches of 4, not 2 + 2."""
+    folder = tmp_path / "d" / "1_x"
+    for i in range(5):
+        write_png(folder / f"land{i}.png", 1536, 1024)
+        write_photo(folder / f"phone{i}.jpg", 1536, 1024, orientation=6)
+    placed = Placed(scan_dataset(tmp_path / "d").subsets, SDXL)
+    result = compute_steps(placed, [1], batch_size=4, max_train_epochs=1)
+    assert [(b.width, b.height, b.samples) for b in result.buckets] == [(1216, 832, 10)]
+    assert result.total_steps == 3
+
+
+# --- validation_split: the images sd-scripts holds out of training ---------------------------------------
+
+def _sd_scripts_split_train_val():
+    """sd-scripts' own split_train_val, compiled from the pinned checkout's source (importing train_util needs
+    torch, transformers and diffusers); None when there is no checkout beside this one."""
+    for root in (REPO.parent / "shared" / "sd-scripts", REPO.parent.parent / "shared" / "sd-scripts"):
+        source = root / "library" / "train_util.py"
+        if source.is_file():
+            break
+    else:
+        return None
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    (function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "split_train_val"]
+    namespace = {**vars(typing), "random": random, "math": math, "logging": logging}  # what its module gives it
+    exec(compile(ast.Module(body=[function], type_ignores=[]), str(source), "exec"), namespace)
+    return namespace["split_train_val"]
+
+
+def _mixed_dataset(root: Path):
+    sizes = [(1024, 1024), (832, 1216), (1216, 832), (640, 480), (1536, 1024)]
+    make_folder(root / "train" / "10_sks dog", [sizes[i % 5] for i in range(23)])
+    make_folder(root / "train" / "3_dog", [sizes[(i * 3) % 5] for i in range(11)])
+    make_folder(root / "reg" / "1_dog", [(1024, 1024)] * 6)
+    return scan_dataset(root / "train").subsets + scan_dataset(root / "reg", is_reg=True).subsets
+
+
+@pytest.mark.parametrize(("validation_seed", "seed"), [(None, 42), (None, 7), (1234, 42)])
+def test_held_out_images_are_the_ones_sd_scripts_holds_out(tmp_path, validation_seed, seed):
+    split_train_val = _sd_scripts_split_train_val()
+    if split_train_val is None:
+        pytest.skip("no sd-scripts checkout at ../shared/sd-scripts to compare with")
+    subsets = _mixed_dataset(tmp_path)
+    placed = Placed(subsets, SDXL, ValidationSplit(0.2, validation_seed, seed))
+    state = random.getstate()
+    try:
+        random.seed(seed)  # what set_seed(args.seed) does before sd-scripts builds the dataset
+        expected = []
+        for subset in subsets:
+            paths = [img.path for img in subset.images]
+            if subset.is_reg:
+                expected.append([])
+                continue
+            kept, _ = split_train_val(paths, [None] * len(paths), True, 0.2, validation_seed)
+            expected.append(sorted(set(paths) - set(kept)))
+    finally:
+        random.setstate(state)
+    assert [sorted(h) for h in placed.held_out] == expected
+    assert [len(h) for h in placed.held_out] == [4, 2, 0]  # 23 - ceil(23 × 0.8), 11 - ceil(11 × 0.8); reg is never split
+
+
+def test_validation_split_takes_the_held_out_images_out_of_the_step_math(tmp_path):
+    subsets = _mixed_dataset(tmp_path)
+    whole = compute_steps(Placed(subsets, SDXL), [10, 3, 1], batch_size=4, max_train_epochs=1)
+    split = compute_steps(Placed(subsets, SDXL, ValidationSplit(0.2, None, 42)), [10, 3, 1], batch_size=4, max_train_epochs=1)
+    assert whole.num_train_images == 23 * 10 + 11 * 3
+    assert split.num_train_images == 19 * 10 + 9 * 3
+    assert split.validation_images == 6
+    assert split.total_steps < whole.total_steps
+
+
+def test_plan_shows_the_held_out_images(runner, tmp_path):
+    _mixed_dataset(tmp_path)
+    out = tmp_path / "plan"
+    result = runner.invoke(cli, ["plan", str(tmp_path / "train"), "--target-gpu", "rtx4090", "--out", str(out),
+                                 "--set", "validation_split=0.2", "--set", "validation_seed=5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "plan.json").read_text())
+    first = data["dataset"]["subsets"][0]
+    assert first["held_out"] == 4 and len(first["held_out_images"]) == 4
+    assert data["step_math"]["validation_images"] == 6
+    assert data["step_math"]["num_train_images"] == 19 * 10 + 9 * 3
+    assert "6 image(s) held out of training for validation" in result.output
+    assert f"held out of '10_sks dog' for validation: 4 of 23 ({first['held_out_images'][0]}" in result.output
+
+
+def test_validation_seed_unset_warns_that_validation_overlaps_training(runner, tmp_path):
+    _mixed_dataset(tmp_path)
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "train"), "--set", "validation_split=0.2", "--json"])
+    found = {f["code"] for f in json.loads(result.output)["findings"]}
+    assert "dataset/validation-overlaps-training" in found
+
+
+def test_an_empty_training_folder_with_validation_split_is_an_error(runner, tmp_path):
+    make_folder(tmp_path / "d" / "5_x", [(1024, 1024)] * 4)
+    (tmp_path / "d" / "3_empty").mkdir()
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--set", "validation_split=0.25", "--json"])
+    assert result.exit_code == 1
+    found = {f["code"]: f for f in json.loads(result.output)["findings"]}
+    assert found["dataset/empty-folder-with-validation-split"]["paths"] == [str(tmp_path / "d" / "3_empty")]
+
+
+def test_without_any_seed_the_held_out_images_are_random_and_that_is_said(runner, tmp_path):
+    make_folder(tmp_path / "d" / "5_x", [(1024, 1024)] * 4)
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--set", "validation_split=0.25",
+                                 "--set", "seed=none", "--json"])
+    found = {f["code"] for f in json.loads(result.output)["findings"]}
+    assert "dataset/validation-split-random" in found

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import make_folder
-from imagegen import write_png
+from imagegen import png_with_garbage_pixels, write_photo, write_png
 
+import lorakit
 from lorakit.cli.main import cli
 from lorakit.dataset.scan import parse_repeat_folder, scan_dataset
+
+LORAKIT_ROOT = os.path.dirname(os.path.dirname(lorakit.__file__))  # the lorakit under test, for child processes
 
 
 def codes(scan):
@@ -167,3 +172,162 @@ def test_an_image_thinner_than_a_bucket_step_is_an_error_not_a_crash(runner, tmp
     assert result.exit_code == 1 and "Traceback" not in result.output
     found = {f["code"]: f for f in json.loads(result.output)["findings"]}
     assert found["dataset/image-smaller-than-bucket-step"]["paths"] == [str(folder / "img0001.png")]
+
+
+# --- image files sd-scripts would stop on after loading the model ----------------------------------------
+
+def _cut(path, keep: float):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize(("name", "keep"), [("half.png", 0.5), ("third.jpg", 1 / 3), ("half.webp", 0.5)])
+def test_a_truncated_image_is_an_error_naming_the_file(tmp_path, name, keep):
+    folder = make_folder(tmp_path / "5_x", [(1024, 1024)])
+    if name.endswith(".png"):
+        write_png(folder / name, 256, 256)
+    else:
+        write_photo(folder / name, 256, 256, noise=True)
+    _cut(folder / name, keep)
+    found = codes(scan_dataset(tmp_path))["dataset/truncated-image"]
+    assert found.level == "error" and found.paths == [str(folder / name)] and "truncated" in found.message
+
+
+def test_data_after_the_end_of_an_image_is_not_truncation(tmp_path):
+    folder = make_folder(tmp_path / "5_x", [(1024, 1024)])
+    photo = write_photo(folder / "motion.jpg", 256, 256, noise=True)
+    photo.write_bytes(photo.read_bytes() + b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))  # a phone's motion-photo video
+    png = write_png(folder / "padded.png", 64, 64)
+    png.write_bytes(png.read_bytes() + b"\x00" * 300)
+    assert "dataset/truncated-image" not in codes(scan_dataset(tmp_path))
+
+
+def test_an_image_over_pils_pixel_limit_is_an_error(tmp_path):
+    folder = make_folder(tmp_path / "5_x", [(1024, 1024)])
+    write_png(folder / "huge.png", 20000, 20000, pixels=False)
+    found = codes(scan_dataset(tmp_path))["dataset/image-too-large"]
+    assert found.level == "error" and found.paths == [str(folder / "huge.png")] and "178,956,970" in found.message
+
+
+def test_exif_rotated_photos_keep_their_stored_size_and_warn(tmp_path):
+    folder = make_folder(tmp_path / "5_x", [(1024, 1024)])
+    write_photo(folder / "phone.jpg", 1536, 1024, orientation=6)
+    scan = scan_dataset(tmp_path)
+    phone = next(img for img in scan.subsets[0].images if img.path.endswith("phone.jpg"))
+    assert (phone.width, phone.height, phone.orientation) == (1536, 1024, 6)  # as sd-scripts reads it: not turned
+    found = codes(scan)["dataset/exif-rotated"]
+    assert found.level == "warning" and found.paths == [str(folder / "phone.jpg")] and "--upright" in found.fix
+
+
+def test_deep_check_decodes_what_the_header_checks_cannot_see(runner, tmp_path):
+    folder = make_folder(tmp_path / "d" / "5_x", [(1024, 1024)])
+    (folder / "garbled.png").write_bytes(png_with_garbage_pixels(64, 64))
+    quick = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d")])
+    assert quick.exit_code == 0, quick.output
+    deep = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--deep", "--json"])
+    assert deep.exit_code == 1
+    found = {f["code"]: f for f in json.loads(deep.output)["findings"]}
+    assert found["dataset/undecodable-image"]["paths"] == [str(folder / "garbled.png")]
+
+
+def test_prepare_upright_writes_turned_photos_upright(runner, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    write_photo(src / "phone.jpg", 300, 200, orientation=6).with_suffix(".txt").write_text("sks dog\n")
+    write_png(src / "flat.png", 1024, 1024)
+    dest = tmp_path / "out"
+    result = runner.invoke(cli, ["dataset", "prepare", str(src), str(dest), "--token", "sks dog", "--repeats", "2", "--upright"])
+    assert result.exit_code == 0, result.output
+    with Image.open(dest / "2_sks dog" / "phone.jpg") as image:
+        assert image.size == (200, 300) and image.getexif().get(0x0112, 1) == 1
+    assert os.path.samefile(dest / "2_sks dog" / "flat.png", src / "flat.png")
+    assert (dest / "2_sks dog" / "phone.txt").read_text() == "sks dog\n"
+    assert codes(scan_dataset(dest)).get("dataset/exif-rotated") is None
+
+
+def test_prepare_without_upright_says_how_to_fix_turned_photos(runner, tmp_path):
+    write_photo(tmp_path / "src" / "phone.jpg", 300, 200, orientation=8)
+    result = runner.invoke(cli, ["dataset", "prepare", str(tmp_path / "src"), str(tmp_path / "out"), "--token", "x", "--repeats", "1"])
+    assert result.exit_code == 0 and "--upright" in result.output
+
+
+# --- captions that are not caption files -------------------------------------------------------------------
+
+def test_a_huge_caption_is_read_no_further_than_the_limit(tmp_path):
+    folder = make_folder(tmp_path / "5_x", [(1024, 1024)] * 2)
+    (folder / "img0000.txt").write_bytes(b"x, " * 700_000)  # 2.1 MB
+    found = codes(scan_dataset(tmp_path))["dataset/caption-too-large"]
+    assert found.level == "error" and found.paths == [str(folder / "img0000.txt")]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_caption_linked_to_dev_zero_is_a_finding_not_a_hang(tmp_path):
+    folder = make_folder(tmp_path / "d" / "5_x", [(1024, 1024)] * 2)
+    (folder / "img0000.txt").unlink()
+    os.symlink("/dev/zero", folder / "img0000.txt")
+    # In a child with 1 GB of address space: reading /dev/zero to the end would fail there, not fill this machine.
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+            "from lorakit.cli.main import main; sys.argv = ['lorakit'] + sys.argv[1:]; main()")
+    done = subprocess.run([sys.executable, "-c", code, "dataset", "check", str(tmp_path / "d"), "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": LORAKIT_ROOT})
+    assert "Traceback" not in done.stderr
+    found = {f["code"]: f for f in json.loads(done.stdout)["findings"]}
+    assert found["dataset/caption-not-a-file"]["paths"] == [str(folder / "img0000.txt")]
+
+
+# --- folder names and paths that used to end in a traceback ---------------------------------------------
+
+@pytest.mark.parametrize("folder", ["12345678901234567890_x", "1000000000_x"])
+def test_absurd_repeats_are_refused_up_front_naming_the_limit(runner, tmp_path, folder):
+    make_folder(tmp_path / "d" / folder, [(1024, 1024)] * 3)
+    result = runner.invoke(cli, ["plan", str(tmp_path / "d"), "--target-gpu", "rtx4090", "--out", str(tmp_path / "plan")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "dataset/too-many-repeats" in result.output and "at most 10,000 repeats" in result.output
+    assert not (tmp_path / "plan").exists()
+
+
+def test_plan_refusing_folders_without_repeats_shows_why(runner, tmp_path):
+    make_folder(tmp_path / "d" / "0_x", [(1024, 1024)])
+    make_folder(tmp_path / "d" / "-3_x", [(1024, 1024)])
+    result = runner.invoke(cli, ["plan", str(tmp_path / "d"), "--target-gpu", "rtx4090", "--out", str(tmp_path / "plan")])
+    assert result.exit_code == 1
+    assert "dataset/no-images" in result.output
+    assert "'-3_x' has -3 repeats" in result.output and "'0_x' has 0 repeats" in result.output
+    assert "at least 1 repeat" in result.output
+
+
+@pytest.mark.parametrize("command", [["plan", "--target-gpu", "rtx4090"], ["dataset", "check"]])
+def test_a_dataset_path_that_is_a_symlink_loop_is_refused(runner, tmp_path, command):
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    result = runner.invoke(cli, [*command, str(tmp_path / "loop")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "loops back on itself" in result.output
+
+
+def test_prepare_into_a_symlink_loop_is_refused(runner, tmp_path):
+    write_png(tmp_path / "src" / "a.png", 1024, 1024)
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    result = runner.invoke(cli, ["dataset", "prepare", str(tmp_path / "src"), str(tmp_path / "loop" / "out"), "--token", "x"])
+    assert result.exit_code == 2 and "loops back on itself" in result.output
+
+
+@pytest.mark.parametrize("how", ["same", "link"])
+def test_reg_that_is_the_dataset_itself_is_an_error(runner, tmp_path, how):
+    make_folder(tmp_path / "d" / "5_sks dog", [(1024, 1024)] * 2)
+    reg = tmp_path / "d"
+    if how == "link":
+        reg = tmp_path / "reg"
+        os.symlink(tmp_path / "d" / "5_sks dog", reg)  # a repeat folder reached by another name
+    result = runner.invoke(cli, ["dataset", "check", str(tmp_path / "d"), "--reg", str(reg), "--json"])
+    assert result.exit_code == 1
+    found = {f["code"]: f for f in json.loads(result.output)["findings"]}
+    assert found["dataset/reg-is-dataset"]["level"] == "error"
+
+
+def test_absurd_repeats_for_a_flat_folder_are_refused_too(runner, tmp_path):
+    write_png(tmp_path / "flat" / "a.png", 1024, 1024)
+    result = runner.invoke(cli, ["plan", str(tmp_path / "flat"), "--token", "sks dog", "--target-gpu", "rtx4090",
+                                 "--out", str(tmp_path / "plan"), "--set", "dataset_repeats=1000000000"])
+    assert result.exit_code == 2 and "at most 10,000 repeats" in result.output and "Traceback" not in result.output

@@ -142,13 +142,14 @@ def dataset() -> None:
 @options.preset()
 @options.overrides()
 @options.as_json()
-def dataset_check(path: Path, reg: Path | None, token: str | None, preset_names, overrides, as_json: bool) -> None:
+@click.option("--deep", is_flag=True, help="Also decode every image with Pillow, as sd-scripts will (slow).")
+def dataset_check(path: Path, reg: Path | None, token: str | None, preset_names, overrides, as_json: bool, deep: bool) -> None:
     """Gate 1 on PATH: the findings, a per-folder table and a bucket histogram."""
     from lorakit.errors import CommandExit, ExitCode
     from lorakit.findings import has_errors
     from lorakit.plan.datacheck import check_dataset
 
-    report = check_dataset(path, reg=reg, token=token, presets=list(preset_names), overrides=list(overrides))
+    report = check_dataset(path, reg=reg, token=token, presets=list(preset_names), overrides=list(overrides), deep=deep)
     if as_json:
         emit_json(report.summary())
     else:
@@ -166,9 +167,11 @@ def dataset_check(path: Path, reg: Path | None, token: str | None, preset_names,
 @click.option("--repeats", default="auto", show_default=True, help="Repeats per image, or auto (the seeds' step ranges).")
 @click.option("--mode", type=click.Choice(["link", "symlink", "copy"]), default="link", show_default=True,
               help="Hard-link (copies where linking is impossible), symlink or copy the files.")
+@click.option("--upright", is_flag=True,
+              help="Write upright copies of photos stored turned by an EXIF tag (sd-scripts trains them as stored); needs Pillow.")
 @options.preset()
 @options.overrides()
-def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, preset_names, overrides) -> None:
+def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, upright: bool, preset_names, overrides) -> None:
     """Lay flat folder SRC out as DEST/N_TOKEN (images and captions linked or copied; SRC is untouched)."""
     from lorakit.errors import UserError
     from lorakit.plan.prepare import prepare_dataset
@@ -181,8 +184,13 @@ def dataset_prepare(src: Path, dest: Path, token: str, repeats: str, mode: str, 
         except ValueError:
             raise UserError(f"--repeats {repeats!r} is neither a whole number nor 'auto'.") from None
     done = prepare_dataset(src, dest, token=token, repeats=count, mode=mode,
-                           presets=list(preset_names), overrides=list(overrides))
+                           presets=list(preset_names), overrides=list(overrides), upright=upright)
     click.echo(f"Laid out {done.files} file(s) in {done.folder} ({done.repeats} repeats: {done.repeats_reason}).")
     if done.copied_instead_of_linked:
         click.echo(f"{done.copied_instead_of_linked} file(s) were copied: hard links cannot cross file systems.")
+    if done.upright_copies:
+        click.echo(f"{done.upright_copies} EXIF-rotated photo(s) were written as upright copies.")
+    if done.rotated_left:
+        click.echo(f"{done.rotated_left} photo(s) are stored turned (EXIF orientation) and sd-scripts trains them as stored: "
+                   "run again with --upright to write upright copies.")
     click.echo(f"Next: lorakit plan {done.folder.parent}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorakit.config.values import HEADLINE_KEYS
-from lorakit.findings import Finding
+from lorakit.findings import EXAMPLES, Finding
 from lorakit.util.text import duration_text, gib_text, hours_text, loss_text, show
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ def step_lines(steps: StepMath) -> list[str]:
         f"{len(steps.buckets)} bucket(s) → {steps.batches_per_epoch} batches of {steps.batch_size} per epoch"
         + (f" ({steps.batches_per_process} per process × {steps.num_processes})" if steps.num_processes > 1 else ""),
     ]
+    if steps.validation_images:
+        lines.insert(1, f"{steps.validation_images} image(s) held out of training for validation (validation_split)")
     if steps.gradient_accumulation_steps > 1:
         lines.append(f"gradient accumulation {steps.gradient_accumulation_steps} → {steps.steps_per_epoch} steps per epoch")
     lines.append(f"{steps.epochs} epochs × {steps.steps_per_epoch} steps = [bold]{steps.total_steps} total steps[/]")
@@ -116,6 +118,16 @@ def subsets_table(plan_dataset: Any):
             s.repeats_source, s.class_tokens or "", "" if s.steps_per_image is None else str(s.steps_per_image),
         )
     return table
+
+
+def held_out_lines(plan_dataset: Any) -> list[str]:
+    """Which images validation_split keeps out of training, per folder (plan.json lists them all)."""
+    lines = []
+    for s in plan_dataset.subsets:
+        if s.held_out:
+            names = ", ".join(s.held_out_images[:EXAMPLES]) + (" …" if s.held_out > EXAMPLES else "")
+            lines.append(f"held out of '{s.folder}' for validation: {s.held_out} of {s.images} ({names})")
+    return lines
 
 
 def estimate_lines(plan: Plan) -> list[str]:
@@ -185,6 +197,8 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     for line in model_lines(plan.model):
         out.print(escape(line))
     out.print(subsets_table(plan.dataset))
+    for line in held_out_lines(plan.dataset):
+        out.print(line, markup=False)
     for line in step_lines(plan.step_math):
         out.print(line)
     keep = [s for s in plan.saves if s.kept]
@@ -251,6 +265,8 @@ def print_dataset_report(out: Console, report: DatasetReport) -> None:
     """`lorakit dataset check`: the folders, the buckets, the step math and Gate 1's findings."""
     stats = report.analysis.stats()
     out.print(subsets_table(stats))
+    for line in held_out_lines(stats):
+        out.print(line, markup=False)
     out.print(bucket_table(report.analysis.steps))
     for line in step_lines(report.analysis.steps):
         out.print(line)

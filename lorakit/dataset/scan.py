@@ -1,47 +1,27 @@
 """Gate 1: read a dataset folder the way sd-scripts will, and say what it will trip over.
 
 Two layouts: a Kohya folder of `N_token class` subfolders (N repeats, the rest the class tokens),
-or a flat folder of images (class tokens from --token, repeats chosen by the plan). Image sizes come
-from file headers; no image is decoded.
+or a flat folder of images (class tokens from --token, repeats chosen by the plan). Each image folder
+is read by lorakit.dataset.reading; image sizes come from file headers and no image is decoded.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from lorakit.dataset.reading import IMAGE_EXTENSIONS, Gate1, ImageFile, Subset, has_images, list_dir
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding
 
-# sd-scripts globs exactly these, case-sensitively, without recursion (train_util.IMAGE_EXTENSIONS).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
-# Image-looking files sd-scripts skips: other cases, or formats it needs plugins for.
-OTHER_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".jxl", ".heic"}
+__all__ = ["IMAGE_EXTENSIONS", "MAX_REPEATS", "DatasetScan", "ImageFile", "Subset", "parse_repeat_folder", "scan_dataset"]
 
-
-@dataclass(slots=True)
-class ImageFile:
-    path: str
-    width: int
-    height: int
-    caption: str | None  # first line, as sd-scripts reads it; None when there is no caption file
-
-
-@dataclass
-class Subset:
-    image_dir: Path
-    folder_name: str
-    num_repeats: int | None  # None: a flat folder whose repeats the plan chooses
-    class_tokens: str | None
-    is_reg: bool
-    images: list[ImageFile] = field(default_factory=list)
-    repeats_source: str = "folder name"
-
-    @property
-    def image_count(self) -> int:
-        return len(self.images)
+# sd-scripts takes any repeat count; lorakit refuses more than this before counting steps (docs/sd-scripts.md §4):
+# real folders use 1 to a few hundred, and a count like 10^9 only makes the step math run out of memory.
+MAX_REPEATS = 10_000
 
 
 @dataclass
@@ -78,7 +58,7 @@ def scan_dataset(
     root = _usable_folder(root, is_reg)
     if caption_extension and not caption_extension.startswith("."):
         caption_extension = "." + caption_extension  # sd-scripts adds the dot too
-    scan = _Scan(root, _list_root(root, is_reg), _Gate1(caption_extension, enable_wildcard), token, is_reg)
+    scan = _Scan(root, _list_root(root, is_reg), Gate1(caption_extension, enable_wildcard), token, is_reg)
     layout = choose_layout(root, scan.listing, token)
     subsets = LAYOUTS[layout](scan)
     _check_any_images(scan, subsets)
@@ -106,7 +86,7 @@ class _Listing:
 class _Scan:
     root: Path
     listing: _Listing
-    gate: _Gate1
+    gate: Gate1
     token: str | None
     is_reg: bool
 
@@ -117,19 +97,36 @@ def _what(is_reg: bool) -> str:
 
 def _usable_folder(root: Path, is_reg: bool) -> Path:
     option = "--reg" if is_reg else "DATASET"
-    if not root.exists():
+    real = resolve_path(root, what=_what(is_reg), option=option)
+    if not real.exists():
         raise UserError(f"{_what(is_reg)} '{root}' does not exist.", fix=f"give {option} as an existing folder of images")
-    if not root.is_dir():
+    if not real.is_dir():
         raise UserError(
             f"{_what(is_reg)} '{root}' is a file, not a folder.",
             fix=f"give {option} as the folder that holds the images (or the `N_token class` subfolders)",
         )
-    return root.resolve()
+    return real
+
+
+def resolve_path(path: Path, *, what: str, option: str) -> Path:
+    """`path` made absolute with its links followed; a symlink loop is the user's to fix, not a traceback
+    (Path.resolve raises RuntimeError on one before Python 3.13, and os.stat ELOOP)."""
+    loop = UserError(f"{what} '{path}' leads through a symbolic link that loops back on itself.",
+                     fix=f"point the link at a real folder, or give {option} as that folder")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise loop from None
+    try:
+        return path.resolve()
+    except RuntimeError:  # a loop made while we looked
+        raise loop from None
 
 
 def _list_root(root: Path, is_reg: bool) -> _Listing:
     try:
-        entries = _list_dir(root)
+        entries = list_dir(root)
     except OSError as exc:
         raise UserError(f"cannot read {_what(is_reg)} '{root}': {exc.strerror}.") from None
     return _Listing(
@@ -166,18 +163,35 @@ def _kohya_subsets(scan: _Scan) -> list[Subset]:
     _ignored_beside_repeat_folders(scan)
     subsets = []
     for entry, (repeats, tokens) in folders:
-        if repeats < 1:
-            scan.gate.add(finding(
-                "dataset/zero-repeats", "warning", 1,
-                f"'{entry.name}' has {repeats} repeats; sd-scripts skips it without a word.",
-                "give it at least 1 repeat (e.g. rename it `1_" + (tokens or "name") + "`), or remove it",
-                paths=[entry.path],
-            ))
+        problem = _repeats_problem(entry.name, entry.path, repeats, tokens)
+        if problem is not None:
+            scan.gate.add(problem)
             continue
         subset = Subset(Path(entry.path), entry.name, repeats, tokens or None, scan.is_reg)
         scan.gate.read_subset(subset)
         subsets.append(subset)
     return subsets
+
+
+def _repeats_problem(name: str, path: str, repeats: int, tokens: str) -> Finding | None:
+    """A repeat count sd-scripts skips (below 1), or one too large to plan (lorakit's MAX_REPEATS)."""
+    if repeats < 1:
+        return finding(
+            "dataset/zero-repeats", "warning", 1,
+            f"'{name}' has {repeats} repeats; sd-scripts skips folders with fewer than 1 repeat without a word.",
+            "give it at least 1 repeat (e.g. rename it `1_" + (tokens or "name") + "`), or remove it",
+            paths=[path],
+        )
+    if repeats > MAX_REPEATS:
+        shown = f"{repeats:,}" if repeats < 10**30 else f"a {len(str(repeats))}-digit number of"
+        return finding(
+            "dataset/too-many-repeats", "error", 1,
+            f"'{name}' asks for {shown} repeats; lorakit plans at most {MAX_REPEATS:,} repeats per folder "
+            "(each image is seen repeats × epochs times), so the folder is left out of the plan.",
+            f"rename it with the repeats you mean (e.g. `10_{tokens or 'name'}`)",
+            paths=[path],
+        )
+    return None
 
 
 def _ignored_beside_repeat_folders(scan: _Scan) -> None:
@@ -200,7 +214,7 @@ def _ignored_beside_repeat_folders(scan: _Scan) -> None:
 
 
 def _no_repeat_folders(scan: _Scan) -> None:
-    with_images = [e for e in scan.listing.subdirs if _has_images(e.path)]
+    with_images = [e for e in scan.listing.subdirs if has_images(e.path)]
     if with_images:
         scan.gate.add(finding(
             "dataset/no-repeat-prefix", "error", 1,
@@ -215,6 +229,10 @@ def _no_repeat_folders(scan: _Scan) -> None:
 def _repeat_folder_subsets(scan: _Scan) -> list[Subset]:
     root = scan.root
     repeats, tokens = parse_repeat_folder(root.name) or (0, "")  # choose_layout saw that the name parses
+    problem = _repeats_problem(root.name, str(root), repeats, tokens)
+    if problem is not None:
+        scan.gate.add(problem)
+        return []
     scan.gate.add(finding(
         "dataset/repeat-folder-as-dataset", "info", 1,
         f"'{root.name}' is itself a repeat folder: {repeats} repeats, class tokens '{tokens}'. "
@@ -238,7 +256,7 @@ def _flat_subsets(scan: _Scan) -> list[Subset]:
 
 def _one_image_folder(scan: _Scan, subset: Subset) -> list[Subset]:
     scan.gate.read_subset(subset)
-    nested = [e for e in scan.listing.subdirs if _has_images(e.path)]
+    nested = [e for e in scan.listing.subdirs if has_images(e.path)]
     if nested:
         scan.gate.add(finding(
             "dataset/nested-folders", "info", 1,
@@ -255,219 +273,44 @@ LAYOUTS: dict[str, Callable[[_Scan], list[Subset]]] = {
 }
 
 
+# Findings that say why a folder's images are not used: the no-images error repeats them, so that
+# `lorakit plan`, which shows only the errors when it refuses, shows the cause too.
+SKIPPED_IMAGES = ("dataset/zero-repeats", "dataset/too-many-repeats", "dataset/unreadable-image",
+                  "dataset/unsupported-files", "dataset/nested-folders", "dataset/root-images-ignored")
+
+
 def _check_any_images(scan: _Scan, subsets: list[Subset]) -> None:
     if any(s.images for s in subsets):
         return
-    if not scan.gate.has_code("dataset/no-repeat-prefix") or not subsets:
-        scan.gate.add(finding(
-            "dataset/no-images", "error", 1,
-            f"no training images in {scan.root} (sd-scripts reads {', '.join(IMAGE_EXTENSIONS[:5])} files, case as written).",
-            "put images in the folder (or its `N_token class` subfolders)",
-        ))
+    if scan.gate.has_code("dataset/no-repeat-prefix") and subsets:
+        return
+    causes = [f for f in scan.gate.findings if f.code in SKIPPED_IMAGES]
+    message = f"no training images in {scan.root} (sd-scripts reads {', '.join(IMAGE_EXTENSIONS[:5])} files, case as written)."
+    if causes:
+        message += " Skipped: " + " ".join(f.message for f in causes[:3])
+    scan.gate.add(finding(
+        "dataset/no-images", "error", 1, message,
+        next((f.fix for f in causes if f.fix), "put images in the folder (or its `N_token class` subfolders)"),
+        paths=[p for f in causes for p in f.paths],
+    ))
 
 
-def _list_dir(path: Path) -> list[os.DirEntry]:
-    with os.scandir(path) as it:
-        return sorted(it, key=lambda e: e.name)
+def check_reg_overlap(train: DatasetScan, reg: DatasetScan) -> list[Finding]:
+    """--reg folders that are training folders too (the same folder, or one path linked to it).
 
-
-def _has_images(path: str) -> bool:
-    try:
-        with os.scandir(path) as it:
-            return any(e.is_file() and e.name.endswith(IMAGE_EXTENSIONS) for e in it)
-    except OSError:
-        return False
-
-
-@dataclass
-class _Found:
-    """What reading one subset folder ran into, by kind (paths of the images, or of the folders)."""
-
-    unreadable: list[str] = field(default_factory=list)
-    empty: list[str] = field(default_factory=list)
-    not_utf8: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    blank: list[str] = field(default_factory=list)
-    multiline: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # image-like files sd-scripts does not read
-    nested: list[str] = field(default_factory=list)  # folders with images inside the subset
-    other_captions: int = 0  # caption-like files with another extension
-
-
-class _Gate1:
-    """Collects the findings while reading subsets; one finding per kind of problem and subset."""
-
-    def __init__(self, caption_extension: str, enable_wildcard: bool):
-        self.caption_extension = caption_extension
-        self.enable_wildcard = enable_wildcard
-        self.findings: list[Finding] = []
-
-    def add(self, item: Finding) -> None:
-        self.findings.append(item)
-
-    def has_code(self, code: str) -> bool:
-        return any(f.code == code for f in self.findings)
-
-    def read_subset(self, subset: Subset) -> None:
-        import imagesize
-
-        try:
-            entries = _list_dir(subset.image_dir)
-        except OSError as exc:
-            self.add(finding("dataset/unreadable-folder", "error", 1,
-                             f"cannot read {subset.image_dir}: {exc.strerror}.", paths=[str(subset.image_dir)]))
-            return
-        names = {e.name for e in entries}
-        found = _Found()
-        for entry in entries:
-            if entry.is_dir():
-                if not entry.name.startswith(".") and _has_images(entry.path):
-                    found.nested.append(entry.path)
-            elif entry.name.startswith("."):
-                continue
-            elif entry.name.endswith(IMAGE_EXTENSIONS):
-                image = self._read_image(entry.path, names, found, imagesize)
-                if image is not None:
-                    subset.images.append(image)
-            else:
-                self._note_other_file(entry, found)
-        self._report_subset(subset, found)
-
-    def _note_other_file(self, entry: os.DirEntry, found: _Found) -> None:
-        suffix = os.path.splitext(entry.name)[1]
-        if suffix.lower() in OTHER_IMAGE_SUFFIXES:
-            found.skipped.append(entry.path)
-        elif suffix in (".caption", ".txt", ".cap") and suffix != self.caption_extension:
-            found.other_captions += 1
-
-    def _read_image(self, path: str, names: set[str], found: _Found, imagesize) -> ImageFile | None:
-        """One image as sd-scripts sees it: its size from the header, and its caption; None when unreadable."""
-        width, height = _image_size(path, imagesize)
-        if width <= 0 or height <= 0:
-            found.unreadable.append(path)
-            return None
-        caption, problem = self._caption(path, names)
-        if problem is not None:
-            getattr(found, problem.replace("-", "_")).append(path)
-        return ImageFile(path, width, height, caption)
-
-    def _caption(self, image_path: str, names: set[str]) -> tuple[str | None, str | None]:
-        """The caption's first line and its problem: empty, not-utf8, blank, multiline, missing, or None."""
-        for candidate in _caption_candidates(image_path, self.caption_extension):
-            if os.path.basename(candidate) not in names:
-                continue
-            try:
-                with open(candidate, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            return self._first_line(data)
-        return None, "missing"
-
-    def _first_line(self, data: bytes) -> tuple[str | None, str | None]:
-        if not data:
-            return None, "empty"
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None, "not-utf8"
-        lines = text.splitlines()
-        first = lines[0].strip() if lines else ""
-        if not first:
-            return first, "blank"
-        if not self.enable_wildcard and sum(1 for line in lines if line.strip()) > 1:
-            return first, "multiline"
-        return first, None
-
-    def _report_subset(self, subset: Subset, found: _Found) -> None:
-        where = subset.folder_name
-        if found.unreadable:
-            self.add(finding(
-                "dataset/unreadable-image", "error", 1,
-                f"{len(found.unreadable)} image(s) in '{where}' have no readable size (corrupt or not really images); "
-                "sd-scripts fails on them.",
-                "re-save or remove them", paths=found.unreadable))
-        self._report_captions(subset, found)
-        if found.skipped:
-            self.add(finding(
-                "dataset/unsupported-files", "info", 1,
-                f"{len(found.skipped)} image-like file(s) in '{where}' are skipped by sd-scripts "
-                "(it reads .png .jpg .jpeg .webp .bmp in lower or upper case only).",
-                "convert them, or rename the extension to lower case", paths=found.skipped))
-        if found.nested:
-            self.add(finding(
-                "dataset/nested-folders", "info", 1,
-                f"{len(found.nested)} folder(s) inside '{where}' hold images that sd-scripts does not read (it does not recurse).",
-                "move the images up, or make each folder a `N_token class` folder of its own", paths=found.nested))
-        if subset.class_tokens and not subset.is_reg:
-            self._check_trigger(subset, subset.class_tokens)
-
-    def _report_captions(self, subset: Subset, found: _Found) -> None:
-        where, ext = subset.folder_name, self.caption_extension
-        if found.empty:
-            self.add(finding(
-                "dataset/empty-caption", "error", 1,
-                f"{len(found.empty)} caption file(s) in '{where}' are empty; sd-scripts stops with `caption file is empty`.",
-                "write a caption into each, or delete the empty files", paths=[_caption_path(p, ext) for p in found.empty]))
-        if found.not_utf8:
-            self.add(finding(
-                "dataset/caption-not-utf8", "error", 1,
-                f"{len(found.not_utf8)} caption file(s) in '{where}' are not UTF-8; sd-scripts stops with a UnicodeDecodeError.",
-                "re-save them as UTF-8 (e.g. `iconv -f cp1252 -t utf-8`)", paths=[_caption_path(p, ext) for p in found.not_utf8]))
-        if found.missing and not subset.is_reg:
-            fallback = f"the class tokens '{subset.class_tokens}'" if subset.class_tokens else "an empty prompt"
-            self.add(finding(
-                "dataset/missing-captions", "warning", 1,
-                f"{len(found.missing)} of {len(subset.images)} image(s) in '{where}' have no {ext} caption; they train on {fallback}.",
-                f"add a {ext} file with the same name as each image", paths=found.missing))
-        if found.other_captions and found.missing:
-            self.add(finding(
-                "dataset/caption-extension-mismatch", "warning", 1,
-                f"'{where}' has {found.other_captions} caption-like file(s) with another extension than caption_extension '{ext}'.",
-                "rename the captions, or --set caption_extension=.caption (or whatever they use)",
-                key="caption_extension"))
-        if found.blank:
-            self.add(finding(
-                "dataset/blank-caption", "warning", 1,
-                f"{len(found.blank)} caption(s) in '{where}' have a blank first line; sd-scripts reads only the first line, "
-                "so they train on an empty prompt.",
-                "put the caption on the first line", paths=[_caption_path(p, ext) for p in found.blank]))
-        if found.multiline:
-            self.add(finding(
-                "dataset/multi-line-captions", "info", 1,
-                f"{len(found.multiline)} caption(s) in '{where}' have several lines; sd-scripts uses only the first "
-                "(unless enable_wildcard).",
-                "join the lines with commas", paths=[_caption_path(p, ext) for p in found.multiline]))
-
-    def _check_trigger(self, subset: Subset, class_tokens: str) -> None:
-        trigger = class_tokens.split()[0].lower() if class_tokens.split() else ""
-        captioned = [(img.path, img.caption) for img in subset.images if img.caption]
-        lacking = [path for path, caption in captioned if trigger not in caption.lower()]
-        if trigger and lacking:
-            self.add(finding(
-                "dataset/token-missing-from-captions", "warning", 1,
-                f"{len(lacking)} of {len(captioned)} caption(s) in '{subset.folder_name}' do not contain the trigger '{trigger}', "
-                "so the LoRA will not tie what it learns to the trigger.",
-                f"start each caption with '{subset.class_tokens}'", paths=lacking))
-
-
-def _image_size(path: str, imagesize) -> tuple[int, int]:
-    try:
-        width, height = imagesize.get(path)
-    except Exception:  # imagesize raises assorted errors on garbage headers
-        return -1, -1
-    return int(width), int(height)
-
-
-def _caption_path(image_path: str, ext: str) -> str:
-    return os.path.splitext(image_path)[0] + ext
-
-
-def _caption_candidates(image_path: str, caption_extension: str) -> list[str]:
-    # sd-scripts tries <stem><ext>, then for stems of 5+ '_' pieces the stem without its last 4.
-    stem = os.path.splitext(image_path)[0]
-    candidates = [stem + caption_extension]
-    pieces = stem.split("_")
-    if len(pieces) >= 5:
-        candidates.append("_".join(pieces[:-4]) + caption_extension)
-    return candidates
+    sd-scripts skips a subset whose image_dir it already has, so a --reg equal to the dataset silently
+    trains without regularisation; reached by another path, the same images train as both. Neither is
+    what the user meant, and lorakit's step math would count reg samples that are not there.
+    """
+    train_dirs = {os.path.realpath(s.image_dir): s.folder_name for s in train.subsets}
+    both = [s for s in reg.subsets if os.path.realpath(s.image_dir) in train_dirs]
+    if not both:
+        return []
+    names = ", ".join(f"'{s.folder_name}'" for s in both[:5])
+    return [finding(
+        "dataset/reg-is-dataset", "error", 1,
+        f"--reg '{reg.root}' holds the training images themselves ({names} in both). sd-scripts skips a folder it already "
+        "has, so there would be no regularisation at all (or, through a linked path, the same images would train as both).",
+        "drop --reg, or give --reg a folder of other images of the class (e.g. generated 'photo of a dog' images)",
+        paths=[str(s.image_dir) for s in both],
+    )]

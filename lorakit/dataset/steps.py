@@ -3,7 +3,8 @@
 Images × repeats go into buckets, regularisation images are balanced against the training
 samples, batches never mix buckets, accelerate shards batches over processes, and a step is an
 optimizer step (every gradient-accumulation micro-batches and at each epoch's end). The plan also
-predicts the checkpoint files and the steps at which sample images are made.
+predicts the checkpoint files and the steps at which sample images are made. Images that
+validation_split holds out (lorakit.dataset.validation) are not trained on and not counted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from lorakit.dataset.buckets import BucketAssigner, BucketSettings
-from lorakit.dataset.scan import Subset
+from lorakit.dataset.reading import Subset
+from lorakit.dataset.validation import ValidationSplit, held_out
 from lorakit.findings import EXAMPLES
 
 
@@ -50,15 +52,19 @@ class StepMath(BaseModel):
     max_upscale: float
     unplaceable_images: int = 0  # images no bucket can hold (sd-scripts fails on them)
     unplaceable_examples: list[str] = []
+    validation_images: int = 0  # training images held out for validation_split (they do not train)
 
 
 class Placed:
     """Each image's bucket, computed once per plan; repeats are applied afterwards (cheap to redo)."""
 
-    def __init__(self, subsets: Sequence[Subset], settings: BucketSettings):
+    def __init__(self, subsets: Sequence[Subset], settings: BucketSettings, split: ValidationSplit | None = None):
         self.settings = settings
         assigner = BucketAssigner(settings)
         self.subsets = list(subsets)
+        held = held_out(self.subsets, split) if split is not None else [[] for _ in self.subsets]
+        self.held_out: list[list[str]] = [[s.images[i].path for i in h] for s, h in zip(self.subsets, held, strict=True)]
+        self.kept_counts = [s.image_count - len(h) for s, h in zip(self.subsets, held, strict=True)]
         self.train_counts: list[Counter] = []  # per subset: bucket -> unique images
         self.reg_order: list[tuple[int, tuple[int, int]]] = []  # (subset index, bucket) in sd-scripts' order
         ar_errors: list[float] = []
@@ -67,7 +73,10 @@ class Placed:
         self.unplaceable: list[str] = []  # images with a side below one bucket step (bucket_no_upscale)
         for index, subset in enumerate(self.subsets):
             counts: Counter = Counter()
-            for image in subset.images:
+            skip = set(held[index])
+            for position, image in enumerate(subset.images):
+                if position in skip:
+                    continue
                 placement = assigner.place(image.width, image.height)
                 if not placement.usable:
                     self.unplaceable.append(image.path)
@@ -100,13 +109,13 @@ def compute_steps(
     unique: Counter = Counter()
     num_train = 0
     num_reg = 0
-    for subset, count, rep in zip(placed.subsets, placed.train_counts, repeats, strict=True):
+    for subset, images, count, rep in zip(placed.subsets, placed.kept_counts, placed.train_counts, repeats, strict=True):
         if rep < 1:
             continue
         if subset.is_reg:
-            num_reg += subset.image_count * rep
+            num_reg += images * rep
             continue
-        num_train += subset.image_count * rep
+        num_train += images * rep
         for bucket, n in count.items():
             samples[bucket] += n * rep
             unique[bucket] += n
@@ -156,6 +165,7 @@ def compute_steps(
         max_upscale=round(placed.max_upscale, 3),
         unplaceable_images=len(placed.unplaceable),
         unplaceable_examples=placed.unplaceable[:EXAMPLES],
+        validation_images=sum(len(h) for h, rep in zip(placed.held_out, repeats, strict=True) if rep >= 1),
     )
 
 

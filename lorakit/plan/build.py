@@ -24,8 +24,9 @@ from lorakit.config.resolve import resolve
 from lorakit.config.schema import resolution_tuple
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.dataset.buckets import BucketSettings
-from lorakit.dataset.scan import DatasetScan, Subset, scan_dataset
+from lorakit.dataset.scan import MAX_REPEATS, DatasetScan, Subset, check_reg_overlap, resolve_path, scan_dataset
 from lorakit.dataset.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
+from lorakit.dataset.validation import ValidationSplit, split_findings
 from lorakit.errors import GateError, UserError
 from lorakit.findings import Finding, finding, has_errors, sort_findings
 from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
@@ -78,6 +79,9 @@ class SubsetStats(BaseModel):
     is_reg: bool
     captions: int
     steps_per_image: int | None
+    # validation_split: how many images sd-scripts holds out of training, and which (file names in image_dir)
+    held_out: int = 0
+    held_out_images: list[str] = []
 
 
 class DatasetStats(BaseModel):
@@ -163,7 +167,7 @@ _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f]")
 
 
 def _plan_name(request: PlanRequest) -> str:
-    name = request.name if request.name is not None else request.dataset.resolve().name
+    name = request.name if request.name is not None else resolve_path(request.dataset, what="dataset", option="DATASET").name
     name = name.strip()
     if not name or name in (".", "..") or _UNSAFE_NAME.search(name):
         raise UserError(
@@ -272,6 +276,7 @@ class DatasetAnalysis:
     subsets: list[Subset]  # train subsets, then reg subsets
     repeats: list[int]
     steps: StepMath
+    held_out: list[list[str]] = field(default_factory=list)  # per subset: image paths validation_split holds out
 
     def context(self, values: Values, target: TargetGpu | None, required: list[str], **hardware) -> CheckContext:
         return CheckContext(values, self.train, self.reg, self.repeats, self.steps, target, required, **hardware)
@@ -294,8 +299,10 @@ class DatasetAnalysis:
                     is_reg=s.is_reg,
                     captions=sum(1 for img in s.images if img.caption is not None),
                     steps_per_image=None if s.is_reg else r * self.steps.epochs,
+                    held_out=len(held),
+                    held_out_images=[os.path.basename(p) for p in held],
                 )
-                for s, r in zip(self.subsets, self.repeats, strict=True)
+                for s, r, held in zip(self.subsets, self.repeats, self.held_out or [[] for _ in self.subsets], strict=True)
             ],
         )
 
@@ -332,6 +339,7 @@ def scan_folders(values: Values, dataset: Path, reg_dir: Path | None, token: str
     if reg_dir is not None:
         reg = scan_dataset(reg_dir, caption_extension=values["caption_extension"], is_reg=True,
                            enable_wildcard=values["enable_wildcard"])
+        reg.findings += check_reg_overlap(train, reg)
     return train, reg
 
 
@@ -346,11 +354,13 @@ def analyse_scans(values: Values, train: DatasetScan, reg: DatasetScan | None) -
     if values.user_set("max_train_steps") and not values.user_set("max_train_epochs"):
         values.set("max_train_epochs", None, "auto:max_train_steps-set",
                    "you set max_train_steps; sd-scripts would let epochs override it")
-    placed = Placed(subsets, _bucket_settings(values))
+    split = ValidationSplit(values["validation_split"] or 0.0, values["validation_seed"], values["seed"])
+    train.findings += split_findings(train.subsets, split)
+    placed = Placed(subsets, _bucket_settings(values), split)
     repeats = _repeats(subsets, placed, values)
     for subset, r in zip(subsets, repeats, strict=True):
         subset.num_repeats = r
-    return DatasetAnalysis(train, reg, subsets, repeats, steps_for_repeats(placed, repeats, values))
+    return DatasetAnalysis(train, reg, subsets, repeats, steps_for_repeats(placed, repeats, values), placed.held_out)
 
 
 def _bucket_settings(values: Values) -> BucketSettings:
@@ -370,6 +380,9 @@ def _repeats(subsets: list[Subset], placed: Placed, values: Values) -> list[int]
         if subset.num_repeats is not None:
             continue
         if values.user_set("dataset_repeats"):
+            if values["dataset_repeats"] > MAX_REPEATS:
+                raise UserError(f"--set dataset_repeats={values['dataset_repeats']}: lorakit plans at most {MAX_REPEATS:,} "
+                                "repeats per folder (docs/sd-scripts.md §4).", fix="--set dataset_repeats=10 (or what you mean)")
             repeats[index] = values["dataset_repeats"]
             subset.repeats_source = "--set dataset_repeats"
         else:
