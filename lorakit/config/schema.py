@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,26 @@ MINIMUMS: dict[str, tuple[float, bool]] = {
         "machine_rank", "sample_cfg", "prior_loss_weight", "min_timestep", "max_timestep", "sample_seed",
     )},
     "network_alpha": (0, False),
+}
+
+# Highest values lorakit plans (docs/sd-scripts.md §5): far beyond any LoRA run (the seeds train 1500-3000
+# steps), low enough that the step math, the predicted checkpoints and samples stay small, and a typo
+# (an extra three zeros) is caught before it asks for years of GPU time.
+MAX_TRAIN_STEPS = 1_000_000
+# sd-scripts seeds numpy with the seed, which takes 0 to 2**32 - 1 (a larger seed crashes at start).
+MAX_SEED = 2**32 - 1
+MAX_RESOLUTION = 16384
+MAXIMUMS: dict[str, int] = {
+    **{key: MAX_TRAIN_STEPS for key in (
+        "max_train_steps", "max_train_epochs", "lr_warmup_steps", "lr_decay_steps", "target_steps_min",
+        "target_steps_max", "save_every_n_steps", "save_every_n_epochs", "sample_every_n_steps",
+        "sample_every_n_epochs", "gradient_accumulation_steps", "dataset_repeats",
+    )},
+    # lorakit tries each repeat count up to steps_per_image_max when it picks repeats for a flat folder
+    **{key: 100_000 for key in ("steps_per_image_min", "steps_per_image_max")},
+    **{key: MAX_SEED for key in ("seed", "sample_seed")},
+    # pixels: 16384 is 256 times SDXL's training area; buckets are listed one step at a time up to the largest
+    **{key: MAX_RESOLUTION for key in ("min_bucket_reso", "max_bucket_reso", "bucket_reso_steps")},
 }
 
 SPECIAL_KINDS: dict[str, Kind] = {
@@ -303,7 +324,9 @@ def coerce(spec: KeySpec, raw: Any) -> Any:
     if spec.kind == "float_list" and _is_number(raw):
         raw = [raw]  # sd-scripts tolerates a scalar text_encoder_lr from TOML
     value = _COERCERS[spec.kind](spec, raw)
+    _check_finite(spec, raw, value)
     _check_minimum(spec, raw, value)
+    _check_maximum(spec, raw, value)
     _check_choice(spec, raw, value)
     return value
 
@@ -375,6 +398,22 @@ def _check_minimum(spec: KeySpec, raw: Any, value: Any) -> None:
         raise ValueProblem(f"{spec.name} = {raw!r} must be {bound}")
 
 
+def _check_finite(spec: KeySpec, raw: Any, value: Any) -> None:
+    """NaN and infinity pass every comparison sd-scripts makes and train nothing (a NaN learning rate gives NaN loss)."""
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+        raise ValueProblem(f"{spec.name} = {raw!r} is not a finite number; write an ordinary number")
+
+
+def _check_maximum(spec: KeySpec, raw: Any, value: Any) -> None:
+    high = MAXIMUMS.get(spec.name)
+    if high is None:
+        return
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(n, (int, float)) and not isinstance(n, bool) and n > high for n in numbers):
+        raise ValueProblem(f"{spec.name} = {raw!r} is above lorakit's limit of {high:,} (see README, Limits)")
+
+
 def normalize_resolution(spec: KeySpec, raw: Any) -> str:
     """sd-scripts wants resolution as the string "W,H"; accept 1024, "1024", "1024x768", [1024, 768]."""
     if isinstance(raw, bool):
@@ -396,6 +435,8 @@ def normalize_resolution(spec: KeySpec, raw: Any) -> str:
         raise _problem(spec, raw) from None
     if width <= 0 or height <= 0:
         raise _problem(spec, raw, "both sides must be positive")
+    if max(width, height) > MAX_RESOLUTION:
+        raise ValueProblem(f"{spec.name} = {raw!r} is above lorakit's limit of {MAX_RESOLUTION} px a side (SDXL trains at 1024)")
     return f"{width},{height}"
 
 

@@ -8,7 +8,6 @@ folder is never overwritten silently.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 import shutil
@@ -41,6 +40,7 @@ from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.plan.timing import TimeReport, time_report
 from lorakit.util.files import check_output_folder, write_text_atomic
+from lorakit.util.reading import read_json
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
 HISTORY_DIR = ".lorakit-history"
@@ -161,6 +161,14 @@ def _plan_name(request: PlanRequest) -> str:
     return name
 
 
+def _check_output_name(output_name: str) -> None:
+    """sd-scripts joins output_name to output_dir: an empty one writes hidden `.safetensors` files, a slash writes elsewhere."""
+    if not output_name.strip() or _UNSAFE_NAME.search(output_name) or len(output_name) > 200:
+        raise UserError(f"output_name {output_name[:80]!r} cannot be used as a file name (empty, over 200 characters, "
+                        "or with slashes or control characters).",
+                        fix="--set output_name=NAME with letters, digits, spaces, dashes or underscores")
+
+
 def make_plan(request: PlanRequest) -> PlanResult:
     registry = PresetRegistry(request.presets_dirs)
     gui = request.imported
@@ -179,6 +187,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     subsets, steps = data.subsets, data.steps
 
     _set_plan_paths(values, plan_dir, name)
+    _check_output_name(values["output_name"])
     prompt_lines = _sampling(values, plan_dir, subsets)
     saves = predict_saves(
         steps,
@@ -425,7 +434,7 @@ def load_plan(plan_dir: Path) -> Plan:
         raise UserError(f"'{plan_dir}' is not a lorakit plan (no plan.json).",
                         fix="make one with `lorakit plan DATASET --out DIR`")
     try:
-        return Plan.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        return Plan.model_validate(read_json(path))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {exc}".splitlines()[0],
                         fix="re-create the plan with `lorakit plan ... --force`") from None

@@ -8,7 +8,6 @@ batch runner; add fields, do not rename them.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from lorakit.models.fetch import LocalModels
 from lorakit.run.outputs import OutputFile
 from lorakit.run.process import process_alive
 from lorakit.util.files import write_text_atomic
+from lorakit.util.reading import read_json
 
 RUN_FILE = "run.json"
 PREVIOUS_DIR = "previous"
@@ -90,7 +90,7 @@ def write_record(plan_dir: Path, record: RunRecord) -> None:
 
 def read_record(path: Path) -> RunRecord:
     try:
-        return RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        return RunRecord.model_validate(read_json(path))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
