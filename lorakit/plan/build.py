@@ -33,8 +33,11 @@ from lorakit.models.source import ModelSection, make_links, resolve_models, trai
 from lorakit.plan.assumptions import Assumptions, assumptions_for
 from lorakit.plan.check import check_parameters
 from lorakit.plan.context import CheckContext
+from lorakit.plan.cpu import fit_for_cpu, is_cpu
+from lorakit.plan.cpu import ram_gib as cpu_ram_gib
+from lorakit.plan.cpu import time_report as cpu_time_report
 from lorakit.plan.estimate import VramReport, estimate_vram, explain_vram, setup_from_values, vram_report
-from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.plan.fit import FIT_MODES, FitResult, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
@@ -182,7 +185,11 @@ def make_plan(request: PlanRequest) -> PlanResult:
     plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
 
     train, reg = scan_folders(values, request.dataset, request.reg, request.token)
-    fit = fit_to_gpu(values, target, assumptions, mode=request.fit, images=train.image_count + (reg.image_count if reg else 0))
+    if is_cpu(target):
+        fit = FitResult(mode=request.fit, findings=fit_for_cpu(values, target) if request.fit != "off" else [])
+    else:
+        fit = fit_to_gpu(values, target, assumptions, mode=request.fit,
+                         images=train.image_count + (reg.image_count if reg else 0))
     data = analyse_scans(values, train, reg)
     subsets, steps = data.subsets, data.steps
 
@@ -243,7 +250,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         sample_steps=sample_steps,
         values=dict(values.items()),
         findings=sort_findings(findings),
-        command=trainer_command(python, sd_scripts, config_path, values),
+        command=trainer_command(python, sd_scripts, config_path, values, cpu=is_cpu(target)),
         files=[],
         vram=estimated.vram,
         time=estimated.time,
@@ -309,12 +316,17 @@ def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total
     overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (docs/estimator.md §5.3)"
     efficiency = where if assumptions.time_calibrated else "assumed (docs/estimator.md §6)"
     breakdown = estimate_vram(setup, assumptions.overhead_gib)
+    vram = vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
+                       vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
+                       overhead_source=overhead, fit=fit)
+    if is_cpu(target):  # the run's RAM: the same parts, never less than the measured CPU run (lorakit.plan.cpu)
+        ram = round(cpu_ram_gib(setup, assumptions.overhead_gib), 3)
+        vram = vram.model_copy(update={"estimate_gib": ram, "fits": ram <= vram.budget_gib})
     return Estimates(
-        vram=vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
-                         vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
-                         overhead_source=overhead, fit=fit),
-        time=time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
-                         total_steps=total_steps, efficiency_source=efficiency),
+        vram=vram,
+        time=cpu_time_report(setup, target, total_steps) if is_cpu(target) else
+        time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
+                    total_steps=total_steps, efficiency_source=efficiency),
         vram_parts=[VramPart(*part) for part in explain_vram(setup, breakdown, overhead)],
     )
 
