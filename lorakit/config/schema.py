@@ -80,7 +80,7 @@ MINIMUMS: dict[str, tuple[float, bool]] = {
 # steps), low enough that the step math, the predicted checkpoints and samples stay small, and a typo
 # (an extra three zeros) is caught before it asks for years of GPU time.
 MAX_TRAIN_STEPS = 1_000_000
-# sd-scripts seeds numpy with the seed, which takes 0 to 2**32 - 1 (a larger seed crashes at start).
+# sd-scripts passes the seed to accelerate's set_seed, which seeds numpy: 0 to 2**32 - 1, a larger seed crashes at start.
 MAX_SEED = 2**32 - 1
 MAX_RESOLUTION = 16384
 MAXIMUMS: dict[str, int] = {

@@ -27,7 +27,7 @@ class FileTooLarge(ValueError):
 
 def read_bytes_limited(path: Path, limit: int) -> bytes:
     """The file's bytes, refusing a file over `limit` without reading it into memory."""
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise FileTooLarge(f"the file is larger than {limit // MIB} MiB, far more than such a file ever holds")
