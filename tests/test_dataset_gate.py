@@ -330,4 +330,4 @@ def test_absurd_repeats_for_a_flat_folder_are_refused_too(runner, tmp_path):
     write_png(tmp_path / "flat" / "a.png", 1024, 1024)
     result = runner.invoke(cli, ["plan", str(tmp_path / "flat"), "--token", "sks dog", "--target-gpu", "rtx4090",
                                  "--out", str(tmp_path / "plan"), "--set", "dataset_repeats=1000000000"])
-    assert result.exit_code == 2 and "at most 10,000 repeats" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "limit of 10,000" in result.output and "Traceback" not in result.output

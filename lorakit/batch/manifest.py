@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -25,9 +26,14 @@ from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, has_errors
 from lorakit.plan.build import PlanRequest, make_plan, write_plan
 from lorakit.util.files import check_output_file, check_output_folder, write_text_atomic
+from lorakit.util.reading import read_json
 
 MANIFEST = "batch.json"
 _SLUG = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+# Every combination is a training of hours, and all plans are made in memory before the batch folder
+# is written (a bad combination never leaves half a batch): more than this is refused unless asked for.
+DEFAULT_MAX_RUNS = 200
 
 
 class BatchRun(BaseModel):
@@ -68,6 +74,9 @@ class BatchRequest:
     out: Path
     presets: list[str] = field(default_factory=list)  # alternatives; "pony+character" combines presets in one run
     sweeps: list[str] = field(default_factory=list)  # "KEY=V1,V2,..." ("|" separates values that contain commas)
+    max_runs: int = DEFAULT_MAX_RUNS
+    # called before each combination is planned: (1-based index, number of combinations, run id)
+    on_progress: Callable[[int, int, str], None] | None = None
 
 
 def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
@@ -93,6 +102,21 @@ def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
     return sweeps
 
 
+def check_batch_size(alternatives: int, sweeps: dict[str, list[str]], max_runs: int) -> int:
+    """The number of combinations, refused over `max_runs` before any plan is made."""
+    count = alternatives
+    for values in sweeps.values():
+        count *= len(values)
+    if count > max_runs:
+        factors = " × ".join(str(n) for n in [alternatives, *(len(v) for v in sweeps.values())] if n > 1) or str(count)
+        raise UserError(
+            f"the batch has {count:,} combinations ({factors}); lorakit plans at most {max_runs:,} runs in one batch "
+            "(each is a training of hours).",
+            fix=f"give fewer --preset or --sweep values, or pass --max-runs {count} if you mean to plan them all",
+        )
+    return count
+
+
 MAX_LABEL = 60  # run ids become folder and LoRA file names: keep them well inside 255 bytes
 
 
@@ -113,12 +137,14 @@ def plan_batch(request: BatchRequest) -> BatchManifest:
     sweeps = parse_sweeps(request.sweeps)
     alternatives = request.presets or [""]
     name = shared.name or shared.dataset.resolve().name
-    combos = list(itertools.product(alternatives, *sweeps.values()))
+    total = check_batch_size(len(alternatives), sweeps, request.max_runs)
     runs: list[BatchRun] = []
     results = []
-    for index, (presets, *chosen) in enumerate(combos, start=1):
+    for index, (presets, *chosen) in enumerate(itertools.product(alternatives, *sweeps.values()), start=1):
         sweep = dict(zip(sweeps, chosen, strict=True))
         rid = run_id(index, presets, sweep)
+        if request.on_progress is not None:
+            request.on_progress(index, total, rid)
         plan_request = replace(
             shared, presets=[p for p in presets.split("+") if p],
             overrides=[*shared.overrides, *(f"{k}={v}" for k, v in sweep.items())], out=out / rid, name=f"{name}-{rid}",
@@ -152,7 +178,7 @@ def load_batch(batch_dir: Path) -> BatchManifest:
         raise UserError(f"'{batch_dir}' is not a lorakit batch (no {MANIFEST}).",
                         fix="make one with `lorakit batch plan DATASET --preset A --preset B --out DIR`")
     try:
-        manifest = BatchManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        manifest = BatchManifest.model_validate(read_json(path))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     for run in manifest.runs:  # each plan is the folder named after its id, wherever the batch is now

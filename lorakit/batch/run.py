@@ -27,6 +27,7 @@ from lorakit.run.process import Interrupted, Stopper
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
 from lorakit.util.files import write_text_atomic
 from lorakit.util.lock import PidLock
+from lorakit.util.reading import read_json
 from lorakit.watch.events import Event
 
 LOCK_FILE = "batch.lock"
@@ -265,7 +266,7 @@ def read_progress(batch_dir: Path) -> tuple[dict, str | None]:
     if not path.exists():
         return empty, None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except (OSError, ValueError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     else:
@@ -303,9 +304,13 @@ def varying_keys(manifest: BatchManifest) -> dict[str, object]:
         path = Path(run.plan_dir) / "plan.json"
         if not path.is_file():
             continue
-        plan = json.loads(path.read_text(encoding="utf-8"))
-        for key, item in plan["values"].items():
-            values.setdefault(key, []).append(json.dumps(item.get("value"), sort_keys=True))
+        try:
+            plan_values = read_json(path)["values"]
+            pairs = [(key, json.dumps(item.get("value"), sort_keys=True)) for key, item in plan_values.items()]
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            continue  # a damaged plan.json is reported by `batch status`; it only loses its hyperparameters here
+        for key, seen in pairs:
+            values.setdefault(key, []).append(seen)
     varying = [k for k, seen in values.items() if len(set(seen)) > 1 or len(seen) < len(runs)]
     skip = {"output_name", "output_dir", "dataset_config", "logging_dir", "sample_prompts"}
     ordered = list(manifest.sweeps) + sorted(k for k in varying if k not in manifest.sweeps and k not in skip)

@@ -31,13 +31,19 @@ def batch() -> None:
 @options.sd_scripts(help="The sd-scripts checkout the plans should use.")
 @options.python(help="The trainer's Python the plans should use.")
 @options.presets_dirs()
-def batch_plan(preset_names: tuple[str, ...], sweeps: tuple[str, ...], out: Path, as_json: bool, **shared) -> None:
+@click.option("--max-runs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Refuse a batch of more combinations than this (each one is a training).")
+def batch_plan(preset_names: tuple[str, ...], sweeps: tuple[str, ...], out: Path, as_json: bool, max_runs: int,
+               **shared) -> None:
     """Write one plan folder per combination of the --preset alternatives and --sweep values."""
     from lorakit.batch.manifest import BatchRequest, plan_batch
     from lorakit.errors import CommandExit, ExitCode
 
+    def progress(index: int, total: int, run_id: str) -> None:
+        click.echo(f"planning {index}/{total}: {run_id}", err=True)
+
     manifest = plan_batch(BatchRequest(plan=options.plan_request(shared), out=out, presets=list(preset_names),
-                                       sweeps=list(sweeps)))
+                                       sweeps=list(sweeps), max_runs=max_runs, on_progress=progress))
     if as_json:
         emit_json(manifest)
         return

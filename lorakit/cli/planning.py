@@ -49,13 +49,15 @@ def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs:
 
     registry = PresetRegistry(list(presets_dirs))
     if name is None:
-        items = [registry.get(n) for n in registry.names()]
+        items, broken = registry.load_all()
         if as_json:
             emit_json_list([p.summary() for p in items])
-            return
-        from lorakit.cli.views import console, print_presets
+        else:
+            from lorakit.cli.views import console, print_presets
 
-        print_presets(console(), items, {p.name for p in items if registry.shadowed(p.name)})
+            print_presets(console(), items, {p.name for p in items if registry.shadowed(p.name)})
+        for problem in broken:
+            click.echo(f"lorakit: skipped a preset: {problem.render()}", err=True)
         return
     preset = registry.get(name)
     if copy_to is not None:

@@ -134,12 +134,16 @@ def estimate_lines(plan: Plan) -> list[str]:
     """The VRAM estimate against the budget, and the ETA."""
     lines = []
     vram, time = plan.vram, plan.time
+    memory = "RAM" if plan.target.device == "cpu" else "VRAM"
     if vram is not None:
         verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
-        lines.append(f"VRAM: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
+        lines.append(f"{memory}: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
                      f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
     if time is not None and time.seconds_per_step is not None and time.total_hours is not None:
-        where = "calibrated" if time.calibrated else f"assumed {time.mfu:.0%} of {time.peak_tflops:g} TFLOP/s"
+        if time.mfu is None or time.peak_tflops is None:
+            where = time.efficiency_source  # the CPU target's rough figure
+        else:
+            where = "calibrated" if time.calibrated else f"assumed {time.mfu:.0%} of {time.peak_tflops:g} TFLOP/s"
         lines.append(f"ETA: ~{time.seconds_per_step:.2f} s/step × {plan.total_steps} steps ≈ [bold]{hours_text(time.total_hours)}[/] "
                      f"of training ({where})")
     elif time is not None:
@@ -192,8 +196,12 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     values = plan.value_set
     target = plan.target
     out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
-    out.print(f"GPU: {escape(target.name)} ({target.source}), {target.vram_total_gib:.1f} GiB, "
-              f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
+    if target.device == "cpu":
+        out.print(f"Device: {escape(target.name)}: trains on the CPU (accelerate --cpu), RAM budget "
+                  f"{target.budget_gib:.1f} GiB (80%)")
+    else:
+        out.print(f"GPU: {escape(target.name)} ({target.source}), {target.vram_total_gib:.1f} GiB, "
+                  f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
     for line in model_lines(plan.model):
         out.print(escape(line))
     out.print(subsets_table(plan.dataset))

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, coerce, secret_refusal, spec_for
-from lorakit.errors import ConfigError, UserError
+from lorakit.errors import ConfigError, LorakitError, UserError
 from lorakit.findings import Finding
 from lorakit.util import tomlio
 from lorakit.util.files import check_output_file
@@ -127,6 +127,18 @@ class PresetRegistry:
     def names(self) -> list[str]:
         return sorted(self._paths)
 
+    def load_all(self) -> tuple[list[Preset], list[LorakitError]]:
+        """Every preset that loads, and what is wrong with each one that does not: one broken user file
+        must not hide the others from `lorakit presets`."""
+        loaded: list[Preset] = []
+        broken: list[LorakitError] = []
+        for name in self.names():
+            try:
+                loaded.append(self.get(name))
+            except LorakitError as exc:
+                broken.append(exc)
+        return loaded, broken
+
     def shadowed(self, name: str) -> bool:
         """A user preset that replaces a built-in one of the same name."""
         return name in self._paths and self._paths[name].parent != self.builtin_dir and (
@@ -202,7 +214,9 @@ def load_preset(path: Path, *, builtin: bool = False) -> Preset:
     try:
         data = tomlio.load_file(path)
     except tomlio.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], context=f"preset file {path}") from None
+        raise UserError(f"preset file {path} cannot be read: {exc}.",
+                        fix="save it as UTF-8 TOML (`lorakit presets NAME --copy-to FILE` starts a good one), "
+                        "or move it out of the presets folder") from None
     except OSError as exc:
         raise UserError(f"cannot read preset file {path}: {exc.strerror}.") from None
     problems: list[str] = []

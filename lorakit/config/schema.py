@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.config.limits import MAX_RESOLUTION, MAXIMUMS, MINIMUMS
 from lorakit.util import tomlio
 from lorakit.util.resources import sd_scripts_arguments
 
@@ -79,26 +81,6 @@ PATH_KEYS = frozenset({
     "offload_optimizer_nvme_path", "offload_param_nvme_path", "dataset_config",
 })
 
-
-# Lowest values that make sense (sd-scripts divides by several of these, and a negative count trains nothing).
-# (minimum, whether the minimum itself is allowed)
-MINIMUMS: dict[str, tuple[float, bool]] = {
-    **{key: (1, True) for key in (
-        "train_batch_size", "gradient_accumulation_steps", "max_train_epochs", "max_train_steps", "network_dim",
-        "bucket_reso_steps", "min_bucket_reso", "max_bucket_reso", "save_every_n_epochs", "save_every_n_steps",
-        "save_n_epoch_ratio", "save_last_n_epochs", "save_last_n_steps", "save_last_n_epochs_state",
-        "save_last_n_steps_state", "vae_batch_size", "dataset_repeats", "lr_scheduler_num_cycles",
-        "num_processes", "num_machines", "sample_steps", "target_steps_min", "target_steps_max",
-        "steps_per_image_min", "steps_per_image_max", "images_min", "images_max",
-    )},
-    **{key: (0, True) for key in (
-        "learning_rate", "unet_lr", "text_encoder_lr", "max_grad_norm", "min_snr_gamma", "noise_offset",
-        "max_data_loader_n_workers", "keep_tokens", "caption_dropout_rate", "caption_tag_dropout_rate",
-        "caption_dropout_every_n_epochs", "network_dropout", "lr_warmup_steps", "lr_decay_steps", "seed",
-        "machine_rank", "sample_cfg", "prior_loss_weight", "min_timestep", "max_timestep", "sample_seed",
-    )},
-    "network_alpha": (0, False),
-}
 
 SPECIAL_KINDS: dict[str, Kind] = {
     "resolution": "resolution",
@@ -332,7 +314,9 @@ def coerce(spec: KeySpec, raw: Any) -> Any:
     if spec.kind == "float_list" and _is_number(raw):
         raw = [raw]  # sd-scripts tolerates a scalar text_encoder_lr from TOML
     value = _COERCERS[spec.kind](spec, raw)
+    _check_finite(spec, raw, value)
     _check_minimum(spec, raw, value)
+    _check_maximum(spec, raw, value)
     _check_choice(spec, raw, value)
     return value
 
@@ -404,6 +388,22 @@ def _check_minimum(spec: KeySpec, raw: Any, value: Any) -> None:
         raise ValueProblem(f"{spec.name} = {raw!r} must be {bound}")
 
 
+def _check_finite(spec: KeySpec, raw: Any, value: Any) -> None:
+    """NaN and infinity pass every comparison sd-scripts makes and train nothing (a NaN learning rate gives NaN loss)."""
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+        raise ValueProblem(f"{spec.name} = {raw!r} is not a finite number; write an ordinary number")
+
+
+def _check_maximum(spec: KeySpec, raw: Any, value: Any) -> None:
+    high = MAXIMUMS.get(spec.name)
+    if high is None:
+        return
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(n, (int, float)) and not isinstance(n, bool) and n > high for n in numbers):
+        raise ValueProblem(f"{spec.name} = {raw!r} is above lorakit's limit of {high:,} (see README, Limits)")
+
+
 def normalize_resolution(spec: KeySpec, raw: Any) -> str:
     """sd-scripts wants resolution as the string "W,H"; accept 1024, "1024", "1024x768", [1024, 768]."""
     if isinstance(raw, bool):
@@ -425,6 +425,8 @@ def normalize_resolution(spec: KeySpec, raw: Any) -> str:
         raise _problem(spec, raw) from None
     if width <= 0 or height <= 0:
         raise _problem(spec, raw, "both sides must be positive")
+    if max(width, height) > MAX_RESOLUTION:
+        raise ValueProblem(f"{spec.name} = {raw!r} is above lorakit's limit of {MAX_RESOLUTION} px a side (SDXL trains at 1024)")
     return f"{width},{height}"
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lorakit.errors import UserError
+
 
 @dataclass(frozen=True)
 class BucketSettings:
@@ -22,6 +24,11 @@ class BucketSettings:
     def adjusted_min_max(self) -> tuple[int, int]:
         """min rounded down and max rounded up to multiples of the step, as sd-scripts does."""
         low = self.min_reso - self.min_reso % self.steps
+        if low <= 0:
+            # sd-scripts divides by the smallest bucket width and dies with ZeroDivisionError after loading the model
+            raise UserError(
+                f"min_bucket_reso {self.min_reso} rounds down to {low} with bucket_reso_steps {self.steps}, and "
+                "sd-scripts divides by it.", fix=f"--set bucket_reso_steps=64, or a min_bucket_reso of at least {self.steps}")
         high = self.max_reso
         if high % self.steps:
             high = high + self.steps - high % self.steps

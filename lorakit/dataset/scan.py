@@ -13,15 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorakit.config.limits import MAX_REPEATS
 from lorakit.dataset.reading import IMAGE_EXTENSIONS, Gate1, ImageFile, Subset, has_images, list_dir
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_REPEATS", "DatasetScan", "ImageFile", "Subset", "parse_repeat_folder", "scan_dataset"]
+__all__ = ["IMAGE_EXTENSIONS", "DatasetScan", "ImageFile", "Subset", "parse_repeat_folder", "scan_dataset"]
 
 # sd-scripts takes any repeat count; lorakit refuses more than this before counting steps (docs/sd-scripts.md §4):
 # real folders use 1 to a few hundred, and a count like 10^9 only makes the step math run out of memory.
-MAX_REPEATS = 10_000
+
 
 
 @dataclass

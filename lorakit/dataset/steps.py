@@ -15,9 +15,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.config.limits import MAX_TRAIN_STEPS
 from lorakit.dataset.buckets import BucketAssigner, BucketSettings
 from lorakit.dataset.reading import Subset
 from lorakit.dataset.validation import ValidationSplit, held_out
+from lorakit.errors import UserError
 from lorakit.findings import EXAMPLES
 
 
@@ -203,6 +205,29 @@ class SaveEvent(BaseModel):
     kept: bool = True  # False when save_last_n_* deletes it later in the run
 
 
+# The most checkpoint files and sample points a plan lists (README, Limits): a run that writes more
+# than 10,000 LoRA files (hundreds of GB) or stops 10,000 times to sample is a typo, and plan.json
+# stays small.
+MAX_SAVES = 10_000
+MAX_SAMPLE_POINTS = 10_000
+
+
+def check_run_size(math_: StepMath) -> None:
+    """Refuse a run longer than lorakit plans, before anything is listed per step or per checkpoint."""
+    if math_.total_steps > MAX_TRAIN_STEPS:
+        raise UserError(
+            f"the run would train {math_.total_steps:,} steps ({math_.epochs:,} epochs of {math_.steps_per_epoch:,}); "
+            f"lorakit plans at most {MAX_TRAIN_STEPS:,} steps (the seeds train 1500-3000).",
+            fix="lower max_train_epochs or max_train_steps, or the repeats in the folder names",
+        )
+
+
+def _check_count(what: str, count: int, limit: int, option: str) -> None:
+    if count > limit:
+        raise UserError(f"the run would {what} {count:,} times; lorakit plans at most {limit:,}.",
+                        fix=f"raise {option} so that fewer are made")
+
+
 def predict_saves(
     math_: StepMath,
     *,
@@ -216,40 +241,37 @@ def predict_saves(
     save_state: bool = False,
     save_state_on_train_end: bool = False,
 ) -> list[SaveEvent]:
+    """The checkpoint files sd-scripts writes, in order; work and memory grow with the files, not the steps."""
+    check_run_size(math_)
     epochs, total, spe = math_.epochs, math_.total_steps, math_.steps_per_epoch
     if save_n_epoch_ratio:
         save_every_n_epochs = math.floor(epochs / save_n_epoch_ratio) or 1
-    events: list[SaveEvent] = []
-    step_files: list[SaveEvent] = []
+    step_files: dict[int, SaveEvent] = {}
     if save_every_n_steps:
+        _check_count("save a checkpoint", total // save_every_n_steps, MAX_SAVES, "save_every_n_steps")
         for step in range(save_every_n_steps, total + 1, save_every_n_steps):
-            event = SaveEvent(
+            step_files[step] = SaveEvent(
                 kind="step", file=f"{output_name}-step{step:08d}.{extension}", epoch=math.ceil(step / spe), step=step,
                 state_dir=f"{output_name}-step{step:08d}-state" if save_state else None,
             )
-            step_files.append(event)
             if save_last_n_steps is not None:
                 remove = step - save_last_n_steps - 1
                 remove -= remove % save_every_n_steps
-                for earlier in step_files:
-                    if remove >= 0 and earlier.step == remove:
-                        earlier.kept = False
-    epoch_files: list[SaveEvent] = []
+                if remove >= 0 and remove in step_files:
+                    step_files[remove].kept = False
+    epoch_files: dict[int, SaveEvent] = {}
     if save_every_n_epochs:
-        for epoch in range(1, epochs):
-            if epoch % save_every_n_epochs:
-                continue
-            event = SaveEvent(
+        _check_count("save a checkpoint", (epochs - 1) // save_every_n_epochs, MAX_SAVES, "save_every_n_epochs")
+        for epoch in range(save_every_n_epochs, epochs, save_every_n_epochs):
+            epoch_files[epoch] = SaveEvent(
                 kind="epoch", file=f"{output_name}-{epoch:06d}.{extension}", epoch=epoch, step=min(epoch * spe, total),
                 state_dir=f"{output_name}-{epoch:06d}-state" if save_state else None,
             )
-            epoch_files.append(event)
             if save_last_n_epochs is not None:
                 remove = epoch - save_every_n_epochs * save_last_n_epochs
-                for earlier in epoch_files:
-                    if earlier.epoch == remove:
-                        earlier.kept = False
-    events = sorted(step_files + epoch_files, key=lambda e: (e.step, e.kind != "step"))
+                if remove in epoch_files:
+                    epoch_files[remove].kept = False
+    events = sorted([*step_files.values(), *epoch_files.values()], key=lambda e: (e.step, e.kind != "step"))
     events.append(SaveEvent(
         kind="final", file=f"{output_name}.{extension}", epoch=epochs, step=total,
         state_dir=f"{output_name}-state" if (save_state or save_state_on_train_end) else None,
@@ -265,11 +287,15 @@ def predict_sample_steps(
     sample_at_first: bool = False,
 ) -> list[int]:
     """Global steps after which sample images are generated (0: before training)."""
+    check_run_size(math_)
     steps = [0] if sample_at_first else []
     if sample_every_n_epochs is not None and sample_every_n_epochs > 0:
+        _check_count("make sample images", math_.epochs // sample_every_n_epochs, MAX_SAMPLE_POINTS, "sample_every_n_epochs")
         steps += [min(e * math_.steps_per_epoch, math_.total_steps)
-                  for e in range(1, math_.epochs + 1) if e % sample_every_n_epochs == 0]
+                  for e in range(sample_every_n_epochs, math_.epochs + 1, sample_every_n_epochs)]
     elif sample_every_n_steps is not None and sample_every_n_steps > 0:
+        _check_count("make sample images", math_.total_steps // sample_every_n_steps, MAX_SAMPLE_POINTS,
+                     "sample_every_n_steps")
         steps += list(range(sample_every_n_steps, math_.total_steps + 1, sample_every_n_steps))
     return steps
 

@@ -17,6 +17,7 @@ from lorakit.config.schema import SECRET_KEYS
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding, finding
 from lorakit.kohya_gui.keys import foreign_tab_keys, gui_keys, legacy_keys, type_ok
+from lorakit.util.reading import MAX_CONFIG_BYTES, FileTooLarge, parse_json, read_bytes_limited
 
 GATE = 2
 BOM = b"\xef\xbb\xbf"
@@ -47,9 +48,12 @@ class GuiConfig:
 def read_gui_json(path: Path) -> dict[str, Any]:
     """The JSON object in `path`, or a UserError saying exactly why the GUI could not load it either."""
     try:
-        raw = path.read_bytes()
+        raw = read_bytes_limited(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise UserError(f"cannot read the Kohya GUI config {path}: {exc.strerror}.",
+                        fix="give the path of a JSON file saved by the GUI's LoRA tab") from None
+    except FileTooLarge as exc:
+        raise UserError(f"{path} is not a Kohya GUI config: {exc} (a GUI config is a few KiB).",
                         fix="give the path of a JSON file saved by the GUI's LoRA tab") from None
     if raw.startswith(BOM):
         raise UserError(
@@ -62,12 +66,13 @@ def read_gui_json(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); the GUI reads configs as UTF-8.",
                         fix="save the file as UTF-8") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = parse_json(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
                         fix="fix the JSON there, or save the config again from the GUI") from None
     except ValueError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}.", fix="write a number instead") from None
+        fix = "write a number instead" if "JSON allows" in str(exc) else "give the path of a JSON file saved by the GUI's LoRA tab"
+        raise UserError(f"{path} is not valid JSON: {exc}.", fix=fix) from None
     if not isinstance(data, dict):
         raise UserError(f"{path} holds a JSON {type(data).__name__}, not an object; a GUI config is one flat "
                         "object of key: value pairs.", fix="give a config saved by the GUI's LoRA tab")

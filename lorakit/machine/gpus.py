@@ -74,7 +74,8 @@ def lookup(gpu_id: str) -> GpuSpec:
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise UserError(
         f"unknown GPU '{gpu_id}'.{hint} Known GPUs: {', '.join(sorted(gpus))}.",
-        fix="pick one of the catalog names (`lorakit probe --catalog` lists them with their memory)",
+        fix="pick one of the catalog names (`lorakit probe --catalog` lists them with their memory), "
+        "or `cpu` for a short smoke run on this machine's CPU",
     )
 
 

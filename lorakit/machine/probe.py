@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -179,18 +180,47 @@ class TargetGpu(BaseModel):
     compute_capability: str
     bf16: bool
     bf16_tflops: float | None
+    # "cpu": `--target-gpu cpu`, training on this machine's CPU; vram_* then hold its RAM, and cpu_count its cores
+    device: Literal["cuda", "cpu"] = "cuda"
+    cpu_count: int | None = None
 
     @property
     def budget_gib(self) -> float:
-        """80% of the card (the margin of docs/recommendations.md §8), or what is free right now if that is less."""
+        """80% of the card (the margin of docs/recommendations.md §8), or what is free right now if that is less.
+
+        On the CPU target: 80% of the machine's RAM, which the run's weights and activations share with the system.
+        """
         budget = self.vram_total_gib * (1 - VRAM_MARGIN)
         if self.vram_free_gib is not None and self.source == "probe":
             budget = min(budget, self.vram_free_gib)
         return budget
 
 
+CPU_TARGET = "cpu"
+
+
+def cpu_target(host: HostInfo) -> TargetGpu:
+    """This machine's CPU as the plan's device: its RAM in place of VRAM, bf16 (torch runs it on any x86 CPU)."""
+    return TargetGpu(
+        name=f"CPU ({host.cpu_count} cores, {host.ram_total_gib:.0f} GiB RAM)",
+        catalog_id=CPU_TARGET,
+        source="cpu",
+        count=1,
+        vram_total_gib=host.ram_total_gib,
+        vram_free_gib=None,
+        compute_capability="cpu",
+        bf16=True,
+        bf16_tflops=None,
+        device="cpu",
+        cpu_count=host.cpu_count,
+    )
+
+
 def choose_target(target_gpu: str | None, host: HostInfo | None = None) -> TargetGpu:
-    """`--target-gpu` wins; otherwise the first probed GPU; no GPU at all is an error naming the option."""
+    """`--target-gpu` wins (`cpu`: this machine's CPU); otherwise the first probed GPU; no GPU at all is an
+    error naming the option."""
+    if target_gpu and target_gpu.strip().lower() == CPU_TARGET:
+        return cpu_target(host or probe())
     if target_gpu:
         entry = gpu_catalog.lookup(target_gpu)
         return TargetGpu(
@@ -209,7 +239,7 @@ def choose_target(target_gpu: str | None, host: HostInfo | None = None) -> Targe
         raise UserError(
             f"no GPU to plan for: {host.no_gpu_reason}.",
             fix="name the card the run is for with --target-gpu (for example --target-gpu rtx4090;"
-            " `lorakit probe --catalog` lists them)",
+            " `lorakit probe --catalog` lists them), or plan a short smoke run on this machine's CPU with --target-gpu cpu",
         )
     gpu = host.gpus[0]
     return TargetGpu(

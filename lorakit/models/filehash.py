@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lorakit.models.links import lorakit_cache_dir
 from lorakit.util.files import write_text_atomic
+from lorakit.util.reading import read_json
 
 CHUNK = 8 * 1024 * 1024
 
@@ -23,7 +24,7 @@ def _memo_path() -> Path:
 
 def _read_memo() -> dict[str, dict]:
     try:
-        data = json.loads(_memo_path().read_text(encoding="utf-8"))
+        data = read_json(_memo_path())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -19,7 +19,6 @@ downloaded at launch (size if known)"; plan.json keeps the reference (id, revisi
 from __future__ import annotations
 
 import fnmatch
-import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from lorakit.models.hub import INSTALL, hub_installed
 from lorakit.models.hubcache import hub_cache_dir, hub_offline, size_of, snapshot
 from lorakit.models.links import hub_link, local_link, needs_local_link
 from lorakit.models.ref import DEFAULT_REVISION, SYNTAX, WEIGHT_SUFFIXES, Kind, ModelRef, parse_model_ref
+from lorakit.util.reading import read_json
 from lorakit.util.safetensors_file import read_header
 
 BASE_KEY = "pretrained_model_name_or_path"
@@ -243,7 +243,7 @@ def missing_parts(root: Path, layout: Layout) -> list[str]:
         return ["config.json + diffusion_pytorch_model.safetensors (at the top or in vae/)"]
     index = root / "model_index.json"
     try:
-        components = json.loads(index.read_text(encoding="utf-8"))
+        components = read_json(index)
     except (OSError, ValueError):
         return ["model_index.json"]
     missing = []

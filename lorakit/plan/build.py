@@ -8,7 +8,6 @@ folder is never overwritten silently.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 import shutil
@@ -19,12 +18,13 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from lorakit import SD_SCRIPTS_COMMIT, __version__
+from lorakit.config.limits import MAX_REPEATS
 from lorakit.config.presets import ImportedPreset, PresetRegistry
 from lorakit.config.resolve import resolve
 from lorakit.config.schema import resolution_tuple
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.dataset.buckets import BucketSettings
-from lorakit.dataset.scan import MAX_REPEATS, DatasetScan, Subset, check_reg_overlap, resolve_path, scan_dataset
+from lorakit.dataset.scan import DatasetScan, Subset, check_reg_overlap, resolve_path, scan_dataset
 from lorakit.dataset.steps import Placed, SaveEvent, StepMath, predict_sample_steps, predict_saves
 from lorakit.dataset.validation import ValidationSplit, split_findings
 from lorakit.errors import GateError, UserError
@@ -35,14 +35,18 @@ from lorakit.models.source import ModelSection, make_links, resolve_models, trai
 from lorakit.plan.assumptions import Assumptions, assumptions_for
 from lorakit.plan.check import check_parameters
 from lorakit.plan.context import CheckContext
+from lorakit.plan.cpu import fit_for_cpu, is_cpu
+from lorakit.plan.cpu import ram_gib as cpu_ram_gib
+from lorakit.plan.cpu import time_report as cpu_time_report
 from lorakit.plan.estimate import VramReport, estimate_vram, explain_vram, setup_from_values, vram_report
-from lorakit.plan.fit import FIT_MODES, choose_repeats, fit_to_gpu, steps_for_repeats
+from lorakit.plan.fit import FIT_MODES, FitResult, choose_repeats, fit_to_gpu, steps_for_repeats
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.paths import anchor_paths, here, located
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.plan.timing import TimeReport, time_report
 from lorakit.util.files import check_output_folder, write_text_atomic
+from lorakit.util.reading import read_json
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
 HISTORY_DIR = ".lorakit-history"
@@ -177,6 +181,14 @@ def _plan_name(request: PlanRequest) -> str:
     return name
 
 
+def _check_output_name(output_name: str) -> None:
+    """sd-scripts joins output_name to output_dir: an empty one writes hidden `.safetensors` files, a slash writes elsewhere."""
+    if not output_name.strip() or _UNSAFE_NAME.search(output_name):  # too long: Gate 2's params/output-name-too-long
+        raise UserError(f"output_name {output_name[:80]!r} cannot be used as a file name (empty, or with slashes or "
+                        "control characters).",
+                        fix="--set output_name=NAME with letters, digits, spaces, dashes or underscores")
+
+
 def make_plan(request: PlanRequest) -> PlanResult:
     registry = PresetRegistry(request.presets_dirs)
     gui = request.imported
@@ -191,11 +203,16 @@ def make_plan(request: PlanRequest) -> PlanResult:
     anchor_paths(values, plan_dir, Path.cwd(), skip_source=PLAN_FOLDER)
 
     train, reg = scan_folders(values, request.dataset, request.reg, request.token)
-    fit = fit_to_gpu(values, target, assumptions, mode=request.fit, images=train.image_count + (reg.image_count if reg else 0))
+    if is_cpu(target):
+        fit = FitResult(mode=request.fit, findings=fit_for_cpu(values, target) if request.fit != "off" else [])
+    else:
+        fit = fit_to_gpu(values, target, assumptions, mode=request.fit,
+                         images=train.image_count + (reg.image_count if reg else 0))
     data = analyse_scans(values, train, reg)
     subsets, steps = data.subsets, data.steps
 
     _set_plan_paths(values, name)
+    _check_output_name(values["output_name"])
     prompt_lines = _sampling(values, subsets)
     saves = predict_saves(
         steps,
@@ -251,7 +268,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         sample_steps=sample_steps,
         values=dict(values.items()),
         findings=sort_findings(findings),
-        command=trainer_command(python, sd_scripts, config_path, values),
+        command=trainer_command(python, sd_scripts, config_path, values, cpu=is_cpu(target)),
         files=[],
         vram=estimated.vram,
         time=estimated.time,
@@ -321,12 +338,17 @@ def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total
     overhead = where if assumptions.vram_calibrated else f"assumed {assumptions.overhead_gib:g} GiB (docs/estimator.md §5.3)"
     efficiency = where if assumptions.time_calibrated else "assumed (docs/estimator.md §6)"
     breakdown = estimate_vram(setup, assumptions.overhead_gib)
+    vram = vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
+                       vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
+                       overhead_source=overhead, fit=fit)
+    if is_cpu(target):  # the run's RAM: the same parts, never less than the measured CPU run (lorakit.plan.cpu)
+        ram = round(cpu_ram_gib(setup, assumptions.overhead_gib), 3)
+        vram = vram.model_copy(update={"estimate_gib": ram, "fits": ram <= vram.budget_gib})
     return Estimates(
-        vram=vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
-                         vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
-                         overhead_source=overhead, fit=fit),
-        time=time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
-                         total_steps=total_steps, efficiency_source=efficiency),
+        vram=vram,
+        time=cpu_time_report(setup, target, total_steps) if is_cpu(target) else
+        time_report(setup, peak_tflops=target.bf16_tflops, efficiency=assumptions.efficiency,
+                    total_steps=total_steps, efficiency_source=efficiency),
         vram_parts=[VramPart(*part) for part in explain_vram(setup, breakdown, overhead)],
     )
 
@@ -453,7 +475,7 @@ def load_plan(plan_dir: Path) -> Plan:
         raise UserError(f"'{plan_dir}' is not a lorakit plan (no plan.json).",
                         fix="make one with `lorakit plan DATASET --out DIR`")
     try:
-        plan = Plan.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        plan = Plan.model_validate(read_json(path))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {exc}".splitlines()[0],
                         fix="re-create the plan with `lorakit plan ... --force`") from None

@@ -13,6 +13,7 @@ from lorakit.findings import Finding, finding
 from lorakit.machine.probe import VRAM_MARGIN
 from lorakit.plan.assumptions import Assumptions
 from lorakit.plan.context import CheckContext
+from lorakit.plan.cpu import is_cpu, ram_budget
 from lorakit.plan.estimate import (
     GIB,
     TrainingSetup,
@@ -82,6 +83,8 @@ def vram_budget(ctx: CheckContext) -> list[Finding]:
     if target is None:  # only the dataset is checked
         return []
     assumptions = ctx.assumptions or Assumptions.uncalibrated()
+    if is_cpu(target):
+        return ram_budget(ctx.values, target, assumptions.overhead_gib)
     setup = setup_from_values(ctx.values)
     estimate = vram_gib(setup, assumptions.overhead_gib)
     budget = target.budget_gib

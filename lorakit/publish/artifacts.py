@@ -9,13 +9,13 @@ with their prompt line in the plan's prompt file.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import UserError
 from lorakit.plan.build import Plan
+from lorakit.util.reading import read_json
 from lorakit.util.safetensors_file import SafetensorsHeader, read_header
 
 RUN_RECORD = "run.json"
@@ -105,7 +105,7 @@ def _final_lora(plan: Plan) -> Path:
 
 def _read_run(record: Path) -> tuple[str, list[Path]]:
     try:
-        data = json.loads(record.read_text(encoding="utf-8"))
+        data = read_json(record)
         outputs = [Path(o["path"]) for o in data.get("outputs") or [] if isinstance(o, dict) and o.get("path")]
         return str(data.get("state", "unknown")), outputs
     except (OSError, ValueError, AttributeError, TypeError) as exc:

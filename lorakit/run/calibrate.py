@@ -9,7 +9,6 @@ median over the runs). Both go into the calibration file that lorakit.plan.assum
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from lorakit.plan.estimate import TrainingSetup, estimate_vram, setup_from_value
 from lorakit.plan.timing import assumed_mfu, step_time
 from lorakit.util import tomlio
 from lorakit.util.files import write_text_atomic
+from lorakit.util.reading import read_json
 
 MEASURED_STATES = ("succeeded", "interrupted")
 
@@ -96,7 +96,7 @@ def calibrate_from_run(plan_dir: Path) -> RunCalibration:
         result.skipped.append("no run.json: the plan has not been launched")
         return result
     try:
-        run = MeasuredRun.model_validate(json.loads(run_file.read_text(encoding="utf-8")))
+        run = MeasuredRun.model_validate(read_json(run_file))
     except (ValueError, OSError) as exc:
         result.skipped.append(f"cannot read {run_file}: {str(exc).splitlines()[0]}")
         return result

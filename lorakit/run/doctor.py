@@ -155,7 +155,8 @@ def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: Model
         plan=plan, options=options, sd_scripts=sd_scripts, sd_scripts_found_by=sd_found_by,
         commit=sd_scripts_commit(sd_scripts) if sd_scripts.is_dir() else "unknown",
         python=python, python_found_by=python_found_by, requirements=requirements, probe=probe, cuda=cuda,
-        cpu=options.cpu or cuda == 0, models_here=models_here if plan is not None else None,
+        cpu=options.cpu or cuda == 0 or (plan is not None and plan.target.device == "cpu"),
+        models_here=models_here if plan is not None else None,
         free_disk_gib=free, disk_error=disk_error,
     )
 

@@ -7,12 +7,12 @@ safetensors package is needed.
 from __future__ import annotations
 
 import glob
-import json
 import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.util.reading import read_json
 from lorakit.util.safetensors_file import read_header
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
@@ -79,7 +79,7 @@ def latest_state(output_dir: Path, name: str | None = None) -> Path | None:
 def saved_step(state: Path) -> int | None:
     """The step a state folder was saved at (its train_state.json), None when it does not say."""
     try:
-        step = json.loads((state / "train_state.json").read_text(encoding="utf-8")).get("current_step")
+        step = read_json(state / "train_state.json").get("current_step")
     except (OSError, ValueError, AttributeError):
         return None
     return step if isinstance(step, int) else None

@@ -20,6 +20,7 @@ from lorakit.models.fetch import LocalModels
 from lorakit.run.outputs import OutputFile
 from lorakit.run.process import process_alive
 from lorakit.util.files import DISK_FULL_FIX, disk_full_text, write_text_atomic
+from lorakit.util.reading import read_json
 
 RUN_FILE = "run.json"
 PREVIOUS_DIR = "previous"
@@ -99,7 +100,7 @@ class RecordNotWritten(LorakitError):
 
 def read_record(path: Path) -> RunRecord:
     try:
-        return RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        return RunRecord.model_validate(read_json(path))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {damage_text(exc)}") from None
 
@@ -180,6 +181,6 @@ def find_runs(root: Path, max_depth: int = 4) -> list[FoundRun]:
 
 def _found(path: Path) -> FoundRun:
     try:
-        return ListedRun.of(path, RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+        return ListedRun.of(path, RunRecord.model_validate(read_json(path)))
     except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         return DamagedRun(record=str(path), damage=damage_text(exc))

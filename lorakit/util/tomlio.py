@@ -12,16 +12,25 @@ except ModuleNotFoundError:  # Python 3.10
 
 import tomli_w
 
+from lorakit.util.reading import MAX_CONFIG_BYTES, read_text_limited
+
 TOMLDecodeError = tomllib.TOMLDecodeError
 
 
 def loads(text: str) -> dict[str, Any]:
-    return tomllib.loads(text)
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise TOMLDecodeError("values nested too deeply to read (thousands of levels)") from None
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+def load_file(path: Path, limit: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
+    """A TOML file; any content that is not TOML (too large, not UTF-8, nested too deep) is a TOMLDecodeError."""
+    try:
+        text = read_text_limited(path, limit)
+    except ValueError as exc:
+        raise TOMLDecodeError(str(exc)) from None
+    return loads(text)
 
 
 def dumps(data: dict[str, Any]) -> str:
