@@ -277,7 +277,15 @@ STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "
 def print_doctor(out: Console, report: Any) -> None:
     from rich.markup import escape
 
-    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}")
+    version = f", version {report.sd_scripts_version}" if report.sd_scripts_version else ""
+    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}{version}")
+    if report.sd_scripts_checked_by:
+        out.print(f"plan checked by: {escape(report.sd_scripts_checked_by)}"
+                  + (" (cached verdict)" if report.sd_scripts_verdict_cached else ""))
+    counts = report.sd_scripts_counts
+    if counts is not None:
+        out.print(f"sd-scripts counts: {counts.num_train_images} train images × repeats, {counts.num_reg_images} reg, "
+                  f"{counts.batches_per_epoch} batches per epoch, {counts.epochs} epoch(s), {counts.total_steps} steps")
     out.print(f"trainer Python: {escape(report.python)} ({report.python_found_by})"
               + (f", Python {report.python_version}" if report.python_version else ""))
     if report.packages:
