@@ -78,6 +78,7 @@ def test_a_successful_run_is_recorded_truly(runner, tmp_path, fake_trainer):
     assert data["command"][:4] == [sys.executable, "-m", "accelerate.commands.launch", "--cpu"]
     assert data["command"][-2:] == ["--config_file", str(plan / "config.toml")]
     assert data["gpu"] == "cpu" and data["cpu"] is True and data["sd_scripts_commit"] == "unknown"
+    assert data["sd_scripts_checked_by"] == "sd-scripts commit unknown's own parser (196 arguments)"  # Gate 4 asked it
     assert isinstance(data["pid"], int) and data["started"] <= data["ended"]
     assert data["environment"]["PYTHONUNBUFFERED"] == "1"
     assert data["base_model"] == f"{tmp_path / 'base model ü.safetensors'}: local file (768 bytes)"

@@ -50,12 +50,12 @@ def check(request: dict) -> dict[str, Any]:
     result["script"] = {"ok": True}
     build = getattr(module, "setup_parser", None)
     if build is None:
-        result["script"] = {"ok": False, "error": f"{script} has no setup_parser()", "missing_module": None}
+        result["script"] = {"ok": False, "imported": True, "error": f"{script} has no setup_parser()"}
         return result
     try:
         parser = build()
     except BaseException as exc:  # the script imported but cannot build its parser here
-        result["script"] = {"ok": False, "error": f"setup_parser() failed: {one_line(exc)}", "missing_module": None}
+        result["script"] = {"ok": False, "imported": True, "error": f"setup_parser() failed: {one_line(exc)}"}
         return result
     result["arguments"] = [describe(action) for action in parser._actions if action.dest != "help"]
     result["plans"] = [count_plan(module, parser, plan) for plan in request.get("plans", [])]
@@ -66,9 +66,10 @@ def import_script(name: str) -> tuple[Any, dict[str, Any]]:
     try:
         return importlib.import_module(name), {}
     except ModuleNotFoundError as exc:
-        return None, {"ok": False, "error": one_line(exc), "missing_module": (exc.name or "").split(".")[0] or None}
+        return None, {"ok": False, "imported": False, "error": one_line(exc),
+                      "missing_module": (exc.name or "").split(".")[0] or None}
     except BaseException as exc:  # a broken package may raise anything while importing
-        return None, {"ok": False, "error": one_line(exc), "missing_module": None}
+        return None, {"ok": False, "imported": False, "error": one_line(exc)}
 
 
 def describe(action: Any) -> dict[str, Any]:

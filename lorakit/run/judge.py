@@ -80,6 +80,10 @@ def _not_asked(verdict: TrainerVerdict, checkout: SdScriptsCheckout, python: str
             findings.append(finding("env/missing-module", "error", 4,
                                     f"sd-scripts' training script cannot import {missing} in the trainer's Python "
                                     f"({verdict.error}): the launch would fail at once.", fix))
+    elif not verdict.script_imports:
+        findings.append(finding("env/sd-scripts-broken", "error", 4,
+                                f"sd-scripts' training script does not import in the trainer's Python ({verdict.error}): "
+                                "the launch would fail at once.", fix))
     findings.append(finding(
         "env/sd-scripts-not-asked", "warning", 4,
         f"could not ask the installed sd-scripts ({verdict.error}), so config.toml was checked against lorakit's table "

@@ -62,6 +62,7 @@ class TrainerVerdict(BaseModel):
     asked: bool  # its own parser answered; False: lorakit's shipped table stands in
     error: str | None = None  # why it could not be asked
     missing_module: str | None = None  # what the training script could not import
+    script_imports: bool = True  # False: the training script itself fails to import, so a launch would fail too
     arguments: list[ArgSpec]
     counts: SdScriptsCounts | None = None
     count_stage: str | None = None  # where sd-scripts' own code refused the plan: config, arguments, dataset, asserts
@@ -109,7 +110,7 @@ def ask_many(python: str, checkout: SdScriptsCheckout, targets: list[CheckTarget
     seconds = round(time.monotonic() - started, 2)
     verdicts = _verdicts(answer, len(targets), seconds)
     for key, verdict in zip(keys, verdicts, strict=True):
-        if verdict.asked and verdict.count_stage != "import":  # a missing package may be installed any time
+        if verdict.asked:  # not when the script did not import: a missing package may be installed any time
             _write_cached(key, verdict)
     return verdicts
 
@@ -139,7 +140,7 @@ def _verdicts(answer: dict, count: int, seconds: float) -> list[TrainerVerdict]:
     if not script.get("ok") or answer.get("arguments") is None:
         missing = script.get("missing_module")
         verdict = TrainerVerdict(asked=False, error=script.get("error"), missing_module=missing,
-                                 arguments=shipped_table(), seconds=seconds)
+                                 script_imports=bool(script.get("imported")), arguments=shipped_table(), seconds=seconds)
         return [verdict] * max(count, 1)
     arguments = [ArgSpec.model_validate(a) for a in answer["arguments"]]
     plans = answer.get("plans") or [{}] * max(count, 1)
