@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import math
 import os
 import sys
@@ -48,6 +49,7 @@ def check(request: dict) -> dict[str, Any]:
         result["script"] = failure
         return result
     result["script"] = {"ok": True}
+    logging.disable(logging.INFO)  # sd-scripts logs every dataset and bucket through Rich: slow, and not the verdict
     build = getattr(module, "setup_parser", None)
     if build is None:
         result["script"] = {"ok": False, "imported": True, "error": f"{script} has no setup_parser()"}
@@ -76,7 +78,7 @@ def describe(action: Any) -> dict[str, Any]:
     kind = action.type
     type_name = None if kind is None else getattr(kind, "__name__", type(kind).__name__)
     choices = list(action.choices) if action.choices is not None else None
-    if choices is not None and not all(isinstance(c, (str, int, float, bool)) for c in choices):
+    if choices is not None and not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
         choices = [str(c) for c in choices]
     nargs = action.nargs if isinstance(action.nargs, (int, str)) or action.nargs is None else str(action.nargs)
     return {"dest": action.dest, "type": type_name, "action": type(action).__name__, "choices": choices, "nargs": nargs}
