@@ -182,3 +182,38 @@ def test_the_plan_names_the_sd_scripts_it_found(runner, tmp_path, fake_trainer):
     assert f"sd-scripts: {sd}, 48d368fa (v0.10.1-5-g48d368fa); lorakit writes for 48d368fa" in " ".join(result.output.split())
     found = json.loads((tmp_path / "p" / "plan.json").read_text(encoding="utf-8"))["sd_scripts"]
     assert (found["commit"], found["version"], found["path"]) == (SD_SCRIPTS_COMMIT, "v0.10.1-5-g48d368fa", str(sd))
+
+
+def probes_kept() -> int:
+    from lorakit.models.links import lorakit_cache_dir
+
+    return len(list((lorakit_cache_dir() / "trainer-probes").glob("*.json")))
+
+
+def fresh_doctor(runner) -> int:
+    from lorakit.run.doctor import probe_trainer
+
+    probe_trainer.cache_clear()  # as a new `lorakit doctor` process would start
+    return doctor(runner)[0]
+
+
+def test_the_probe_answer_is_kept_while_the_trainers_packages_are_unchanged(runner, tmp_path, fake_trainer, monkeypatch):
+    from conftest import FAKE_TRAINER_ENV
+
+    env = tmp_path / "site"
+    shutil.copytree(FAKE_TRAINER_ENV, env)
+    monkeypatch.setenv("PYTHONPATH", str(env))
+    assert fresh_doctor(runner) == 0 and probes_kept() == 1
+    assert fresh_doctor(runner) == 0 and probes_kept() == 1  # the same answer reused
+    (env / "newpackage").mkdir()  # what `pip install` does to site-packages
+    assert fresh_doctor(runner) == 0 and probes_kept() == 2  # asked again
+
+
+def test_a_probe_with_a_missing_module_is_not_kept(runner, tmp_path, fake_trainer, monkeypatch):
+    from conftest import FAKE_TRAINER_ENV
+
+    env = tmp_path / "site"
+    shutil.copytree(FAKE_TRAINER_ENV, env)
+    (env / "accelerate" / "__init__.py").write_text("raise ImportError('accelerate is broken here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(env))
+    assert fresh_doctor(runner) == 1 and probes_kept() == 0

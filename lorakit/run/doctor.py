@@ -32,6 +32,7 @@ from lorakit.models.source import ModelSection
 from lorakit.plan.build import Plan
 from lorakit.run.judge import checked_by, verdict_findings
 from lorakit.run.needs import Need, import_findings, plan_needs, requirement_findings
+from lorakit.run.probecache import keep_answer, probe_key, read_answer
 from lorakit.run.verdict import SdScriptsCounts, TrainerVerdict, ask_sd_scripts
 
 PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "machine" / "trainerprobe.py"
@@ -305,23 +306,34 @@ def _env_key(env: Mapping[str, str] | None) -> tuple[tuple[str, str | None], ...
 @lru_cache(maxsize=16)
 def probe_trainer(python: str, imports: tuple[str, ...], distributions: tuple[str, ...],
                   env: tuple[tuple[str, str | None], ...]) -> TrainerProbe:
-    """Ask the trainer's Python what it can import (cached per process: importing torch takes seconds)."""
+    """Ask the trainer's Python what it can import (cached per process, and in lorakit's cache folder while the
+    trainer's packages are unchanged: run/probecache.py; importing torch takes seconds)."""
     request = json.dumps({"imports": list(imports), "distributions": list(distributions)})
     environment = {k: v for k, v in os.environ.items() if k not in PROBE_ENV} | {k: v for k, v in env if v is not None}
+    key = probe_key(python, request, {k: v for k, v in env if v is not None})
+    data = read_answer(key)
+    if data is None:
+        data, error = _ask_probe(python, request, environment)
+        if data is None:
+            return TrainerProbe(False, error=error)
+        keep_answer(key, data)
+    return TrainerProbe(True, python_version=data["python"], imports=data["imports"],
+                        distributions=data["distributions"], cuda_devices=data["cuda_devices"])
+
+
+def _ask_probe(python: str, request: str, environment: dict[str, str]) -> tuple[dict | None, str | None]:
     try:
         done = subprocess.run([python, str(PROBE_SCRIPT), request], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT_S, env=environment)
     except (OSError, subprocess.SubprocessError) as exc:
-        return TrainerProbe(False, error=str(exc))
+        return None, str(exc)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        return TrainerProbe(False, error=(done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1])
+        return None, (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     try:
-        data = json.loads(lines[-1])
+        return json.loads(lines[-1]), None
     except ValueError:
-        return TrainerProbe(False, error=f"unexpected output: {lines[-1][:200]}")
-    return TrainerProbe(True, python_version=data["python"], imports=data["imports"],
-                        distributions=data["distributions"], cuda_devices=data["cuda_devices"])
+        return None, f"unexpected output: {lines[-1][:200]}"
 
 
 def cuda_device_count(probe: TrainerProbe) -> int:
