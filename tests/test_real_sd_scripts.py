@@ -181,7 +181,7 @@ def test_doctor_names_a_key_the_installed_parser_lacks(runner, tmp_path, real_pl
     assert code == 1
     [unknown] = [f for f in report["findings"] if f["code"] == "env/unknown-argument"]
     assert unknown["key"] == "network_dim" and "config.toml sets network_dim" in unknown["message"]
-    assert report["sd_scripts_commit"] in unknown["message"][:200] or report["sd_scripts_commit"][:8] in unknown["message"]
+    assert f"sd-scripts v0.10.1-5-g48d368fa ({report['sd_scripts_commit'][:8]})" in unknown["message"]  # its .sd-scripts-commit
     assert "remove network_dim" in unknown["fix"]
 
 
