@@ -80,6 +80,7 @@ def test_a_successful_run_is_recorded_truly(runner, tmp_path, fake_trainer):
     assert data["command"][-2:] == ["--config_file", "config.toml"]  # the trainer runs in the plan folder
     assert data["plan_dir"] == str(plan.resolve())
     assert data["gpu"] == "cpu" and data["cpu"] is True and data["sd_scripts_commit"] == "unknown"
+    assert data["sd_scripts_checked_by"] == "sd-scripts commit unknown's own parser (196 arguments)"  # Gate 4 asked it
     assert isinstance(data["pid"], int) and data["started"] <= data["ended"]
     assert data["environment"]["PYTHONUNBUFFERED"] == "1"
     assert data["base_model"] == f"{tmp_path / 'base model ü.safetensors'}: local file (768 bytes)"
@@ -192,21 +193,23 @@ def test_no_data_found_exits_zero_and_is_still_a_failure(runner, tmp_path, fake_
     assert "lorakit dataset check" in data["suggestion"]
 
 
-def test_a_missing_optimizer_package_names_the_pip_command(runner, tmp_path, fake_trainer):
+def test_a_missing_optimizer_package_stops_the_launch_before_the_start(runner, tmp_path, fake_trainer):
     plan = make_plan(runner, tmp_path, "optimizer_type=Lion", "learning_rate=3e-5")
-    assert launch(runner, plan).exit_code == 1
-    data = record(plan)
-    assert data["problem"] == "missing-module"
-    assert data["suggestion"] == f"{sys.executable} -m pip install lion-pytorch"
+    result = launch(runner, plan)
+    assert result.exit_code == 1 and "the trainer was not started" in result.output
+    assert "optimizer_type = Lion" in result.output
+    assert f"{sys.executable} -m pip install lion-pytorch" in result.output
+    assert not (plan / "run.json").exists()
 
 
-def test_an_sd_scripts_without_lorakits_arguments_is_named(runner, tmp_path, fake_trainer, monkeypatch):
+def test_an_sd_scripts_without_lorakits_arguments_is_refused_before_the_start(runner, tmp_path, fake_trainer, monkeypatch):
     plan = make_plan(runner, tmp_path)
-    monkeypatch.setenv("FAKE_SDSCRIPTS_DROP_ARGS", "config_file")
-    assert launch(runner, plan).exit_code == 1
-    data = record(plan)
-    assert data["problem"] == "bad-arguments" and data["exit_code"] == 1  # accelerate's 1, not argparse's 2
-    assert "unrecognized arguments: --config_file" in data["diagnosis"] and "checkout 48d368fa" in data["suggestion"]
+    monkeypatch.setenv("FAKE_SDSCRIPTS_DROP_ARGS", "config_file")  # its own parser, asked by Gate 4, lacks it
+    result = launch(runner, plan)
+    assert result.exit_code == 1 and "the trainer was not started" in result.output
+    assert "env/unknown-argument" in result.output and "--config_file" in result.output
+    assert "checkout 48d368fa" in " ".join(result.output.split())
+    assert not (plan / "run.json").exists()
 
 
 def test_a_different_step_count_than_planned_is_warned_about(runner, tmp_path, fake_trainer, monkeypatch):

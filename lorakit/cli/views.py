@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lorakit.config.values import Values
     from lorakit.dataset.steps import StepMath
     from lorakit.machine.probe import HostInfo
+    from lorakit.machine.trainer import SdScriptsCheckout
     from lorakit.models.source import ModelSection
     from lorakit.plan.build import Plan, VramPart
     from lorakit.plan.datacheck import DatasetReport
@@ -204,6 +205,8 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
                   f"budget {target.budget_gib:.1f} GiB (80%), bf16 {'yes' if target.bf16 else 'no'}")
     for line in model_lines(plan.model):
         out.print(escape(line))
+    if plan.sd_scripts is not None:
+        out.print(escape(sd_scripts_line(plan.sd_scripts, plan.sd_scripts_commit)))
     out.print(subsets_table(plan.dataset))
     for line in held_out_lines(plan.dataset):
         out.print(line, markup=False)
@@ -227,6 +230,16 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     if written:
         out.print(f"\nWrote {', '.join(plan.files)} to [bold]{escape(plan.plan_dir)}[/]")
         out.print(f"Next: lorakit launch {escape(plan.plan_dir)}")
+
+
+def sd_scripts_line(found: SdScriptsCheckout, written_for: str) -> str:
+    """Which sd-scripts the plan was made beside, and the commit lorakit writes for."""
+    follows = f"lorakit writes for {written_for[:8]}"
+    if not found.has_train_script:
+        return f"sd-scripts: none at {found.path} ({found.found_by}); {follows}"
+    version = f" ({found.version})" if found.version else ""
+    commit = found.commit[:8] if found.commit != "unknown" else "commit unknown"
+    return f"sd-scripts: {found.path}, {commit}{version}; {follows}"
 
 
 def model_lines(section: ModelSection) -> list[str]:
@@ -302,7 +315,15 @@ STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "
 def print_doctor(out: Console, report: Any) -> None:
     from rich.markup import escape
 
-    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}")
+    version = f", version {report.sd_scripts_version}" if report.sd_scripts_version else ""
+    out.print(f"sd-scripts: {escape(report.sd_scripts)} ({report.sd_scripts_found_by}), commit {report.sd_scripts_commit}{version}")
+    if report.sd_scripts_checked_by:
+        out.print(f"plan checked by: {escape(report.sd_scripts_checked_by)}"
+                  + (" (cached verdict)" if report.sd_scripts_verdict_cached else ""))
+    counts = report.sd_scripts_counts
+    if counts is not None:
+        out.print(f"sd-scripts counts: {counts.num_train_images} train images × repeats, {counts.num_reg_images} reg, "
+                  f"{counts.batches_per_epoch} batches per epoch, {counts.epochs} epoch(s), {counts.total_steps} steps")
     out.print(f"trainer Python: {escape(report.python)} ({report.python_found_by})"
               + (f", Python {report.python_version}" if report.python_version else ""))
     if report.packages:

@@ -7,15 +7,34 @@ The command is always an argument list (never a shell string):
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
+from lorakit import SD_SCRIPTS_COMMIT, SD_SCRIPTS_VERSION
 from lorakit.config.values import Values
 from lorakit.util.resources import repo_root
 
 SD_SCRIPTS_ENV = "LORAKIT_SD_SCRIPTS"
 PYTHON_ENV = "LORAKIT_PYTHON"
 TRAIN_SCRIPT = "sdxl_train_network.py"
+# A copy of sd-scripts made without git (the CI's shared copy) names its commit in this file: "COMMIT DATE ...".
+COMMIT_FILE = ".sd-scripts-commit"
+
+
+class SdScriptsCheckout(BaseModel):
+    """Which sd-scripts a command found: where, how, and its commit and version when they can be told."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    found_by: str
+    commit: str  # "unknown" when neither git nor .sd-scripts-commit says
+    version: str | None = None  # `git describe --tags`, or the pinned commit's known version
+    has_train_script: bool = False
 
 
 def find_sd_scripts(explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
@@ -85,3 +104,42 @@ def trainer_command(
         str(sd_scripts / TRAIN_SCRIPT),
         "--config_file", str(config_path),
     ]
+
+
+def describe_sd_scripts(explicit: str | os.PathLike | None = None) -> SdScriptsCheckout:
+    """The sd-scripts checkout `launch` would use, identified (two quick git calls, no Python of sd-scripts)."""
+    path, found_by = find_sd_scripts(explicit)
+    commit = sd_scripts_commit(path) if path.is_dir() else "unknown"
+    return SdScriptsCheckout(path=str(path), found_by=found_by, commit=commit, version=sd_scripts_version(path, commit),
+                             has_train_script=(path / TRAIN_SCRIPT).is_file())
+
+
+def sd_scripts_commit(sd_scripts: Path) -> str:
+    """The checkout's commit: git's HEAD when it is the top of its own work tree, else its .sd-scripts-commit file."""
+    found = _git(sd_scripts, "rev-parse", "--show-toplevel", "HEAD")
+    if found is not None and len(found.split()) == 2 and Path(found.split()[0]).resolve() == sd_scripts.resolve():
+        return found.split()[1]
+    try:
+        words = (sd_scripts / COMMIT_FILE).read_text(encoding="utf-8").split()
+    except OSError:
+        return "unknown"  # not a git checkout (or a folder inside another repository), and no commit file
+    return words[0] if words and len(words[0]) == 40 else "unknown"
+
+
+def sd_scripts_version(sd_scripts: Path, commit: str) -> str | None:
+    """`git describe --tags` of a git checkout; for a copy without git, the version lorakit knows for its commit."""
+    described = _git(sd_scripts, "describe", "--tags", "--always") if (sd_scripts / ".git").exists() else None
+    if described:
+        return described.strip()
+    return SD_SCRIPTS_VERSION if commit == SD_SCRIPTS_COMMIT else None
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    git = shutil.which("git")
+    if git is None or not folder.is_dir():
+        return None
+    try:
+        done = subprocess.run([git, "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None

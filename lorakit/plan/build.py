@@ -30,7 +30,7 @@ from lorakit.dataset.validation import ValidationSplit, split_findings
 from lorakit.errors import GateError, UserError
 from lorakit.findings import Finding, finding, has_errors, sort_findings
 from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
-from lorakit.machine.trainer import find_python, find_sd_scripts, trainer_command
+from lorakit.machine.trainer import SdScriptsCheckout, describe_sd_scripts, find_python, trainer_command
 from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
 from lorakit.plan.assumptions import Assumptions, assumptions_for
 from lorakit.plan.check import check_parameters
@@ -109,7 +109,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lorakit_version: str
-    sd_scripts_commit: str
+    sd_scripts_commit: str  # the commit lorakit writes for (lorakit.SD_SCRIPTS_COMMIT)
     created: str
     name: str
     plan_dir: str
@@ -131,6 +131,7 @@ class Plan(BaseModel):
     files: list[str]
     vram: VramReport | None = None
     time: TimeReport | None = None
+    sd_scripts: SdScriptsCheckout | None = None  # the checkout found when planning (launch looks again)
     _planned_in: str | None = PrivateAttr(default=None)  # plan.json's plan_dir, when load_plan found it elsewhere
 
     @property
@@ -245,7 +246,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
                                 "check the dataset folder"))
 
     python, _ = find_python(request.python)
-    sd_scripts, _ = find_sd_scripts(request.sd_scripts)
+    checkout = describe_sd_scripts(request.sd_scripts)
+    sd_scripts = Path(checkout.path)
     config_path = Path("config.toml")  # the trainer starts in the plan folder
     estimated = estimates(values, target, assumptions, steps.total_steps, request.fit)
     plan = Plan(
@@ -272,6 +274,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
         files=[],
         vram=estimated.vram,
         time=estimated.time,
+        sd_scripts=checkout,
     )
     files = {
         "config.toml": render_config(plan, trainer_values(values, models), config_path),

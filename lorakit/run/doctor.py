@@ -1,8 +1,10 @@
 """Gate 4, the environment: can this machine run this plan? (`lorakit doctor`, and `launch` before starting)
 
-It checks the sd-scripts checkout and its commit, the trainer's Python (torch, accelerate and
-sd-scripts' requirements, imported in a subprocess of that Python), xformers when the plan asks for
-it, CUDA, the base model and free disk. Every problem is a finding whose fix is a command.
+It checks the sd-scripts checkout and its commit, the trainer's Python (torch, accelerate and what
+the plan's optimizer, attention and network import, in a subprocess of that Python; the rest of
+sd-scripts' requirements only warn: run/needs.py), the plan against the installed sd-scripts' own
+parser and dataset code (run/verdict.py, run/judge.py), CUDA, the base model and free disk. Every
+problem is a finding whose fix is a command.
 No CUDA device is a loud warning, not an error: sd-scripts trains on the CPU too (slowly, bf16 or
 fp32), and launch then passes accelerate's `--cpu`.
 """
@@ -13,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,14 @@ from pydantic import BaseModel, ConfigDict
 from lorakit import SD_SCRIPTS_COMMIT
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.machine.probe import FAKE_ENV, free_disk_gib
-from lorakit.machine.trainer import TRAIN_SCRIPT, find_python, find_sd_scripts
+from lorakit.machine.trainer import TRAIN_SCRIPT, SdScriptsCheckout, describe_sd_scripts, find_python
+from lorakit.machine.trainer import sd_scripts_commit as sd_scripts_commit  # re-exported: tests and callers use it here
 from lorakit.models.source import ModelSection
 from lorakit.plan.build import Plan
+from lorakit.run.judge import checked_by, verdict_findings
+from lorakit.run.needs import Need, import_findings, plan_needs, requirement_findings
+from lorakit.run.probecache import keep_answer, probe_key, read_answer
+from lorakit.run.verdict import SdScriptsCounts, TrainerVerdict, ask_sd_scripts
 
 PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "machine" / "trainerprobe.py"
 ALWAYS_IMPORTED = ("torch", "accelerate")
@@ -47,6 +53,10 @@ class DoctorReport(BaseModel):
     sd_scripts: str
     sd_scripts_found_by: str
     sd_scripts_commit: str
+    sd_scripts_version: str | None = None
+    sd_scripts_checked_by: str | None = None  # whose parser judged config.toml: sd-scripts' own, or lorakit's table
+    sd_scripts_counts: SdScriptsCounts | None = None  # the plan's counts by sd-scripts' own dataset code
+    sd_scripts_verdict_cached: bool = False
     python: str
     python_found_by: str
     python_version: str | None
@@ -87,13 +97,13 @@ class DoctorContext:
 
     plan: Plan | None
     options: DoctorOptions
-    sd_scripts: Path
-    sd_scripts_found_by: str
-    commit: str
+    checkout: SdScriptsCheckout
     python: str
     python_found_by: str
     requirements: dict[str, str | None]  # sd-scripts' requirements.txt
+    needs: list[Need]  # what the plan makes sd-scripts import beyond torch and accelerate
     probe: TrainerProbe
+    verdict: TrainerVerdict | None  # the installed sd-scripts' own judgement (None: it could not be run)
     cuda: int  # CUDA devices the trainer sees
     cpu: bool  # training on the CPU (asked for, or no CUDA device)
     models_here: ModelSection | None  # the plan's models as this machine has them
@@ -101,8 +111,12 @@ class DoctorContext:
     disk_error: OSError | None  # why the free disk could not be read
 
     @property
+    def sd_scripts(self) -> Path:
+        return Path(self.checkout.path)
+
+    @property
     def has_train_script(self) -> bool:
-        return (self.sd_scripts / TRAIN_SCRIPT).is_file()
+        return self.checkout.has_train_script
 
 
 def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_here: ModelSection | None = None,
@@ -124,8 +138,13 @@ def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_h
 
         base_model = describe_base(ctx.models_here)
     free = ctx.free_disk_gib
+    verdict = ctx.verdict
     return DoctorReport(
-        sd_scripts=str(ctx.sd_scripts), sd_scripts_found_by=ctx.sd_scripts_found_by, sd_scripts_commit=ctx.commit,
+        sd_scripts=ctx.checkout.path, sd_scripts_found_by=ctx.checkout.found_by, sd_scripts_commit=ctx.checkout.commit,
+        sd_scripts_version=ctx.checkout.version,
+        sd_scripts_checked_by=checked_by(verdict, ctx.checkout) if verdict is not None else None,
+        sd_scripts_counts=verdict.counts if verdict is not None else None,
+        sd_scripts_verdict_cached=bool(verdict and verdict.cached),
         python=ctx.python, python_found_by=ctx.python_found_by, python_version=probe.python_version, packages=packages,
         cuda_devices=ctx.cuda, cpu=ctx.cpu, base_model=base_model,
         free_disk_gib=round(free, 1) if free is not None else None, findings=sort_findings(findings),
@@ -134,13 +153,17 @@ def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_h
 
 def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: ModelSection | None = None) -> DoctorContext:
     """Look at this machine once: sd-scripts, the trainer's Python (probed), CUDA, the models and the disk."""
-    sd_scripts, sd_found_by = find_sd_scripts(options.sd_scripts)
+    checkout = describe_sd_scripts(options.sd_scripts)
+    sd_scripts = Path(checkout.path)
     python, python_found_by = find_python(options.python)
     requirements = read_requirements(sd_scripts / "requirements.txt")
+    needs = plan_needs(plan.value_set) if plan is not None else []
     imports = list(ALWAYS_IMPORTED) + [m for m, f in UNLISTED.items() if (sd_scripts / f).is_file()]
-    if plan is not None and plan.value_set["xformers"]:
-        imports.append("xformers")
+    imports += [need.module for need in needs]
     probe = probe_trainer(python, tuple(imports), tuple(sorted(requirements)), _env_key(options.env))
+    verdict = None
+    if checkout.has_train_script and probe.ok:
+        verdict = ask_sd_scripts(python, checkout, plan, _trainer_env(options.env))
     cuda = cuda_device_count(probe)
     free, disk_error = None, None
     if plan is not None:
@@ -152,9 +175,9 @@ def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: Model
         except OSError as exc:
             disk_error = exc
     return DoctorContext(
-        plan=plan, options=options, sd_scripts=sd_scripts, sd_scripts_found_by=sd_found_by,
-        commit=sd_scripts_commit(sd_scripts) if sd_scripts.is_dir() else "unknown",
-        python=python, python_found_by=python_found_by, requirements=requirements, probe=probe, cuda=cuda,
+        plan=plan, options=options, checkout=checkout,
+        python=python, python_found_by=python_found_by, requirements=requirements, needs=needs, probe=probe,
+        verdict=verdict, cuda=cuda,
         cpu=options.cpu or cuda == 0 or (plan is not None and plan.target.device == "cpu"),
         models_here=models_here if plan is not None else None,
         free_disk_gib=free, disk_error=disk_error,
@@ -165,8 +188,8 @@ def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: Model
 
 def sd_scripts_checkout(ctx: DoctorContext) -> list[Finding]:
     if not ctx.has_train_script:
-        return [_sd_scripts_missing(ctx.sd_scripts, ctx.sd_scripts_found_by)]
-    return [_commit_finding(ctx.sd_scripts, ctx.commit)]
+        return [_sd_scripts_missing(ctx.sd_scripts, ctx.checkout.found_by)]
+    return [_commit_finding(ctx.sd_scripts, ctx.checkout.commit)]
 
 
 def trainer_python(ctx: DoctorContext) -> list[Finding]:
@@ -175,8 +198,17 @@ def trainer_python(ctx: DoctorContext) -> list[Finding]:
                         f"the trainer's Python {ctx.python!r} ({ctx.python_found_by}) does not run: {ctx.probe.error}",
                         "pass --python PATH (or set LORAKIT_PYTHON) to the Python of a trainer environment; "
                         "vendor/README.md shows how to make one")]
-    return (_import_findings(ctx.probe, ctx.python, ctx.sd_scripts)
-            + _requirement_findings(ctx.probe, ctx.requirements, ctx.python, ctx.sd_scripts))
+    needed = {need.distribution for need in ctx.needs}
+    return (import_findings(ctx.probe.imports, ctx.needs, ctx.python, ctx.requirements)
+            + requirement_findings(ctx.probe.distributions, ctx.requirements, ctx.python, needed))
+
+
+def installed_sd_scripts(ctx: DoctorContext) -> list[Finding]:
+    """The plan held against the installed sd-scripts' own parser and dataset code (or lorakit's table)."""
+    if ctx.verdict is None:
+        return []
+    missing = {name for name, info in ctx.probe.imports.items() if not info["ok"]}
+    return verdict_findings(ctx.verdict, ctx.checkout, ctx.plan, ctx.python, ctx.requirements, missing)
 
 
 def cuda_device(ctx: DoctorContext) -> list[Finding]:
@@ -214,7 +246,7 @@ def free_disk(ctx: DoctorContext) -> list[Finding]:
 
 
 RULES: list[Callable[[DoctorContext], list[Finding]]] = [
-    sd_scripts_checkout, trainer_python, cuda_device, plan_on_this_machine, models, free_disk,
+    sd_scripts_checkout, trainer_python, installed_sd_scripts, cuda_device, plan_on_this_machine, models, free_disk,
 ]
 
 
@@ -227,22 +259,6 @@ def _sd_scripts_missing(sd_scripts: Path, found_by: str) -> Finding:
     else:
         fix = f"point {found_by} at a kohya-ss/sd-scripts checkout (git clone https://github.com/kohya-ss/sd-scripts)"
     return finding("env/sd-scripts-missing", "error", 4, f"sd-scripts at {sd_scripts} ({found_by}) {where}.", fix)
-
-
-def sd_scripts_commit(sd_scripts: Path) -> str:
-    """The checkout's commit, or "unknown" when it is not the top of its own git work tree."""
-    git = shutil.which("git")
-    if git is None:
-        return "unknown"
-    try:
-        done = subprocess.run([git, "-C", str(sd_scripts), "rev-parse", "--show-toplevel", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    lines = done.stdout.split()
-    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != sd_scripts.resolve():
-        return "unknown"  # not a git checkout, or a folder inside another repository
-    return lines[1]
 
 
 def _commit_finding(sd_scripts: Path, commit: str) -> Finding:
@@ -279,6 +295,10 @@ def read_requirements(path: Path) -> dict[str, str | None]:
     return pins
 
 
+def _trainer_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(os.environ if env is None else env)
+
+
 def _env_key(env: Mapping[str, str] | None) -> tuple[tuple[str, str | None], ...]:
     seen = os.environ if env is None else env
     return tuple((key, seen.get(key)) for key in PROBE_ENV)
@@ -287,58 +307,34 @@ def _env_key(env: Mapping[str, str] | None) -> tuple[tuple[str, str | None], ...
 @lru_cache(maxsize=16)
 def probe_trainer(python: str, imports: tuple[str, ...], distributions: tuple[str, ...],
                   env: tuple[tuple[str, str | None], ...]) -> TrainerProbe:
-    """Ask the trainer's Python what it can import (cached per process: importing torch takes seconds)."""
+    """Ask the trainer's Python what it can import (cached per process, and in lorakit's cache folder while the
+    trainer's packages are unchanged: run/probecache.py; importing torch takes seconds)."""
     request = json.dumps({"imports": list(imports), "distributions": list(distributions)})
     environment = {k: v for k, v in os.environ.items() if k not in PROBE_ENV} | {k: v for k, v in env if v is not None}
-    try:
-        done = subprocess.run([python, str(PROBE_SCRIPT), request], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S, env=environment)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return TrainerProbe(False, error=str(exc))
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return TrainerProbe(False, error=(done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1])
-    try:
-        data = json.loads(lines[-1])
-    except ValueError:
-        return TrainerProbe(False, error=f"unexpected output: {lines[-1][:200]}")
+    key = probe_key(python, request, {k: v for k, v in env if v is not None})
+    data = read_answer(key)
+    if data is None:
+        data, error = _ask_probe(python, request, environment)
+        if data is None:
+            return TrainerProbe(False, error=error)
+        keep_answer(key, data)
     return TrainerProbe(True, python_version=data["python"], imports=data["imports"],
                         distributions=data["distributions"], cuda_devices=data["cuda_devices"])
 
 
-def _import_findings(probe: TrainerProbe, python: str, sd_scripts: Path) -> list[Finding]:
-    findings = []
-    pip = f"{shlex.quote(python)} -m pip install"
-    for name, info in probe.imports.items():
-        if info["ok"]:
-            continue
-        if name in ("torch", "torchvision"):
-            fix = (f"{pip} torch torchvision (a CUDA build matching your driver, e.g. --index-url "
-                   "https://download.pytorch.org/whl/cu124; see vendor/README.md)")
-        elif name == "xformers":
-            fix = f"{pip} xformers, or re-plan with --set xformers=false --set sdpa=true"
-        else:
-            fix = f"cd {shlex.quote(str(sd_scripts))} && {pip} -r requirements.txt"
-        findings.append(finding("env/missing-module", "error", 4,
-                                f"the trainer's Python cannot import {name}: {info['error']}", fix))
-    return findings
-
-
-def _requirement_findings(probe: TrainerProbe, requirements: dict[str, str | None], python: str,
-                          sd_scripts: Path) -> list[Finding]:
-    missing = [name for name in requirements if probe.distributions.get(name) is None]
-    other = [f"{name} {probe.distributions[name]} (wants {pin})" for name, pin in requirements.items()
-             if pin and probe.distributions.get(name) not in (None, pin)]
-    fix = f"cd {shlex.quote(str(sd_scripts))} && {shlex.quote(python)} -m pip install -r requirements.txt"
-    findings = []
-    if missing:
-        findings.append(finding("env/requirements-missing", "error", 4,
-                                f"{len(missing)} of sd-scripts' requirements are not installed in the trainer's Python: "
-                                f"{', '.join(missing)}.", fix))
-    if other:
-        findings.append(finding("env/requirements-version", "warning", 4,
-                                f"installed versions differ from sd-scripts' requirements.txt: {', '.join(other)}.", fix))
-    return findings
+def _ask_probe(python: str, request: str, environment: dict[str, str]) -> tuple[dict | None, str | None]:
+    try:
+        done = subprocess.run([python, str(PROBE_SCRIPT), request], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S, env=environment)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, str(exc)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return None, (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    try:
+        return json.loads(lines[-1]), None
+    except ValueError:
+        return None, f"unexpected output: {lines[-1][:200]}"
 
 
 def cuda_device_count(probe: TrainerProbe) -> int:

@@ -61,6 +61,8 @@ class RunRecord(BaseModel):
     environment: dict[str, str] = {}  # the variables lorakit set or changed for the trainer
     sd_scripts: str | None = None
     sd_scripts_commit: str | None = None
+    sd_scripts_version: str | None = None
+    sd_scripts_checked_by: str | None = None  # whose parser and dataset code judged the plan before the start
     python: str | None = None
     gpu: str | None = None
     cpu: bool = False

@@ -90,6 +90,10 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# sd-scripts' name for the parser builder, which lorakit doctor calls through machine/trainercheck.py
+setup_parser = make_parser
+
+
 def read_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """train_util.read_config_from_file: flatten the tables one level, then let the command line win."""
     if not args.config_file:
