@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_folder
+from imagegen import write_png
 
 from lorakit.cli.main import cli
 
@@ -211,3 +212,12 @@ def test_max_runs_raises_the_batch_limit_and_progress_is_shown(runner, character
     assert [line for line in result.output.splitlines() if line.startswith("planning ")] == [
         "planning 1/3: 01-network_dim=8", "planning 2/3: 02-network_dim=16", "planning 3/3: 03-network_dim=32"]
     assert len(json.loads((tmp_path / "b" / "batch.json").read_text())["runs"]) == 3
+
+
+@pytest.mark.parametrize("value", ["num_processes=1000000000", "num_machines=1000000000"])
+def test_absurd_process_counts_are_refused_with_the_limit(runner, tmp_path, value):
+    write_png(tmp_path / "data" / "10_sks dog" / "a.png", 1024, 1024)
+    result = runner.invoke(cli, ["plan", str(tmp_path / "data"), "--target-gpu", "rtx4090", "--out", str(tmp_path / "plan"),
+                                 "--set", value])
+    assert result.exit_code == 2 and "limit of 1,024" in result.output and "Traceback" not in result.output
+

@@ -21,6 +21,7 @@ from lorakit.cli.main import cli
 from lorakit.errors import UserError
 from lorakit.kohya_gui.export import export_plan
 from lorakit.plan.build import load_plan
+from lorakit.run.earlier import plan_lock
 from lorakit.run.launch import LaunchOptions, run_plan
 
 LORA = "robot data.safetensors"
@@ -304,3 +305,12 @@ def test_dry_run_says_the_command_runs_in_the_plan_folder(runner, tmp_path, fake
     result = launch(runner, copy, "--dry-run")
     assert result.exit_code == 0, result.output
     assert f"in folder (the plan's paths are relative to it): {copy}" in result.output
+
+
+def test_force_does_not_replace_the_files_of_a_plan_that_is_training(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    with plan_lock(plan):  # a launch holds the plan
+        result = runner.invoke(cli, ["plan", str(tmp_path / "robot data"), "--target-gpu", "rtx4090", "--out", str(plan),
+                                     "--force"])
+    assert result.exit_code == 1 and "already training" in result.output and "kill -INT" in result.output
+    assert not (plan / ".lorakit-history").exists()

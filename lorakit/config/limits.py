@@ -40,6 +40,8 @@ MAXIMUMS: dict[str, int] = {
         "sample_every_n_epochs", "gradient_accumulation_steps",
     )},
     "dataset_repeats": MAX_REPEATS,
+    # accelerate's process and machine counts: far beyond any cluster a LoRA is trained on
+    **{key: 1024 for key in ("num_processes", "num_machines", "machine_rank")},
     # lorakit tries each repeat count up to steps_per_image_max when it picks repeats for a flat folder
     **{key: 100_000 for key in ("steps_per_image_min", "steps_per_image_max")},
     **{key: MAX_SEED for key in ("seed", "sample_seed")},

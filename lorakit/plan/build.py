@@ -46,6 +46,7 @@ from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.plan.timing import TimeReport, time_report
 from lorakit.util.files import check_output_folder, write_text_atomic
+from lorakit.util.lock import PLAN_LOCK_FILE, PidLock
 from lorakit.util.reading import read_json
 
 PLAN_FILES = ("plan.json", "config.toml", "dataset.toml", "sample_prompts.txt", "launch.sh")
@@ -451,6 +452,9 @@ def write_plan(result: PlanResult, *, force: bool = False) -> Path:
         )
     check_output_folder(plan_dir, replace=force, marker="plan.json", kind="plan",
                         replace_note=f"the old plan files move to {HISTORY_DIR}/ inside it; training outputs are never touched")
+    # --force must not swap the files of a plan that is training under the trainer's feet
+    PidLock(plan_dir / PLAN_LOCK_FILE, what="this plan", doing="training",
+            why="Replacing its files now would leave run.json describing another plan.").refuse_if_held()
     plan_dir.mkdir(parents=True, exist_ok=True)
     _keep_previous(plan_dir)
     for name, text in result.files.items():

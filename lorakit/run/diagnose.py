@@ -142,7 +142,8 @@ def replan_command(plan: Plan, changes: dict) -> str:
     values = plan.value_set
     words = ["lorakit", "plan", plan.dataset.root]
     for preset in plan.presets:
-        if preset != "sdxl-base":
+        # an imported GUI config is no preset `--preset` can load: its values follow as --set (they are yours)
+        if preset != "sdxl-base" and not preset.startswith("kohya-gui:"):
             words += ["--preset", preset]
     if plan.target.source == "catalog" and plan.target.catalog_id:
         words += ["--target-gpu", plan.target.catalog_id]

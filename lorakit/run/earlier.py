@@ -17,10 +17,10 @@ from lorakit.plan.build import Plan
 from lorakit.run.outputs import latest_state, model_files, sample_files, saved_step, state_folders
 from lorakit.run.process import process_alive
 from lorakit.run.record import PREVIOUS_DIR, RUN_FILE, read_record, write_record
-from lorakit.util.lock import PidLock
+from lorakit.util.lock import PLAN_LOCK_FILE, PidLock
 
 LOG_FILE = Path("logs") / "train.log"
-LOCK_FILE = "run.lock"
+LOCK_FILE = PLAN_LOCK_FILE
 
 
 def output_dir_of(plan: Plan) -> Path:

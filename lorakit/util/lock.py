@@ -16,6 +16,8 @@ from pathlib import Path
 
 from lorakit.errors import Busy
 
+PLAN_LOCK_FILE = "run.lock"  # one run per plan: held by the lorakit process that trains it
+
 
 class PidLock:
     """`with PidLock(path, what="this plan", doing="training"):` refuses with `Busy` while another holds it."""
@@ -48,6 +50,14 @@ class PidLock:
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
+
+    def refuse_if_held(self) -> None:
+        """Raise `Busy` while another lorakit holds the lock, without taking it."""
+        if not self.path.is_file():
+            return
+        holder = self._holder()
+        if holder is not None and held(holder, str(self.path.resolve())):
+            raise self._refusal(holder)
 
     def _holder(self) -> dict | None:
         try:
