@@ -252,7 +252,10 @@ def torch_step(env: Environment) -> Verdict:
 
 
 def requirements_step(env: Environment) -> Verdict:
-    requirements = sd_scripts_requirements(env.sd_scripts / "requirements.txt")
+    listed = env.sd_scripts / "requirements.txt"
+    if env.request.dry_run and not listed.is_file():
+        return Verdict(False, "sd-scripts is not checked out yet: its requirements are read once it is")
+    requirements = sd_scripts_requirements(listed)
     install = env.pip("install", *requirements)
     if not Path(env.python).is_file():
         return Verdict(False, "no virtual environment yet", [install])
