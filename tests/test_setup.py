@@ -25,7 +25,7 @@ from lorakit.run.doctor import DoctorReport
 from lorakit.run.setup import SetupRequest, sd_scripts_requirements
 from lorakit.run.setup import setup as make_environment
 
-PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 REQUIREMENTS = """\
 accelerate==1.6.0
 diffusers[torch]==0.32.1
