@@ -275,7 +275,7 @@ def cpu_run(args: argparse.Namespace, work: Path, model: Path, tokenizers: Path)
     first = first_step_seconds(plan, started_wall)
     what = "tiny harness (fake trainer)" if args.tiny else "full SDXL random weights"
     return (f"e2e_cpu: {what}, {args.steps} steps at 256² rank 4 on the CPU: time to first step {first} s, "
-            f"{record['seconds_per_step']:.2f} s/step, peak RAM {peak / 2**30:.1f} GiB, launch {seconds:.0f} s")
+            f"{_rounded(record['seconds_per_step'])} s/step, peak RAM {peak / 2**30:.1f} GiB, launch {seconds:.0f} s")
 
 
 def calibration_grid(args: argparse.Namespace, work: Path, model: Path, tokenizers: Path) -> str:
@@ -297,13 +297,18 @@ def calibration_grid(args: argparse.Namespace, work: Path, model: Path, tokenize
         seconds, _ = launch(plan, args.trainer_python, args.sd_scripts, env, cpu=args.tiny)
         record = json.loads((plan / "run.json").read_text())
         torch_peak = json.loads((plan / "torch_peak.json").read_text()) if (plan / "torch_peak.json").is_file() else {}
-        rows.append(f"b{batch} gc={'on' if checkpointing else 'off'}: {record['seconds_per_step']:.2f} s/step, "
-                    f"pynvml peak {record['peak_vram_gib']} GiB, torch reserved {torch_peak.get('reserved_peak_gib', 'n/a')} GiB, {seconds:.0f} s")
+        reserved = torch_peak.get("reserved_peak_gib", "n/a")
+        rows.append(f"b{batch} gc={'on' if checkpointing else 'off'}: {_rounded(record['seconds_per_step'])} s/step, "
+                    f"pynvml peak {record['peak_vram_gib']} GiB, torch reserved {_rounded(reserved)} GiB, {seconds:.0f} s")
         plans.append(str(plan))
     calibrated = lorakit("calibrate", *plans, "--file", str(work / "calibration.toml"), "--json")
     print("\n".join(rows))
     print(calibrated.stdout or calibrated.stderr)
     return f"e2e_cpu calibration grid: {len(rows)} runs at 1024² rank 32; points in {work}/calibration.toml"
+
+
+def _rounded(value: object) -> object:
+    return round(value, 2) if isinstance(value, float) else value
 
 
 def main(argv: list[str] | None = None) -> int:
