@@ -232,6 +232,22 @@ def first_step_seconds(plan: Path, started_wall: float) -> float | None:
     return round(scalars[0].wall_time - started_wall, 1) if scalars else None
 
 
+def free_ram_gib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().available / 2**30
+
+
+def wait_for_ram(needed: float, patience_s: float = 1800) -> None:
+    """The machine may be shared: wait (up to half an hour) for the RAM the full-size run takes."""
+    deadline = time.monotonic() + patience_s
+    while (free := free_ram_gib()) < needed:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the full-size CPU run needs about {needed:.0f} GiB of RAM; {free:.1f} GiB is free (--force)")
+        print(f"waiting for RAM: {free:.1f} of {needed:.0f} GiB free", flush=True)
+        time.sleep(30)
+
+
 def trainer_has_cuda(python: str) -> bool:
     done = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
     return done.stdout.strip() == "True"
@@ -248,8 +264,10 @@ def prepare_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
         model.write_bytes(fake_checkpoint())
     elif not model.is_file():
         started = time.monotonic()
-        subprocess.run([args.trainer_python, __file__, "_build-model", "--sd-scripts", str(args.sd_scripts), "--out", str(model)],
+        partial = model.with_name(model.stem + ".partial.safetensors")  # a run stopped while writing leaves no model
+        subprocess.run([args.trainer_python, __file__, "_build-model", "--sd-scripts", str(args.sd_scripts), "--out", str(partial)],
                        check=True)
+        partial.replace(model)
         print(f"built {model} in {time.monotonic() - started:.0f} s")
     return model, tokenizers
 
@@ -269,6 +287,8 @@ def cpu_run(args: argparse.Namespace, work: Path, model: Path, tokenizers: Path)
     plan_run(dataset, plan, model, tokenizers, [f"max_train_steps={args.steps}", "resolution=256", "min_bucket_reso=256", "network_dim=4",
                                                  "network_alpha=4", "train_batch_size=1", "mixed_precision=no",
                                                  "save_precision=float", "gradient_checkpointing=true", "cache_latents=true"])
+    if not args.tiny and not args.force:
+        wait_for_ram(FULL_RAM_GIB)
     started_wall = time.time()
     seconds, peak = launch(plan, args.trainer_python, args.sd_scripts, environment(args, work), cpu=True)
     record = check_run(plan, args.steps)
@@ -327,12 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.trainer_python, args.sd_scripts = sys.executable, REPO / "tests" / "fake_sdscripts"
     grid = args.calibrate or (not args.tiny and trainer_has_cuda(args.trainer_python))
-    if not args.tiny and not grid and not args.force:
-        import psutil
-
-        free = psutil.virtual_memory().available / 2**30
-        if free < FULL_RAM_GIB:
-            raise SystemExit(f"the full-size CPU run needs about {FULL_RAM_GIB:.0f} GiB of RAM; {free:.1f} GiB is free (--force)")
+    if not args.tiny and not grid and not args.force and free_ram_gib() < FULL_RAM_GIB:
+        raise SystemExit(f"the full-size CPU run needs about {FULL_RAM_GIB:.0f} GiB of RAM; {free_ram_gib():.1f} GiB is free (--force)")
     model, tokenizers = prepare_inputs(args, work)
     print(calibration_grid(args, work, model, tokenizers) if grid else cpu_run(args, work, model, tokenizers))
     return 0
