@@ -220,8 +220,9 @@ def test_a_torch_of_another_build_is_replaced_by_the_wanted_one(tmp_path, sd_scr
 
 def test_an_install_that_leaves_the_wrong_build_is_an_error(tmp_path, sd_scripts, healthy_doctor):
     pip = FakePip(torch_cuda="13.0")  # another index in pip's configuration served a CUDA build
-    with pytest.raises(SetupError, match="torch 2.6.0 \\(cu130 build\\) is not the cpu build wanted"):
+    with pytest.raises(SetupError, match="torch 2.6.0 \\(cu130 build\\) is not the cpu build wanted") as caught:
         make_environment(request(tmp_path, sd_scripts, torch="cpu"), Recorder(), pip)
+    assert "--torch-index pip accepts the build your indexes give" in caught.value.fix
 
 
 def test_pip_indexes_take_any_build_and_say_so(tmp_path, sd_scripts, healthy_doctor):

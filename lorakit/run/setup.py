@@ -81,6 +81,7 @@ class Verdict:
     satisfied: bool
     why: str
     commands: list[list[str]] = field(default_factory=list)
+    fix: str | None = None  # what to do when the commands ran and the step is still not satisfied
 
 
 @dataclass
@@ -189,7 +190,7 @@ def run_step(step: Step, env: Environment, progress: Progress) -> bool:
                              fix="fix the cause shown above, then run lorakit setup again (it continues where it stopped)")
     after = step.check()
     if not after.satisfied:
-        raise SetupError(f"{step.label}: still not right after installing: {after.why}")
+        raise SetupError(f"{step.label}: still not right after installing: {after.why}", fix=after.fix)
     progress.outcome("done", after.why)
     return True
 
@@ -241,7 +242,10 @@ def torch_step(env: Environment) -> Verdict:
     built = f"torch {torch['version']} ({have} build)"
     if env.index is not None and have != env.variant:
         return Verdict(False, f"{built} is not the {env.variant} build wanted",
-                       [env.pip("uninstall", "--yes", "torch", "torchvision"), install])
+                       [env.pip("uninstall", "--yes", "torch", "torchvision"), install],
+                       fix=f"pip took torch from another index (your configuration's extra-index-url or find-links), or could "
+                           f"not reach {env.index}: --torch-index pip accepts the build your indexes give, --torch-index URL "
+                           "names a reachable mirror of that index")
     if not vision["ok"]:
         return Verdict(False, f"{built} is there but torchvision does not import ({vision['error']})",
                        [env.pip("install", "--force-reinstall", "--no-deps", "torchvision", *_index_args(env))])
