@@ -100,6 +100,7 @@ class StreamParser:
         self._events: list[Event] = []
         self._frame: Progress | None = None  # the bar's latest redraw (its step is not finished yet)
         self._done: tuple[int, int | None] = (0, None)  # the last finished (step, total)
+        self._done_loss: float | None = None  # and the loss it was finished with
         self._record: tuple[str, list[str], int | None] | None = None  # a Rich record that may get wrapped lines
         self._summary: TrainingSummary | None = None
         self._in_traceback = False
@@ -184,9 +185,16 @@ class StreamParser:
     def _finish_step(self) -> None:
         frame, self._frame = self._frame, None
         if frame is not None and frame.total == self._done[1] and frame.step <= self._done[0]:
-            return  # the same step drawn again after a line broke the bar (tqdm redraws it when it closes)
+            # the same step drawn again after a line broke the bar (tqdm redraws it when it closes). A new loss
+            # in it is that step's own: tqdm's update() draws the step with the previous step's postfix, and in a
+            # merged log a stdout line ("saving checkpoint") can come before set_postfix draws the new loss.
+            if frame.step == self._done[0] and frame.loss is not None and frame.loss != self._done_loss:
+                self._done_loss = frame.loss
+                self._events.append(Step(frame.step, frame.total, frame.loss, frame.elapsed, frame.remaining, frame.rate))
+            return
         if frame is not None and frame.step > 0:
             self._done = (frame.step, frame.total)
+            self._done_loss = frame.loss
             self._events.append(Step(frame.step, frame.total, frame.loss, frame.elapsed, frame.remaining, frame.rate))
             if frame.loss is not None and math.isnan(frame.loss):
                 self._problem("nan-loss", f"the loss is NaN (avr_loss=nan at step {frame.step})", "avr_loss")
