@@ -183,7 +183,7 @@ def plan_run(dataset: Path, out: Path, model: Path, tokenizers: Path, sets: list
 def launch(plan: Path, python: str, sd_scripts: Path, env: dict, cpu: bool) -> tuple[float, int]:
     """`lorakit launch`; returns its wall time and the process tree's peak RSS."""
     command = [sys.executable, "-m", "lorakit", "launch", str(plan), "--python", python, "--sd-scripts", str(sd_scripts),
-               "--plain", "--every", "15", *(["--cpu"] if cpu else [])]
+               "--plain", "--every", "15", "--fresh", *(["--cpu"] if cpu else [])]
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, cwd=REPO)
     sampler = PeakRam(process.pid)
