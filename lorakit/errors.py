@@ -104,3 +104,7 @@ class CommandExit(LorakitError):
     def __init__(self, exit_code: ExitCode, message: str = ""):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class SetupError(LorakitError):
+    """`lorakit setup` could not make the trainer environment: a command failed, or its result is still wrong."""

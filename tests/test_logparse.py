@@ -288,6 +288,15 @@ def test_tqdm_rates():
     assert parse_rate("?it/s") is None
 
 
+def test_a_new_loss_drawn_after_a_stdout_line_is_that_steps_loss():
+    # the real CPU run's merged train.log: update() draws step 4 with step 3's loss, the checkpoint is saved
+    # (stdout), then set_postfix draws step 4's own loss (benchmarks/e2e_cpu.py found the log read one step behind)
+    text = (frame(3, 4, 1.11) + frame(3, 4, 1.13) + frame(4, 4, 1.13) + "\nsaving checkpoint: a.safetensors\n"
+            + frame(4, 4, 1.12) + "\nsaving checkpoint: b.safetensors\n" + frame(4, 4, 1.12) + "\n")
+    steps = [(s.step, s.loss) for s in of_type(events_of(text), Step)]
+    assert steps == [(3, 1.13), (4, 1.12)]  # each step once, with its own loss
+
+
 def test_a_closed_bar_redrawn_after_a_line_is_not_a_new_step():
     from lorakit.watch.events import Step
     from lorakit.watch.parse import StreamParser

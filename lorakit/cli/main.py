@@ -11,6 +11,7 @@ import click
 
 from lorakit.cli.batching import batch
 from lorakit.cli.calibration import calibrate
+from lorakit.cli.environment import setup
 from lorakit.cli.gui import export_group, import_group
 from lorakit.cli.planning import dataset, keys, plan, presets, probe
 from lorakit.cli.running import doctor, fetch_model, launch, logs, push, runs
@@ -74,7 +75,7 @@ def cli() -> None:
 
 
 for command in (probe, presets, keys, plan, calibrate, export_group, import_group, dataset, fetch_model, push,
-                doctor, launch, runs, logs, batch):
+                setup, doctor, launch, runs, logs, batch):
     cli.add_command(command)
 
 
