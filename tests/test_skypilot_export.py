@@ -31,7 +31,8 @@ def test_a_plan_becomes_a_spot_managed_job_on_its_target_gpu(runner, tmp_path):
     assert task["resources"]["use_spot"] is True
     assert task["resources"]["job_recovery"]["max_restarts_on_errors"] == 2
     dataset = str(tmp_path / "robot data")
-    assert task["file_mounts"] == {str(plan): str(plan), dataset: dataset}
+    model = str(tmp_path / "base model ü.safetensors")
+    assert task["file_mounts"] == {str(plan): str(plan), dataset: dataset, model: model}
     assert task["setup"].endswith("&& lorakit setup") and task["setup"].startswith("pip install lorakit==")
     assert shlex.split(task["run"]) == ["lorakit", "launch", "--resume-if-possible", str(plan)]
 
@@ -53,6 +54,8 @@ def test_a_bucket_mounts_the_plan_read_write_and_says_what_to_upload(runner, tmp
     task = yaml.safe_load(out.read_text())
     assert task["file_mounts"][str(plan)] == {"source": "s3://my-bucket/plan", "mode": "MOUNT"}
     assert task["file_mounts"][str(tmp_path / "robot data")]["source"] == "s3://my-bucket/robot data"
+    model = str(tmp_path / "base model ü.safetensors")
+    assert task["file_mounts"][model] == model  # copied from here: a model is read, never written
     assert task["resources"]["use_spot"] is False and task["resources"]["job_recovery"]["max_restarts_on_errors"] == 0
     assert f"Copy {plan} to s3://my-bucket/plan" in result.output
 
@@ -67,6 +70,14 @@ def test_a_gpu_skypilot_has_no_name_for_needs_the_accelerator_option(runner, tmp
     chosen = export(runner, plan, out, "--accelerator", "A10G")
     assert chosen.exit_code == 0, chosen.output
     assert yaml.safe_load(out.read_text())["resources"]["accelerators"] == "A10G:1"
+
+
+def test_a_base_model_missing_here_is_refused_with_fetch_model(runner, tmp_path):
+    plan = make_plan(runner, tmp_path)
+    (tmp_path / "base model ü.safetensors").unlink()
+    out = tmp_path / "job.yaml"
+    refused = export(runner, plan, out)
+    assert refused.exit_code != 0 and "lorakit fetch-model" in refused.output and not out.exists()
 
 
 def test_an_existing_file_is_not_replaced_without_force(runner, tmp_path):
@@ -118,5 +129,7 @@ def test_skypilots_own_loader_reads_the_task(runner, tmp_path, bucket):
                                        check=True).stdout)
     assert loaded["accelerators"] == {"RTX4090": 1} and loaded["use_spot"] is True
     assert shlex.split(loaded["run"]) == ["lorakit", "launch", "--resume-if-possible", str(plan)]
-    folders = sorted([str(plan), str(tmp_path / "robot data")])
-    assert loaded["mounted" if bucket else "copied"] == folders
+    folders = [str(plan), str(tmp_path / "robot data")]
+    model = str(tmp_path / "base model ü.safetensors")
+    assert loaded["mounted"] == (sorted(folders) if bucket else [])
+    assert loaded["copied"] == ([model] if bucket else sorted([*folders, model]))

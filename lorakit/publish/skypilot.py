@@ -95,10 +95,26 @@ def _folders(plan: Plan) -> list[str]:
     return list(dict.fromkeys(folders))
 
 
+def _model_mount(plan: Plan) -> list[Mount]:
+    """The base model file config.toml names by path (a file, or lorakit's link to a Hub download), copied from here.
+
+    The file the link points to is uploaded, to the path config.toml names; a Hub id needs no mount.
+    """
+    item = plan.values.get("pretrained_model_name_or_path")
+    named = str(item.value) if item is not None and item.value else ""
+    if not named.startswith("/") or Path(named).is_relative_to(plan.plan_dir):
+        return []
+    if not Path(named).exists():
+        raise UserError(f"the plan's base model {named} is not on this machine, so it cannot be sent to the cloud.",
+                        fix=f"download it with `lorakit fetch-model {shlex.quote(plan.plan_dir)}`, then export again")
+    return [Mount(remote=named, local=str(Path(named).resolve()), bucket=None)]
+
+
 def _mounts(plan: Plan, bucket: str | None) -> tuple[list[Mount], list[tuple[str, str]]]:
     folders = _folders(plan)
+    model = _model_mount(plan)
     if bucket is None:
-        return [Mount(remote=f, local=f, bucket=None) for f in folders], []
+        return [Mount(remote=f, local=f, bucket=None) for f in folders] + model, []
     names = [PurePosixPath(f).name for f in folders]
     if len(set(names)) != len(names):
         raise UserError(f"the plan folder and its dataset share a folder name ({', '.join(names)}), so they would "
@@ -107,7 +123,7 @@ def _mounts(plan: Plan, bucket: str | None) -> tuple[list[Mount], list[tuple[str
     if "://" not in base:
         raise UserError(f"--bucket {bucket!r} is not a bucket URI.", fix="give one such as s3://my-bucket or gs://my-bucket")
     pairs = [(f, f"{base}/{name}") for f, name in zip(folders, names, strict=True)]
-    return [Mount(remote=f, local=None, bucket=b) for f, b in pairs], pairs
+    return [Mount(remote=f, local=None, bucket=b) for f, b in pairs] + model, pairs
 
 
 def skypilot_task(plan: Plan, options: SkyOptions) -> SkyTask:
