@@ -11,8 +11,9 @@ import click
 
 from lorakit.cli.batching import batch
 from lorakit.cli.calibration import calibrate
+from lorakit.cli.cloud import export_group
 from lorakit.cli.environment import setup
-from lorakit.cli.gui import export_group, import_group
+from lorakit.cli.gui import import_group
 from lorakit.cli.planning import dataset, keys, plan, presets, probe
 from lorakit.cli.running import doctor, fetch_model, launch, logs, push, runs
 from lorakit.errors import CommandExit, ExitCode, GateError, LorakitError
