@@ -255,8 +255,28 @@ def test_resume_continues_from_the_newest_state(runner, tmp_path, fake_trainer, 
     data = record(plan)
     assert data["resumed_from"] == str(plan / "output" / "robot data-step00000004-state")
     assert data["command"][-3:] == ["--resume", data["resumed_from"], "--skip_until_initial_step"]
-    assert data["steps_done"] == 2  # steps 5 and 6: sd-scripts continues at the saved step
     assert (plan / "previous").is_dir() and (plan / "output" / "robot data.safetensors").is_file()
+
+
+def test_a_resumed_run_counts_from_the_saved_step(runner, tmp_path, fake_trainer, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "4")  # after the state of step 3
+    assert launch(runner, plan, "--no-tensorboard").exit_code == 1
+    monkeypatch.delenv("FAKE_SDSCRIPTS_FAIL")
+    seen: list[Step] = []
+    resumed = run_plan(plan, LaunchOptions(resume=True), on_event=lambda e: seen.append(e) if isinstance(e, Step) else None)
+    assert resumed.state == "succeeded"
+    assert resumed.steps_done == resumed.total_steps == resumed.planned_steps == 6
+    assert [(s.step, s.total) for s in seen] == [(4, 6), (5, 6), (6, 6)]  # the fake's bar said 1/3 .. 3/3
+    events = EventAccumulator(resumed.tensorboard)
+    events.Reload()
+    assert [s.step for s in events.Scalars("train/avr_loss")] == [4, 5, 6]
+    runs = json.loads(runner.invoke(cli, ["runs", str(plan), "--json"]).output)
+    assert (runs[-1]["steps_done"], runs[-1]["total_steps"]) == (6, 6)
 
 
 def test_a_finished_run_has_nothing_to_resume(runner, tmp_path, fake_trainer):

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +35,21 @@ from lorakit.run.diagnose import Ending, diagnose, replan_command
 from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
 from lorakit.run.earlier import LOG_FILE, output_dir_of, output_name_of, plan_lock
 from lorakit.run.earlier import check_outputs as check_earlier
-from lorakit.run.outputs import latest_state, list_outputs
+from lorakit.run.outputs import latest_state, list_outputs, saved_step
 from lorakit.run.process import Interrupted, Stopper, drain, end_group, signal_group, start_group
 from lorakit.run.record import FINAL_STATES, RUN_FILE, RecordNotWritten, RunRecord, now_iso, write_record
 from lorakit.util.files import disk_full_text, is_disk_full
-from lorakit.watch.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
+from lorakit.watch.events import (
+    Event,
+    Exited,
+    LogMessage,
+    Mismatch,
+    Problem,
+    Progress,
+    Started,
+    Step,
+    TrainingSummary,
+)
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
 from lorakit.watch.tally import RunTally
@@ -176,7 +186,10 @@ class Launch:
         self.setup, self.options, self.stopper = setup, options, stopper
         self.plan = setup.plan
         self.on_event = on_event
-        self.tally = RunTally()
+        # sd-scripts' bar counts only the steps of this start; everything lorakit shows counts from the plan's step 0
+        self.step_offset = (saved_step(setup.resume_from) or 0) if setup.resume_from is not None else 0
+        self.trainer_total: int | None = None  # max_train_steps as the trainer's summary says it
+        self.tally = RunTally(start_step=self.step_offset)
         self.monitor = monitor
         self.stop_reason: str | None = None
         self._signals_sent = 0
@@ -304,6 +317,7 @@ class Launch:
         self._signal_group(signal.SIGINT, at)
 
     def _emit(self, event: Event, at: float) -> None:
+        event = self._true_steps(event)
         self.tally.add(event, at)
         if isinstance(event, TrainingSummary):
             mismatch = self._compare_with_plan(event)
@@ -317,6 +331,21 @@ class Launch:
             self.tensorboard(event)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _true_steps(self, event: Event) -> Event:
+        """A resumed bar's step and total, moved onto the plan's steps (the tally, TensorBoard and display see these).
+
+        The bar's step is the steps done since this start, so the true step is the saved one plus it. Its total
+        is not always the remaining steps: past the first epoch sd-scripts subtracts only the part of the
+        saved step inside its epoch (docs/sd-scripts.md §8), so the true total is its summary's
+        max_train_steps when it printed one.
+        """
+        if isinstance(event, TrainingSummary):
+            self.trainer_total = event.total_steps
+        if not self.step_offset or not isinstance(event, (Progress, Step)):
+            return event
+        return replace(event, step=event.step + self.step_offset,
+                       total=self.trainer_total or event.total + self.step_offset)
 
     def _compare_with_plan(self, summary: TrainingSummary) -> str | None:
         if self.setup.resume_from is not None:
