@@ -33,7 +33,7 @@ from lorakit.plan.build import Plan, load_plan
 from lorakit.plan.paths import left_behind
 from lorakit.run.diagnose import Ending, diagnose, replan_command
 from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
-from lorakit.run.earlier import LOG_FILE, output_dir_of, output_name_of, plan_lock
+from lorakit.run.earlier import LOG_FILE, if_possible, output_dir_of, output_name_of, plan_lock
 from lorakit.run.earlier import check_outputs as check_earlier
 from lorakit.run.outputs import latest_state, list_outputs, saved_step
 from lorakit.run.process import Interrupted, Stopper, drain, end_group, signal_group, start_group
@@ -69,6 +69,7 @@ class LaunchOptions:
     gpus: str | None = None  # accelerate --gpu_ids; overrides the plan's gpu_ids
     cpu: bool = False  # train on the CPU even when CUDA is there (it is chosen anyway when there is none)
     resume: bool = False  # continue from the newest *-state folder
+    resume_if_possible: bool = False  # --resume when there is a state, a start when the plan never ran
     fresh: bool = False  # start again, moving the old outputs to <plan>/previous/<time>/
     tensorboard: bool = True
     tensorboard_experiment: bool = True  # False when a batch writes one HParams experiment for all its runs
@@ -122,14 +123,18 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     if errors:
         raise GateError(f"the environment check (Gate 4) found {len(errors)} error(s); the trainer was not started.",
                         errors, fix="Fix the errors above (each says how), then launch again; `lorakit doctor PLAN` re-checks.")
-    if options.resume and options.fresh:
-        raise UserError("--resume and --fresh contradict each other.", fix="pick one")
+    if sum((options.resume, options.fresh, options.resume_if_possible)) > 1:
+        raise UserError("--resume, --resume-if-possible and --fresh contradict each other.", fix="pick one")
     resume_from = None
     output_dir, name = output_dir_of(plan), output_name_of(plan)
+    warnings = []
     if check_outputs:
-        resume_from = check_earlier(plan_dir, output_dir, name, plan.total_steps, resume=options.resume,
-                                   fresh=options.fresh)
-    elif options.resume:
+        resume, fresh = options.resume, options.fresh
+        if options.resume_if_possible:
+            resume, fresh, note = if_possible(plan_dir, output_dir, name)
+            warnings += [note] if note else []
+        resume_from = check_earlier(plan_dir, output_dir, name, plan.total_steps, resume=resume, fresh=fresh)
+    elif options.resume or options.resume_if_possible:
         resume_from = latest_state(output_dir, name)
     # relative, as in launch.sh: the trainer starts in the plan folder
     command = trainer_command(report.python, Path(report.sd_scripts), Path("config.toml"), plan.value_set,
@@ -140,7 +145,7 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     changes = dict(TRAINER_ENV)
     if "CUDA_VISIBLE_DEVICES" in base_env:
         changes["CUDA_VISIBLE_DEVICES"] = base_env["CUDA_VISIBLE_DEVICES"]
-    warnings = [f.message for f in report.findings if f.level == "warning"]
+    warnings += [f.message for f in report.findings if f.level == "warning"]
     return LaunchSetup(plan, plan_dir, command, base_env | changes, changes, report.cpu, report, report.base_model or "",
                        resume_from, warnings, models_here=models_here)
 
