@@ -100,6 +100,7 @@ def test_slurm_script_runs_each_plan_as_an_array_task(runner, character_dataset,
     text = script.read_text()
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "#SBATCH --array=0-3" in text and "#SBATCH --gpus-per-task=2" in text and "#SBATCH --partition=gpu" in text
+    assert "#SBATCH --requeue" in text  # a preempted task comes back, and --resume-if-possible continues it
     manifest = json.loads((out / "batch.json").read_text())
     fake_python = tmp_path / "python"
     fake_python.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
@@ -109,7 +110,7 @@ def test_slurm_script_runs_each_plan_as_an_array_task(runner, character_dataset,
     for task, run in enumerate(manifest["runs"]):
         done = subprocess.run(["bash", str(tmp_path / "patched.sbatch")], capture_output=True, text=True,
                               env={**os.environ, "SLURM_ARRAY_TASK_ID": str(task)}, check=True)
-        assert done.stdout.splitlines() == ["-m", "lorakit", "launch", run["plan_dir"]]
+        assert done.stdout.splitlines() == ["-m", "lorakit", "launch", "--resume-if-possible", run["plan_dir"]]
 
 
 def test_slurm_export_refuses_to_overwrite_and_bad_directives(runner, character_dataset, tmp_path):
@@ -216,8 +217,7 @@ def test_an_interrupted_batch_resumes_without_repeating_finished_runs(runner, tm
     assert record(out / "01-network_dim=8")["ended"] == done_at  # not run again
     resumed = record(out / "02-network_dim=16")
     assert resumed["command"][-3:] == ["--resume", resumed["resumed_from"], "--skip_until_initial_step"]
-    saved = int(resumed["resumed_from"].rsplit("step", 1)[1][:8])
-    assert resumed["steps_done"] == 12 - saved  # continued at the saved step, not at 0
+    assert resumed["steps_done"] == resumed["total_steps"] == 12  # counted on from the saved step, not from 0
 
 
 def test_failed_runs_rerun_only_when_asked(runner, tmp_path, fake_trainer, monkeypatch):

@@ -255,8 +255,93 @@ def test_resume_continues_from_the_newest_state(runner, tmp_path, fake_trainer, 
     data = record(plan)
     assert data["resumed_from"] == str(plan / "output" / "robot data-step00000004-state")
     assert data["command"][-3:] == ["--resume", data["resumed_from"], "--skip_until_initial_step"]
-    assert data["steps_done"] == 2  # steps 5 and 6: sd-scripts continues at the saved step
     assert (plan / "previous").is_dir() and (plan / "output" / "robot data.safetensors").is_file()
+
+
+def test_a_resumed_run_counts_from_the_saved_step(runner, tmp_path, fake_trainer, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "4")  # after the state of step 3
+    assert launch(runner, plan, "--no-tensorboard").exit_code == 1
+    monkeypatch.delenv("FAKE_SDSCRIPTS_FAIL")
+    seen: list[Step] = []
+    resumed = run_plan(plan, LaunchOptions(resume=True), on_event=lambda e: seen.append(e) if isinstance(e, Step) else None)
+    assert resumed.state == "succeeded"
+    assert resumed.steps_done == resumed.total_steps == resumed.planned_steps == 6
+    assert [(s.step, s.total) for s in seen] == [(4, 6), (5, 6), (6, 6)]  # the fake's bar said 1/3 .. 3/3
+    events = EventAccumulator(resumed.tensorboard)
+    events.Reload()
+    assert [s.step for s in events.Scalars("train/avr_loss")] == [4, 5, 6]
+    runs = json.loads(runner.invoke(cli, ["runs", str(plan), "--json"]).output)
+    assert (runs[-1]["steps_done"], runs[-1]["total_steps"]) == (6, 6)
+
+
+def test_resume_if_possible_starts_a_plan_that_never_ran(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path, "save_state=true")
+    result = launch(runner, plan, "--resume-if-possible")
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    assert data["resumed_from"] is None and "--resume" not in data["command"] and data["steps_done"] == 6
+
+
+def test_resume_if_possible_resumes_from_the_newest_state(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "killed")  # as a preempted job's trainer
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "5")
+    assert launch(runner, plan).exit_code != 0
+    monkeypatch.delenv("FAKE_SDSCRIPTS_FAIL")
+    result = launch(runner, plan, "--resume-if-possible")
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    assert data["resumed_from"] == str(plan / "output" / "robot data-step00000004-state")
+    assert data["steps_done"] == data["total_steps"] == 6
+
+
+def test_resume_if_possible_does_not_train_over_lora_files_without_a_state(runner, tmp_path, fake_trainer):
+    plan = make_plan(runner, tmp_path)
+    assert launch(runner, plan).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (plan / "output").iterdir()}
+    result = launch(runner, plan, "--resume-if-possible")
+    assert result.exit_code == 2
+    assert "no saved state" in result.output and "--fresh" in result.output
+    assert {p.name: p.stat().st_mtime_ns for p in (plan / "output").iterdir()} == before
+
+
+def test_resume_if_possible_starts_again_when_the_last_run_saved_nothing(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "save_state=true")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "1")  # before any save
+    assert launch(runner, plan).exit_code == 1
+    first = record(plan)
+    monkeypatch.delenv("FAKE_SDSCRIPTS_FAIL")
+    result = launch(runner, plan, "--resume-if-possible")
+    assert result.exit_code == 0, result.output
+    assert "starts again" in " ".join(result.output.split())
+    (kept,) = (plan / "previous").iterdir()
+    assert json.loads((kept / "run.json").read_text())["started"] == first["started"]
+    assert record(plan)["state"] == "succeeded" and record(plan)["resumed_from"] is None
+
+
+def test_a_copied_plan_resumes_from_the_state_in_its_copy(runner, tmp_path, fake_trainer, monkeypatch):
+    import shutil
+
+    plan = make_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL", "crash")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "4")
+    assert launch(runner, plan).exit_code == 1
+    monkeypatch.delenv("FAKE_SDSCRIPTS_FAIL")
+    copy = tmp_path / "other machine" / "plan"
+    shutil.copytree(plan, copy)
+    original = {p.name: p.stat().st_mtime_ns for p in (plan / "output").iterdir()}
+    result = launch(runner, copy, "--resume-if-possible")
+    assert result.exit_code == 0, result.output
+    data = record(copy)
+    assert data["resumed_from"] == str(copy / "output" / "robot data-step00000003-state")
+    assert data["steps_done"] == 6 and (copy / "output" / "robot data.safetensors").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (plan / "output").iterdir()} == original  # the original is untouched
 
 
 def test_a_finished_run_has_nothing_to_resume(runner, tmp_path, fake_trainer):

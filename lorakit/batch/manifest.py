@@ -199,7 +199,8 @@ class SlurmOptions:
 
 
 def export_slurm(batch_dir: Path, script: Path, options: SlurmOptions, *, python: str | None = None) -> int:
-    """Write an sbatch array script (one task per planned run, each `lorakit launch PLAN`); returns the task count."""
+    """Write an sbatch array script (one task per planned run, each `lorakit launch --resume-if-possible PLAN`,
+    so a requeued task continues from its newest state); returns the task count."""
     import sys
 
     from lorakit.plan.render import render
@@ -219,7 +220,7 @@ def export_slurm(batch_dir: Path, script: Path, options: SlurmOptions, *, python
         job_name=_SLUG.sub("_", f"lorakit-{manifest.name}").strip("_")[:64].replace("=", "_").replace("+", "_"),
         partition=options.partition, gpus_per_task=options.gpus_per_task, time=options.time,
         cpus_per_task=options.cpus_per_task, mem=options.mem,
-        launcher=[python or sys.executable, "-m", "lorakit", "launch"],
+        launcher=[python or sys.executable, "-m", "lorakit", "launch", "--resume-if-possible"],
     )
     write_text_atomic(script, text)
     script.chmod(0o755)

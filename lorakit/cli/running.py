@@ -89,12 +89,14 @@ def doctor(plan_dir: Path | None, sd_scripts, python, gpus, cpu, as_json: bool) 
 @click.argument("plan_dir", metavar="PLAN", type=PATH)
 @with_trainer_options
 @click.option("--resume", is_flag=True, help="Continue from the newest saved state (*-state folder) in the output folder.")
+@click.option("--resume-if-possible", is_flag=True,
+              help="--resume when there is a saved state, a plain start when the plan never ran (requeued jobs).")
 @click.option("--fresh", is_flag=True, help="Start again; earlier outputs, log and run.json move to PLAN/previous/TIME/.")
 @click.option("--dry-run", is_flag=True, help="Check everything and print the exact command and environment; start nothing.")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
 @click.option("--plain", is_flag=True, help="Plain progress lines instead of a bar (the default without a terminal).")
 @click.option("--every", default=30.0, show_default=True, metavar="SECONDS", help="Seconds between plain progress lines.")
-def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run, no_tensorboard, plain, every) -> None:
+def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, resume_if_possible, fresh, dry_run, no_tensorboard, plain, every) -> None:
     """Train PLAN with sd-scripts through accelerate, watch it live, and record the run in PLAN/run.json.
 
     Ctrl-C (or SIGTERM) stops the trainer cleanly: its process group gets SIGINT, then SIGTERM, then
@@ -106,7 +108,7 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, fresh, dry_run
     from lorakit.run.process import Stopper, stop_on_signals
 
     options = LaunchOptions(sd_scripts=sd_scripts, python=python, gpus=gpus, cpu=cpu, resume=resume, fresh=fresh,
-                            tensorboard=not no_tensorboard)
+                            resume_if_possible=resume_if_possible, tensorboard=not no_tensorboard)
     out = console()
     if dry_run:
         from lorakit.cli.views import print_setup

@@ -1,7 +1,8 @@
 """What an earlier run of a plan left behind, and the lock that keeps two runs of one plan apart.
 
 A launch never trains over earlier results: `check_outputs` refuses, or continues them (--resume), or
-moves them into `<plan>/previous/<time>/` (--fresh), whose run.json then names where its files are.
+moves them into `<plan>/previous/<time>/` (--fresh), whose run.json then names where its files are;
+`if_possible` chooses between those for --resume-if-possible.
 `plan_lock` is taken before any of that, so a second launch or `batch run` of a plan that is training is
 refused before it changes anything.
 """
@@ -79,6 +80,25 @@ def check_outputs(plan_dir: Path, output_dir: Path, name: str, planned_steps: in
         raise UserError(f"{plan_dir} already has the outputs of an earlier run; lorakit will not train over them.",
                         fix=f"pass {or_resume}--fresh to start again (the old outputs move to {PREVIOUS_DIR}/ in the plan folder)")
     return None
+
+
+def if_possible(plan_dir: Path, output_dir: Path, name: str) -> tuple[bool, bool, str | None]:
+    """--resume-if-possible as (resume, fresh, what lorakit does): for a requeued or copied run that may have a state.
+
+    A saved state is resumed; a plan that never ran starts. LoRA files without a state are refused, as a plain
+    launch refuses them (nothing would continue them); a run that left only its record and log (stopped before
+    its first save) starts again, its record and log moved aside, since there is nothing to train over.
+    """
+    if latest_state(output_dir, name) is not None:
+        return True, False, None
+    if model_files(output_dir, name):
+        raise UserError(f"{plan_dir} has LoRA files of an earlier run but no saved state to resume from; lorakit "
+                        "will not train over them.",
+                        fix=f"pass --fresh to start again (the old outputs move to {PREVIOUS_DIR}/ in the plan folder)")
+    if (plan_dir / RUN_FILE).is_file():
+        return False, True, (f"the earlier run left no saved state and no LoRA, so this run starts again; its record "
+                             f"and log moved to {PREVIOUS_DIR}/ in the plan folder")
+    return False, False, None
 
 
 def _same_folder(recorded: str, plan_dir: Path) -> bool:

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,13 +33,23 @@ from lorakit.plan.build import Plan, load_plan
 from lorakit.plan.paths import left_behind
 from lorakit.run.diagnose import Ending, diagnose, replan_command
 from lorakit.run.doctor import DoctorOptions, DoctorReport, run_doctor
-from lorakit.run.earlier import LOG_FILE, output_dir_of, output_name_of, plan_lock
+from lorakit.run.earlier import LOG_FILE, if_possible, output_dir_of, output_name_of, plan_lock
 from lorakit.run.earlier import check_outputs as check_earlier
-from lorakit.run.outputs import latest_state, list_outputs
+from lorakit.run.outputs import latest_state, list_outputs, saved_step
 from lorakit.run.process import Interrupted, Stopper, drain, end_group, signal_group, start_group
 from lorakit.run.record import FINAL_STATES, RUN_FILE, RecordNotWritten, RunRecord, now_iso, write_record
 from lorakit.util.files import disk_full_text, is_disk_full
-from lorakit.watch.events import Event, Exited, LogMessage, Mismatch, Problem, Started, TrainingSummary
+from lorakit.watch.events import (
+    Event,
+    Exited,
+    LogMessage,
+    Mismatch,
+    Problem,
+    Progress,
+    Started,
+    Step,
+    TrainingSummary,
+)
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
 from lorakit.watch.tally import RunTally
@@ -59,6 +69,7 @@ class LaunchOptions:
     gpus: str | None = None  # accelerate --gpu_ids; overrides the plan's gpu_ids
     cpu: bool = False  # train on the CPU even when CUDA is there (it is chosen anyway when there is none)
     resume: bool = False  # continue from the newest *-state folder
+    resume_if_possible: bool = False  # --resume when there is a state, a start when the plan never ran
     fresh: bool = False  # start again, moving the old outputs to <plan>/previous/<time>/
     tensorboard: bool = True
     tensorboard_experiment: bool = True  # False when a batch writes one HParams experiment for all its runs
@@ -112,14 +123,18 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     if errors:
         raise GateError(f"the environment check (Gate 4) found {len(errors)} error(s); the trainer was not started.",
                         errors, fix="Fix the errors above (each says how), then launch again; `lorakit doctor PLAN` re-checks.")
-    if options.resume and options.fresh:
-        raise UserError("--resume and --fresh contradict each other.", fix="pick one")
+    if sum((options.resume, options.fresh, options.resume_if_possible)) > 1:
+        raise UserError("--resume, --resume-if-possible and --fresh contradict each other.", fix="pick one")
     resume_from = None
     output_dir, name = output_dir_of(plan), output_name_of(plan)
+    warnings = []
     if check_outputs:
-        resume_from = check_earlier(plan_dir, output_dir, name, plan.total_steps, resume=options.resume,
-                                   fresh=options.fresh)
-    elif options.resume:
+        resume, fresh = options.resume, options.fresh
+        if options.resume_if_possible:
+            resume, fresh, note = if_possible(plan_dir, output_dir, name)
+            warnings += [note] if note else []
+        resume_from = check_earlier(plan_dir, output_dir, name, plan.total_steps, resume=resume, fresh=fresh)
+    elif options.resume or options.resume_if_possible:
         resume_from = latest_state(output_dir, name)
     # relative, as in launch.sh: the trainer starts in the plan folder
     command = trainer_command(report.python, Path(report.sd_scripts), Path("config.toml"), plan.value_set,
@@ -130,7 +145,7 @@ def prepare_launch(plan_dir: Path, options: LaunchOptions | None = None, env: di
     changes = dict(TRAINER_ENV)
     if "CUDA_VISIBLE_DEVICES" in base_env:
         changes["CUDA_VISIBLE_DEVICES"] = base_env["CUDA_VISIBLE_DEVICES"]
-    warnings = [f.message for f in report.findings if f.level == "warning"]
+    warnings += [f.message for f in report.findings if f.level == "warning"]
     return LaunchSetup(plan, plan_dir, command, base_env | changes, changes, report.cpu, report, report.base_model or "",
                        resume_from, warnings, models_here=models_here)
 
@@ -176,7 +191,10 @@ class Launch:
         self.setup, self.options, self.stopper = setup, options, stopper
         self.plan = setup.plan
         self.on_event = on_event
-        self.tally = RunTally()
+        # sd-scripts' bar counts only the steps of this start; everything lorakit shows counts from the plan's step 0
+        self.step_offset = (saved_step(setup.resume_from) or 0) if setup.resume_from is not None else 0
+        self.trainer_total: int | None = None  # max_train_steps as the trainer's summary says it
+        self.tally = RunTally(start_step=self.step_offset)
         self.monitor = monitor
         self.stop_reason: str | None = None
         self._signals_sent = 0
@@ -304,6 +322,7 @@ class Launch:
         self._signal_group(signal.SIGINT, at)
 
     def _emit(self, event: Event, at: float) -> None:
+        event = self._true_steps(event)
         self.tally.add(event, at)
         if isinstance(event, TrainingSummary):
             mismatch = self._compare_with_plan(event)
@@ -317,6 +336,21 @@ class Launch:
             self.tensorboard(event)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _true_steps(self, event: Event) -> Event:
+        """A resumed bar's step and total, moved onto the plan's steps (the tally, TensorBoard and display see these).
+
+        The bar's step is the steps done since this start, so the true step is the saved one plus it. Its total
+        is not always the remaining steps: past the first epoch sd-scripts subtracts only the part of the
+        saved step inside its epoch (docs/sd-scripts.md §8), so the true total is its summary's
+        max_train_steps when it printed one.
+        """
+        if isinstance(event, TrainingSummary):
+            self.trainer_total = event.total_steps
+        if not self.step_offset or not isinstance(event, (Progress, Step)):
+            return event
+        return replace(event, step=event.step + self.step_offset,
+                       total=self.trainer_total or event.total + self.step_offset)
 
     def _compare_with_plan(self, summary: TrainingSummary) -> str | None:
         if self.setup.resume_from is not None:

@@ -20,8 +20,10 @@ from lorakit.watch.events import (
 
 
 class RunTally:
-    def __init__(self) -> None:
-        self.steps_done = 0
+    def __init__(self, start_step: int = 0) -> None:
+        """`start_step`: the step a resumed run continues from (its steps are counted from the plan's start)."""
+        self.start_step = start_step
+        self.steps_done = start_step
         self.total_steps: int | None = None
         self.last_loss: float | None = None
         self.min_loss: float | None = None
@@ -77,7 +79,7 @@ class RunTally:
             return
         if self._last_seen is not None and at <= self._last_seen[1]:
             return  # read in the same chunk as the last step (a busy reader): no time between them was seen
-        if self._last_seen is not None and self._last_seen[0] >= 1:
+        if self._last_seen is not None and self._last_seen[0] > self.start_step:
             self._step_seconds.append((at - self._last_seen[1]) / (step - self._last_seen[0]))
         self._last_seen = (step, at)
 
