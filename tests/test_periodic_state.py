@@ -3,9 +3,8 @@ short, unestimated and CPU plans do not; the user's own save settings win (docs/
 
 from __future__ import annotations
 
-import pytest
-
 import lorakit.plan.build as plan_module
+from lorakit.cli.main import cli
 from lorakit.dataset.steps import StepMath, predict_saves
 from lorakit.plan.build import PlanRequest, make_plan
 from lorakit.plan.state import SOURCE
@@ -49,9 +48,15 @@ def test_a_short_plan_gets_no_periodic_state(character_dataset, tmp_path):
     assert auto_keys(plan) == [] and not plan.value_set["save_state"]
 
 
-@pytest.mark.parametrize("gpu", ["cpu"])
-def test_a_cpu_smoke_run_gets_no_periodic_state(character_dataset, tmp_path, gpu):
-    assert auto_keys(make(character_dataset, tmp_path, "max_train_epochs=40", gpu=gpu)) == []
+def test_a_cpu_smoke_run_gets_no_periodic_state(character_dataset, tmp_path):
+    assert auto_keys(make(character_dataset, tmp_path, "max_train_epochs=40", gpu="cpu")) == []
+
+
+def test_the_plan_summary_shows_the_states_kept(runner, character_dataset, tmp_path):
+    result = runner.invoke(cli, ["plan", str(character_dataset), "--target-gpu", "rtx4090", "--out", str(tmp_path / "p"),
+                                 "--set", "max_train_epochs=40"])
+    assert result.exit_code == 0, result.output
+    assert "4 state folder(s) kept" in result.output  # 2 step states, the newest epoch state, the final state
 
 
 def test_fit_off_adds_no_periodic_state(character_dataset, tmp_path):

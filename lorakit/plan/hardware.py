@@ -160,7 +160,8 @@ def disk_space(ctx: CheckContext) -> list[Finding]:
                     f"the checkpoints need {need:.2f} GiB ({parts}), but only {ctx.disk_free_gib:.2f} GiB is free "
                     f"where they are saved ({ctx.values['output_dir']}).",
                     "free disk space, save less often (save_every_n_epochs) or keep fewer (save_last_n_epochs), "
-                    "turn off save_state, or --set output_dir=... on a larger disk", key="output_dir")]
+                    "keep fewer states (save_last_n_steps_state), --set save_state=false, "
+                    "or --set output_dir=... on a larger disk", key="output_dir")]
 
 
 HARDWARE_RULES: list[Callable[[CheckContext], list[Finding]]] = [vram_budget, bf16_support, disk_space]
