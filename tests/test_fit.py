@@ -196,15 +196,17 @@ def test_total_steps_warning_reads_steps_at_batch_1(character_dataset, tmp_path)
 
 def test_disk_space_for_checkpoints_and_states(character_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(plan_module, "free_disk_gib", lambda path: 0.5)
-    found = codes(make(character_dataset, tmp_path, gpu="rtx4090"))
+    found = codes(make(character_dataset, tmp_path, "save_state=false", gpu="rtx4090"))
     error = found["hardware/disk-space"]
     assert (error.level, error.gate) == ("error", 3)
     assert "12 LoRA file(s) × 109 MiB" in error.message and "0.50 GiB is free" in error.message
     with_states = codes(make(character_dataset, tmp_path, "save_state=true", gpu="rtx4090"))["hardware/disk-space"]
     assert "12 state folder(s)" in with_states.message
-    assert "hardware/disk-space" not in codes(make(character_dataset, tmp_path, "save_last_n_epochs=2", gpu="rtx4090"))
+    assert "hardware/disk-space" not in codes(make(character_dataset, tmp_path, "save_last_n_epochs=2", "save_state=false",
+                                                   gpu="rtx4090"))
     monkeypatch.setattr(plan_module, "free_disk_gib", lambda path: 0.3)
-    kept = codes(make(character_dataset, tmp_path, "save_last_n_epochs=2", gpu="rtx4090"))["hardware/disk-space"]
+    kept = codes(make(character_dataset, tmp_path, "save_last_n_epochs=2", "save_state=false",
+                      gpu="rtx4090"))["hardware/disk-space"]
     assert "4 LoRA file(s)" in kept.message  # 2 kept + the final + one that waits to be deleted
     monkeypatch.setattr(plan_module, "free_disk_gib", lambda path: 500.0)
     assert "hardware/disk-space" not in codes(make(character_dataset, tmp_path, "save_state=true", gpu="rtx4090"))

@@ -213,7 +213,10 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
     for line in step_lines(plan.step_math):
         out.print(line)
     keep = [s for s in plan.saves if s.kept]
-    out.print(f"saves: {len(keep)} file(s), the last [bold]{escape(plan.saves[-1].file)}[/]" if plan.saves else "saves: none")
+    states = sum(1 for s in plan.saves if s.state_dir and s.state_kept)
+    kept_states = f", {states} state folder(s) kept" if states else ""
+    out.print(f"saves: {len(keep)} file(s){kept_states}, the last [bold]{escape(plan.saves[-1].file)}[/]"
+              if plan.saves else "saves: none")
     if plan.sample_steps:
         shown = ", ".join(str(s) for s in plan.sample_steps[:8]) + (" …" if len(plan.sample_steps) > 8 else "")
         out.print(f"samples at steps: {shown}")

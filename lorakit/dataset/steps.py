@@ -203,6 +203,7 @@ class SaveEvent(BaseModel):
     step: int
     state_dir: str | None = None
     kept: bool = True  # False when save_last_n_* deletes it later in the run
+    state_kept: bool = True  # False when save_last_n_*_state (or save_last_n_*) deletes its state folder later
 
 
 # The most checkpoint files and sample points a plan lists (README, Limits): a run that writes more
@@ -240,8 +241,13 @@ def predict_saves(
     save_last_n_steps: int | None = None,
     save_state: bool = False,
     save_state_on_train_end: bool = False,
+    save_last_n_steps_state: int | None = None,
+    save_last_n_epochs_state: int | None = None,
 ) -> list[SaveEvent]:
-    """The checkpoint files sd-scripts writes, in order; work and memory grow with the files, not the steps."""
+    """The checkpoint files sd-scripts writes, in order; work and memory grow with the files, not the steps.
+
+    States are pruned apart from the files: save_last_n_*_state, when set (not 0), replaces
+    save_last_n_* for them (docs/sd-scripts.md §8)."""
     check_run_size(math_)
     epochs, total, spe = math_.epochs, math_.total_steps, math_.steps_per_epoch
     if save_n_epoch_ratio:
@@ -259,6 +265,12 @@ def predict_saves(
                 remove -= remove % save_every_n_steps
                 if remove >= 0 and remove in step_files:
                     step_files[remove].kept = False
+            last_n_state = save_last_n_steps_state or save_last_n_steps
+            if save_state and last_n_state is not None:
+                remove = step - last_n_state - 1
+                remove -= remove % save_every_n_steps
+                if remove in step_files:
+                    step_files[remove].state_kept = False
     epoch_files: dict[int, SaveEvent] = {}
     if save_every_n_epochs:
         _check_count("save a checkpoint", (epochs - 1) // save_every_n_epochs, MAX_SAVES, "save_every_n_epochs")
@@ -271,6 +283,11 @@ def predict_saves(
                 remove = epoch - save_every_n_epochs * save_last_n_epochs
                 if remove in epoch_files:
                     epoch_files[remove].kept = False
+            last_n_state = save_last_n_epochs_state or save_last_n_epochs
+            if save_state and last_n_state is not None:
+                remove = epoch - save_every_n_epochs * last_n_state
+                if remove in epoch_files:
+                    epoch_files[remove].state_kept = False
     events = sorted([*step_files.values(), *epoch_files.values()], key=lambda e: (e.step, e.kind != "step"))
     events.append(SaveEvent(
         kind="final", file=f"{output_name}.{extension}", epoch=epochs, step=total,

@@ -44,6 +44,7 @@ from lorakit.plan.hardware import check_hardware
 from lorakit.plan.paths import anchor_paths, here, located
 from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
+from lorakit.plan.state import plan_periodic_state
 from lorakit.plan.timing import TimeReport, time_report
 from lorakit.util.files import check_output_folder, write_text_atomic
 from lorakit.util.lock import PLAN_LOCK_FILE, PidLock
@@ -216,6 +217,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
     _set_plan_paths(values, name)
     _check_output_name(values["output_name"])
     prompt_lines = _sampling(values, subsets)
+    estimated = estimates(values, target, assumptions, steps.total_steps, request.fit)
+    plan_periodic_state(values, estimated.time, steps.total_steps, cpu=is_cpu(target), fit=request.fit)
     saves = predict_saves(
         steps,
         output_name=values["output_name"],
@@ -227,6 +230,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
         save_last_n_steps=values["save_last_n_steps"],
         save_state=bool(values["save_state"]),
         save_state_on_train_end=bool(values["save_state_on_train_end"]),
+        save_last_n_steps_state=values["save_last_n_steps_state"],
+        save_last_n_epochs_state=values["save_last_n_epochs_state"],
     )
     sample_steps = predict_sample_steps(
         steps,
@@ -250,7 +255,6 @@ def make_plan(request: PlanRequest) -> PlanResult:
     checkout = describe_sd_scripts(request.sd_scripts)
     sd_scripts = Path(checkout.path)
     config_path = Path("config.toml")  # the trainer starts in the plan folder
-    estimated = estimates(values, target, assumptions, steps.total_steps, request.fit)
     plan = Plan(
         lorakit_version=__version__,
         sd_scripts_commit=SD_SCRIPTS_COMMIT,

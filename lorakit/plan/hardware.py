@@ -146,7 +146,10 @@ def disk_space(ctx: CheckContext) -> list[Finding]:
     kept = [s for s in ctx.saves if s.kept]
     transient = 1 if len(kept) < len(ctx.saves) else 0  # save_last_n_*: one more file exists until the old is deleted
     files = len(kept) + transient
-    states = sum(1 for s in kept if s.state_dir) + (transient if any(s.state_dir for s in ctx.saves) else 0)
+    # states are pruned apart from the files (save_last_n_*_state), with the same one-more-until-deleted
+    saved_states = [s for s in ctx.saves if s.state_dir]
+    kept_states = sum(1 for s in saved_states if s.state_kept)
+    states = kept_states + (1 if kept_states < len(saved_states) else 0)
     need = (files * file_bytes + states * state_bytes) / GIB
     if need <= ctx.disk_free_gib:
         return []
@@ -157,7 +160,8 @@ def disk_space(ctx: CheckContext) -> list[Finding]:
                     f"the checkpoints need {need:.2f} GiB ({parts}), but only {ctx.disk_free_gib:.2f} GiB is free "
                     f"where they are saved ({ctx.values['output_dir']}).",
                     "free disk space, save less often (save_every_n_epochs) or keep fewer (save_last_n_epochs), "
-                    "turn off save_state, or --set output_dir=... on a larger disk", key="output_dir")]
+                    "keep fewer states (save_last_n_steps_state), --set save_state=false, "
+                    "or --set output_dir=... on a larger disk", key="output_dir")]
 
 
 HARDWARE_RULES: list[Callable[[CheckContext], list[Finding]]] = [vram_budget, bf16_support, disk_space]

@@ -389,7 +389,7 @@ def needed_disk_gib(plan: Plan) -> float:
     if values["save_precision"] in ("fp16", "bf16"):
         per_file /= 2
     files = sum(1 for s in plan.saves if s.kept) or 1
-    states = sum(1 for s in plan.saves if s.kept and s.state_dir)
+    states = sum(1 for s in plan.saves if s.state_kept and s.state_dir)
     return files * per_file + states * 3 * per_file
 
 
