@@ -181,11 +181,10 @@ def _mixed_dataset(root: Path):
     return scan_dataset(root / "train").subsets + scan_dataset(root / "reg", is_reg=True).subsets
 
 
+@pytest.mark.skipif(_sd_scripts_split_train_val() is None, reason="no sd-scripts checkout at ../shared/sd-scripts")
 @pytest.mark.parametrize(("validation_seed", "seed"), [(None, 42), (None, 7), (1234, 42)])
 def test_held_out_images_are_the_ones_sd_scripts_holds_out(tmp_path, validation_seed, seed):
     split_train_val = _sd_scripts_split_train_val()
-    if split_train_val is None:
-        pytest.skip("no sd-scripts checkout at ../shared/sd-scripts to compare with")
     subsets = _mixed_dataset(tmp_path)
     placed = Placed(subsets, SDXL, ValidationSplit(0.2, validation_seed, seed))
     state = random.getstate()

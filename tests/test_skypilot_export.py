@@ -117,11 +117,14 @@ print(json.dumps({"run": task.run, "setup": task.setup, "accelerators": resource
 """
 
 
+def sky_imports() -> bool:
+    return subprocess.run([SKY_PYTHON, "-c", "import sky"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not sky_imports(), reason="SkyPilot does not import here (install skypilot, or set "
+                    "LORAKIT_TEST_SKYPILOT_PYTHON to a Python that has it)")
 @pytest.mark.parametrize("bucket", [[], ["--bucket", "s3://my-bucket"]], ids=["copied", "bucket"])
 def test_skypilots_own_loader_reads_the_task(runner, tmp_path, bucket):
-    if subprocess.run([SKY_PYTHON, "-c", "import sky"], capture_output=True).returncode != 0:
-        pytest.skip("SkyPilot does not import here (install skypilot, or set LORAKIT_TEST_SKYPILOT_PYTHON to a "
-                    "Python that has it)")
     plan = make_plan(runner, tmp_path, out=tmp_path / "it's a plan")
     out = tmp_path / "job.yaml"
     assert export(runner, plan, out, *bucket).exit_code == 0
