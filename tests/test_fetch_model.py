@@ -149,7 +149,7 @@ def test_file_hashes_are_remembered_until_the_file_changes(tmp_path):
 
 
 def test_without_huggingface_hub_a_needed_download_stops_the_launch(character_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr("lorakit.models.source.hub_installed", lambda: False)
+    monkeypatch.setattr("lorakit.models.gate.hub_installed", lambda: False)
     plan = load_plan(make(character_dataset, tmp_path / "plan"))
     planned = next(f for f in plan.findings if f.code == "model/hub-package-missing")
     assert planned.level == "warning"  # the plan may be for a machine that has it

@@ -204,7 +204,7 @@ def test_a_folder_that_is_not_a_diffusers_pipeline_is_an_error(runner, character
 
 
 def test_a_download_larger_than_the_free_space_warns(runner, character_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr("lorakit.models.source._free_bytes", lambda path: 10**9)
+    monkeypatch.setattr("lorakit.models.gate._free_bytes", lambda path: 10**9)
     out = tmp_path / "plan"
     plan(runner, character_dataset, out)
     warning = next(f for f in plan_json(out)["findings"] if f["code"] == "model/disk-space")

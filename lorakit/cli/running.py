@@ -12,19 +12,24 @@ from lorakit.cli.options import PATH, emit_json, emit_json_list, with_trainer_op
 
 @click.command("fetch-model")
 @click.argument("plan_dir", metavar="PLAN", type=PATH)
-def fetch_model(plan_dir: Path) -> None:
-    """Download PLAN's base model, VAE and sd-scripts' tokenizers into the Hugging Face cache.
+@click.option("--only", "wanted", metavar="KEY",
+              help="Fetch one model of the plan: its argument (ae, clip_l, t5xxl, vae, pretrained_model_name_or_path) "
+                   "or role (base), or `tokenizers`.")
+def fetch_model(plan_dir: Path, wanted: str | None) -> None:
+    """Download PLAN's model files (every one its family needs: FLUX's transformer, ae, clip_l and t5xxl; SDXL's
+    base model and VAE) and sd-scripts' tokenizers into the Hugging Face cache.
 
     Uses huggingface_hub's own progress bars and cache (HF_HOME, HF_HUB_CACHE); what is cached
     already is not downloaded again. Prints the paths sd-scripts will be given and each file's SHA-256.
     """
-    from lorakit.models.fetch import ensure_local, relocate
+    from lorakit.models.fetch import ensure_local, ensure_one, relocate
     from lorakit.models.source import ROLE_LABEL, human_bytes
     from lorakit.plan.build import load_plan
 
     plan = load_plan(plan_dir)
-    models = ensure_local(relocate(plan.model), Path(plan.plan_dir))
-    for model in models.all():
+    here = relocate(plan.model)
+    models = ensure_one(here, Path(plan.plan_dir), wanted) if wanted else ensure_local(here, Path(plan.plan_dir)).all()
+    for model in models:
         what = ROLE_LABEL[model.role]
         how = "downloaded" if model.downloaded else "already here"
         click.echo(f"{what} {model.value}: {how}, {human_bytes(model.bytes)}\n  {model.path}\n  sha256 {model.sha256}")

@@ -250,7 +250,7 @@ def model_lines(section: ModelSection) -> list[str]:
     """One line per model input: what it is and whether it is cached, local or still to download."""
     from lorakit.models.source import status_line
 
-    lines = [f"{s.label}: {s.reference} — {status_line(s)}" for s in (section.base, section.vae) if s is not None]
+    lines = [f"{s.label}: {s.reference} — {status_line(s)}" for s in section.files()]
     waiting = [s.value for s in section.tokenizers if s.status == "download"]
     if waiting:
         lines.append(f"tokenizers: {', '.join(waiting)} not in the Hub cache; sd-scripts downloads them when it starts")
@@ -348,8 +348,8 @@ def print_doctor(out: Console, report: Any) -> None:
     if report.packages:
         out.print("packages: " + ", ".join(f"{name} {version or '[red]missing[/]'}" for name, version in report.packages.items()))
     out.print(f"CUDA devices: {report.cuda_devices}" + (" → training on the CPU (accelerate --cpu)" if report.cpu else ""))
-    if report.base_model:
-        out.print(f"base model: {escape(report.base_model)}")
+    for line in report.model_files or ([f"base model: {report.base_model}"] if report.base_model else []):
+        out.print(escape(line))
     if report.free_disk_gib is not None:
         out.print(f"free disk for outputs: {report.free_disk_gib:.1f} GiB")
     print_findings(out, report.findings)

@@ -18,14 +18,15 @@ from pydantic import BaseModel, ConfigDict
 from lorakit.errors import ConfigError, UserError
 from lorakit.findings import Finding
 from lorakit.models.filehash import sha256_file, sha256_folder
+from lorakit.models.gate import launch_findings
 from lorakit.models.hub import hub_installed
 from lorakit.models.hubcache import hub_cache_dir, hub_offline, repo_dir, snapshot
 from lorakit.models.ref import DEFAULT_REVISION
+from lorakit.models.roles import ROLE_OF_KEY
 from lorakit.models.source import (
     INCLUDE,
     ModelSection,
     ModelSource,
-    launch_findings,
     locate,
     make_links,
     matching_files,
@@ -54,34 +55,41 @@ class LocalModel(BaseModel):
 
 
 class LocalModels(BaseModel):
+    """run.json `models`: every model file of the run (`components`: FLUX's ae, clip_l, t5xxl; older runs lack it)."""
+
     model_config = ConfigDict(extra="forbid")
 
     base: LocalModel
     vae: LocalModel | None = None
+    components: list[LocalModel] = []
     tokenizers: list[LocalModel] = []
+
+    def files(self) -> list[LocalModel]:
+        return [self.base, *([self.vae] if self.vae else []), *self.components]
 
     def trainer_args(self, planned: ModelSection) -> list[str]:
         """sd-scripts arguments for the model paths that differ from the ones config.toml names (the command
         line wins over the file); none when the plan's paths hold, as they do for lorakit's own links."""
         args: list[str] = []
-        for option, local, source in (("--pretrained_model_name_or_path", self.base, planned.base),
-                                      ("--vae", self.vae, planned.vae)):
-            if local is not None and (source is None or local.path != (source.trainer_path or source.value)):
-                args += [option, local.path]
+        for local in self.files():
+            source = planned.for_key(local.key) if local.key else None
+            if local.key and (source is None or local.path != (source.trainer_path or source.value)):
+                args += [f"--{local.key}", local.path]
         return args
 
     def all(self) -> list[LocalModel]:
-        return [self.base, *([self.vae] if self.vae else []), *self.tokenizers]
+        return [*self.files(), *self.tokenizers]
 
 
 def relocate(section: ModelSection, cache: Path | None = None) -> ModelSection:
     """The plan's model section as this machine has it now (`cache`: the Hub cache, when already located)."""
     cache = cache or hub_cache_dir()
-    return ModelSection(
+    return section.model_copy(update=dict(
         hub_cache=str(cache), offline=hub_offline(), base=locate(section.base, cache),
         vae=locate(section.vae, cache) if section.vae else None,
+        components=[locate(c, cache) for c in section.components],
         tokenizers=[locate(t, cache) for t in section.tokenizers],
-    )
+    ))
 
 
 def gate_findings(here: ModelSection, plan_dir: Path) -> list[Finding]:
@@ -95,16 +103,46 @@ def describe_base(here: ModelSection) -> str:
     return f"{here.base.reference}: {status_line(here.base)}"
 
 
+def describe_files(here: ModelSection) -> list[str]:
+    """Each model file as this machine has it now: `LABEL: REFERENCE: cached at PATH (size)`, ..."""
+    return [f"{s.label}: {s.reference}: {status_line(s)}" for s in here.files()]
+
+
 def ensure_local(here: ModelSection, plan_dir: Path) -> LocalModels:
     """Every model input of the plan on this machine (`here`, from `relocate`), downloading what is missing."""
-    errors = [f for f in gate_findings(here, plan_dir) if f.level == "error"]
+    section, downloaded = _fetch(here, plan_dir, here.sources())
+    return LocalModels(
+        base=_local_model(section.base, downloaded),
+        vae=_local_model(section.vae, downloaded) if section.vae else None,
+        components=[_local_model(c, downloaded) for c in section.components],
+        tokenizers=[_local_model(t, downloaded) for t in section.tokenizers if t.status in ("local", "cached")],
+    )
+
+
+def ensure_one(here: ModelSection, plan_dir: Path, wanted: str) -> list[LocalModel]:
+    """One model of the plan on this machine (`fetch-model --only`): a model argument or role name
+    (`t5xxl`, `pretrained_model_name_or_path`, `base`), or `tokenizers`; the rest is left as it is."""
+    role = ROLE_OF_KEY.get(wanted, wanted)
+    chosen = here.tokenizers if role in ("tokenizer", "tokenizers") else [s for s in here.files() if s.role == role]
+    if not chosen:
+        have = ", ".join([*(s.key or s.role for s in here.files()), "tokenizers"])
+        raise UserError(f"the plan has no model '{wanted}'.", fix=f"--only one of: {have}")
+    section, downloaded = _fetch(here, plan_dir, chosen)
+    keys = {(s.role, s.key, s.value) for s in chosen}
+    return [_local_model(s, downloaded) for s in section.sources()
+            if (s.role, s.key, s.value) in keys and s.status in ("local", "cached")]
+
+
+def _fetch(here: ModelSection, plan_dir: Path, chosen: list[ModelSource]) -> tuple[ModelSection, set[str]]:
+    """Download what `chosen` lacks, after Gate 4 found nothing wrong with them; the section located again."""
+    keys = {s.key for s in chosen}
+    errors = [f for f in gate_findings(here, plan_dir) if f.level == "error" and f.key in keys]
     if errors:
         raise ConfigError([f"{f.message} Fix: {f.fix}" if f.fix else f.message for f in errors],
                           context="the plan's models (Gate 4)")
-    section = here
-    cache = Path(section.hub_cache)
+    cache = Path(here.hub_cache)
     downloaded: set[str] = set()
-    for source in section.sources():
+    for source in chosen:
         # Online, sd-scripts fetches missing tokenizers itself; lorakit does it first when it can.
         if source.status != "download" or source.role == "tokenizer" and not hub_installed():
             continue
@@ -112,13 +150,9 @@ def ensure_local(here: ModelSection, plan_dir: Path) -> LocalModels:
         if locate(source, cache).status != "cached":
             raise _not_a_diffusers_repo(source, cache)
         downloaded.add(source.reference)
-    section = relocate(section, cache)
+    section = relocate(here, cache)
     make_links(section)
-    return LocalModels(
-        base=_local_model(section.base, downloaded),
-        vae=_local_model(section.vae, downloaded) if section.vae else None,
-        tokenizers=[_local_model(t, downloaded) for t in section.tokenizers if t.status in ("local", "cached")],
-    )
+    return section, downloaded
 
 
 def _download(source: ModelSource, cache: Path) -> None:
@@ -133,7 +167,7 @@ def _download(source: ModelSource, cache: Path) -> None:
             hub.snapshot_download(source.repo_id, revision=source.revision, cache_dir=str(cache),
                                   allow_patterns=INCLUDE[source.layout])
     except Exception as exc:  # huggingface_hub's errors, translated; anything else is a bug and propagates
-        failure = hub_failure(exc, repo_id=source.repo_id or "", action=action)
+        failure = hub_failure(exc, repo_id=source.repo_id or "", action=action, download=True)
         if failure is None:
             raise
         raise failure from None

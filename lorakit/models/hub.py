@@ -35,8 +35,11 @@ def hub_token() -> str | None:
     return require_hub().get_token()
 
 
-def hub_failure(exc: BaseException, *, repo_id: str, action: str) -> UserError | None:
-    """The message for an error huggingface_hub raised while `action` (e.g. "downloading X"); None if it is not one."""
+def hub_failure(exc: BaseException, *, repo_id: str, action: str, download: bool = False) -> UserError | None:
+    """The message for an error huggingface_hub raised while `action` (e.g. "downloading X"); None if it is not one.
+
+    `download`: the action reads from the Hub, so a 403 means access to the repo (a gated licence not accepted,
+    or a fine-grained token without access to gated repos), not write access."""
     from huggingface_hub import errors
 
     page = f"https://huggingface.co/{repo_id}"
@@ -58,7 +61,13 @@ def hub_failure(exc: BaseException, *, repo_id: str, action: str) -> UserError |
     if isinstance(exc, errors.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         if status == 401:
-            return UserError(f"the Hub refused the token ({action}).", fix=TOKEN_HELP)
+            return UserError(f"the Hub refused the token ({action}): it is invalid or expired, or {repo_id} needs one.",
+                             fix=TOKEN_HELP)
+        if status == 403 and download:
+            return UserError(f"the Hub refused access to {repo_id} (403, {action}): the token's account has not accepted "
+                             "the repo's licence, or a fine-grained token lacks access to gated repos.",
+                             fix=f"accept the licence on {page} with the token's account; use a read token, or give the "
+                                 "fine-grained token 'Read access to contents of all public gated repos you can access'")
         if status == 403:
             return UserError(f"the token may not write to {repo_id} ({action}).",
                              fix="use a token with write access (a fine-grained token needs write access to this repo)")

@@ -41,6 +41,18 @@ def hub_offline() -> bool:
     return value.upper() in TRUE_VALUES
 
 
+def token_found() -> bool:
+    """Whether huggingface_hub would find a token: HF_TOKEN (or the legacy HUGGING_FACE_HUB_TOKEN), else the
+    file `hf auth login` writes (HF_TOKEN_PATH, else HF_HOME/token). Only whether there is one: never read out."""
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return True
+    path = _expand(os.environ.get("HF_TOKEN_PATH", str(hf_home() / "token")))
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def repo_dir(repo_id: str, cache: Path | None = None) -> Path:
     return (cache or hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
 

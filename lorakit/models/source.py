@@ -1,64 +1,61 @@
-"""Where the base model, the VAE and sd-scripts' tokenizers come from, decided at plan time without network.
+"""Where a plan's model files and sd-scripts' tokenizers come from, decided at plan time without network.
 
-`pretrained_model_name_or_path` and `vae` accept a local file, a local diffusers folder, or
-`REPO_ID[@REVISION][:FILENAME]` (lorakit.models.ref). For a Hub id without FILENAME lorakit resolves:
+Every model argument of the plan's family (`Family.model_keys`: `pretrained_model_name_or_path` and `vae`
+for SDXL and SD 1.5; FLUX's `ae`, `clip_l` and `t5xxl` besides; lorakit.models.roles) accepts a local
+file, a local diffusers folder, or `REPO_ID[@REVISION][:FILENAME]` (lorakit.models.ref). For a Hub id
+without FILENAME lorakit resolves:
 
-* a repo it knows to hold a single-file SDXL checkpoint → that file (KNOWN_REPOS:
-  `stabilityai/stable-diffusion-xl-base-1.0` → `sd_xl_base_1.0.safetensors`). sd-scripts loads a
+* a repo it knows to hold a single-file checkpoint → that file (KNOWN_REPOS:
+  `stabilityai/stable-diffusion-xl-base-1.0` → `sd_xl_base_1.0.safetensors`,
+  `stable-diffusion-v1-5/stable-diffusion-v1-5` → `v1-5-pruned-emaonly.safetensors`). sd-scripts loads a
   single file directly and records its hash in the LoRA's metadata;
+* for FLUX and Chroma, nothing: sd-scripts loads each of their roles from one file, so the file must be
+  named (Gate 4 refuses the id, and a local folder, with the fix);
 * any other repo → its diffusers folder: the files in INCLUDE (configs, tokenizer files and the
   components' non-variant `.safetensors` weights; no `.bin`, no fp16 variants, no single-file copies).
   For a VAE that is `config.json` + `diffusion_pytorch_model.safetensors`, at the top or under `vae/`,
   which is where sd-scripts' `load_vae` looks.
 
 The cache is read from disk (lorakit.models.hubcache); sizes come from the cache, or from what lorakit
-knows offline (KNOWN_REPOS), never from the Hub. The summary says "cached at PATH (size)" or "will be
+knows offline (roles.KNOWN_FILES), never from the Hub. The summary says "cached at PATH (size)" or "will be
 downloaded at launch (size if known)"; plan.json keeps the reference (id, revision, file) in `model`.
+Gate 4's findings about them are lorakit.models.gate's.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from lorakit.config.values import ResolvedValue, Values
-from lorakit.findings import Finding, finding
-from lorakit.machine.probe import GIB, free_disk_gib
-from lorakit.models.hub import INSTALL, hub_installed
 from lorakit.models.hubcache import hub_cache_dir, hub_offline, size_of, snapshot
 from lorakit.models.links import hub_link, local_link, needs_local_link
-from lorakit.models.ref import DEFAULT_REVISION, SYNTAX, WEIGHT_SUFFIXES, Kind, ModelRef, parse_model_ref
+from lorakit.models.ref import DEFAULT_REVISION, WEIGHT_SUFFIXES, Kind, ModelRef, parse_model_ref
+from lorakit.models.roles import (
+    KNOWN_REPOS,
+    ROLE_LABEL,
+    ROLE_OF_KEY,
+    TOKENIZERS_BY_SCRIPT,
+    KnownRepo,
+    Role,
+    known_file,
+    single_file_only,
+)
 from lorakit.util.reading import read_json
-from lorakit.util.safetensors_file import read_header
+
+__all__ = ["KNOWN_REPOS", "ROLE_LABEL", "KnownRepo", "Role"]  # re-exported: their home is lorakit.models.roles
 
 BASE_KEY = "pretrained_model_name_or_path"
 VAE_KEY = "vae"
 TOKENIZER_CACHE_KEY = "tokenizer_cache_dir"
 GATE = 4
-# sd-scripts fetches these at start (library/strategy_sdxl.py) unless tokenizer_cache_dir holds them.
-TOKENIZER_REPOS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
-# Findings that only warn at plan time (the plan may be for another machine) but stop a launch.
-LAUNCH_BLOCKERS = {"model/not-found", "model/offline-not-cached", "model/hub-package-missing"}
-
-
-@dataclass(frozen=True)
-class KnownRepo:
-    checkpoint: str
-    approx_bytes: int
-    license: str
-    why: str
-
-
-KNOWN_REPOS = {
-    "stabilityai/stable-diffusion-xl-base-1.0": KnownRepo(
-        "sd_xl_base_1.0.safetensors", 6_940_000_000, "openrail++",
-        "the repo's single-file SDXL 1.0 checkpoint (3.47 B parameters in fp16, about 6.94 GB)"),
-}
+# sd-scripts' SDXL script fetches these at start (library/strategy_sdxl.py) unless tokenizer_cache_dir holds them;
+# other families' are roles.TOKENIZERS_BY_SCRIPT.
+TOKENIZER_REPOS = TOKENIZERS_BY_SCRIPT["sdxl_train_network.py"]
 
 Layout = Literal["checkpoint", "diffusers", "diffusers-vae", "tokenizer"]
 _WEIGHTS = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-*.safetensors",
@@ -67,12 +64,12 @@ INCLUDE: dict[str, list[str]] = {
     "diffusers": ["model_index.json", "*/*.json", "*/*.txt", *(f"*/{w}" for w in _WEIGHTS)],
     "diffusers-vae": ["config.json", "diffusion_pytorch_model.safetensors",
                       "vae/config.json", "vae/diffusion_pytorch_model.safetensors"],
-    "tokenizer": ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"],
+    # CLIP's BPE files, or T5's SentencePiece model (sd-scripts' FLUX tokenizer is google/t5-v1_1-xxl's)
+    "tokenizer": ["vocab.json", "merges.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "added_tokens.json"],
 }
 # Components sd-scripts loads weights for; their folders must hold a weights file.
 _WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
-Role = Literal["base", "vae", "tokenizer"]
-ROLE_LABEL = {"base": "base model", "vae": "VAE", "tokenizer": "tokenizer"}
 
 
 class ModelSource(BaseModel):
@@ -111,56 +108,87 @@ class ModelSource(BaseModel):
     def include(self) -> list[str]:
         return [] if self.layout == "checkpoint" else INCLUDE[self.layout]
 
+    @property
+    def unnamed_file(self) -> bool:
+        """A Hub id for a role that must be one file, with no file named: nothing to look up or download."""
+        return self.kind == "hub" and self.layout == "checkpoint" and not self.filename
+
 
 class ModelSection(BaseModel):
-    """plan.json `model`: the model inputs as resolved when the plan was made."""
+    """plan.json `model`: the model inputs as resolved when the plan was made.
+
+    `components` holds the family's model files after the base model and the VAE (FLUX: ae, clip_l,
+    t5xxl), in `Family.model_keys` order; plans made before families have only base and vae, and are SDXL."""
 
     model_config = ConfigDict(extra="forbid")
 
     hub_cache: str
     offline: bool
+    family: str = "sdxl"
     base: ModelSource
     vae: ModelSource | None = None
+    components: list[ModelSource] = []
     tokenizers: list[ModelSource] = []
 
+    def files(self) -> list[ModelSource]:
+        """The model files the plan names, one per model argument set (no tokenizers)."""
+        return [self.base, *([self.vae] if self.vae else []), *self.components]
+
     def sources(self) -> list[ModelSource]:
-        return [self.base, *([self.vae] if self.vae else []), *self.tokenizers]
+        return [*self.files(), *self.tokenizers]
+
+    def for_key(self, key: str) -> ModelSource | None:
+        return next((s for s in self.files() if s.key == key), None)
 
 
 # --- resolving ------------------------------------------------------------------------------------
 
-def resolve_models(values: Values, base_dir: Path | None = None, plan_dir: Path | None = None,
-                   ) -> tuple[ModelSection, list[Finding]]:
+def resolve_sources(values: Values, base_dir: Path | None = None) -> ModelSection:
+    """Every model argument of the plan's family, and its script's tokenizers, located in the Hub cache."""
+    from lorakit.config.family import family_named
+
+    family = family_named(values.family)
     cache = hub_cache_dir()
-    base = locate(describe("base", BASE_KEY, values[BASE_KEY] or "", base_dir), cache)
-    vae = locate(describe("vae", VAE_KEY, str(values[VAE_KEY]), base_dir), cache) if values[VAE_KEY] else None
-    tokenizers = [locate(tokenizer_source(repo, values[TOKENIZER_CACHE_KEY], base_dir), cache) for repo in TOKENIZER_REPOS]
-    section = ModelSection(hub_cache=str(cache), offline=hub_offline(), base=base, vae=vae, tokenizers=tokenizers)
-    return section, model_findings(section, plan_dir)
+    files = [locate(describe(ROLE_OF_KEY[key], key, _text(values[key]), base_dir, family.name), cache)
+             for key in family.model_keys if values[key] is not None or key != VAE_KEY]
+    tokenizers = [locate(tokenizer_source(repo, values[TOKENIZER_CACHE_KEY], base_dir, family.title), cache)
+                  for repo in TOKENIZERS_BY_SCRIPT[family.script]]
+    base, rest = files[0], files[1:]
+    vae = next((s for s in rest if s.role == "vae"), None)
+    return ModelSection(hub_cache=str(cache), offline=hub_offline(), family=family.name, base=base, vae=vae,
+                        components=[s for s in rest if s.role != "vae"], tokenizers=tokenizers)
 
 
-def describe(role: Role, key: str, value: str, base_dir: Path | None = None) -> ModelSource:
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def describe(role: Role, key: str, value: str, base_dir: Path | None = None, family: str = "sdxl") -> ModelSource:
     """What the value asks for, and which file or folder lorakit takes for it (not yet located)."""
     if not value.strip():
         return ModelSource(role=role, key=key, value=value, kind="missing", layout="checkpoint", rule="not set")
     ref = parse_model_ref(value, base_dir)
-    folder: Layout = "diffusers" if role == "base" else "diffusers-vae"
+    single = single_file_only(family, role)
+    folder: Layout = "checkpoint" if single else "diffusers" if role == "base" else "diffusers-vae"
     fields: dict[str, Any] = dict(role=role, key=key, value=value, kind=ref.kind, path=str(ref.path) if ref.path else None)
     if ref.kind == "file":
         return ModelSource(**fields, layout="checkpoint", rule="a local file")
     if ref.kind == "folder":
-        return ModelSource(**fields, layout=folder, rule="a local diffusers folder")
+        return ModelSource(**fields, layout=folder, rule="a local folder" if single else "a local diffusers folder")
     if ref.kind == "missing":
         layout = "checkpoint" if value.lower().endswith(WEIGHT_SUFFIXES) else folder
         return ModelSource(**fields, layout=layout, rule="a local path")
-    return _hub_source(ref, role, key, folder)
+    return _hub_source(ref, role, key, folder, single)
 
 
-def _hub_source(ref: ModelRef, role: Role, key: str, folder: Layout) -> ModelSource:
+def _hub_source(ref: ModelRef, role: Role, key: str, folder: Layout, single: bool) -> ModelSource:
     fields: dict[str, Any] = dict(role=role, key=key, value=ref.value, kind="hub", repo_id=ref.repo_id,
                                   revision=ref.hub_revision)
     if ref.filename:
         return ModelSource(**fields, filename=ref.filename, layout="checkpoint", rule="the file named after ':'")
+    if single:
+        return ModelSource(**fields, layout="checkpoint",
+                           rule="sd-scripts loads this role from one .safetensors file: the Hub id must name it after ':'")
     known = KNOWN_REPOS.get(ref.repo_id or "") if role == "base" else None
     if known:
         return ModelSource(**fields, filename=known.checkpoint, layout="checkpoint", rule=known.why)
@@ -168,24 +196,27 @@ def _hub_source(ref: ModelRef, role: Role, key: str, folder: Layout) -> ModelSou
                        rule="a Hub id without ':FILENAME' is read as a diffusers repo: its configs and non-variant .safetensors weights")
 
 
-def tokenizer_source(repo_id: str, tokenizer_cache_dir: str | None, base_dir: Path | None = None) -> ModelSource:
+def tokenizer_source(repo_id: str, tokenizer_cache_dir: str | None, base_dir: Path | None = None,
+                     family_title: str = "SDXL") -> ModelSource:
     if tokenizer_cache_dir:
         saved = parse_model_ref(str(Path(tokenizer_cache_dir) / repo_id.replace("/", "_")), base_dir)
         if saved.kind == "folder":
             return ModelSource(role="tokenizer", value=repo_id, kind="folder", layout="tokenizer",
                                path=str(saved.path), rule="saved in tokenizer_cache_dir")
     return ModelSource(role="tokenizer", value=repo_id, kind="hub", repo_id=repo_id, revision=DEFAULT_REVISION,
-                       layout="tokenizer", rule="sd-scripts loads SDXL's tokenizers from the Hub")
+                       layout="tokenizer", rule=f"sd-scripts loads {family_title}'s tokenizers from the Hub")
 
 
 def locate(source: ModelSource, cache: Path | None = None) -> ModelSource:
     """The source with where it is now: local, cached, to download, or missing; its size; sd-scripts' path."""
     if source.kind in ("file", "folder", "missing"):
         return _locate_local(source)
+    if source.unnamed_file:
+        return source.model_copy(update=dict(status="download", path=None, commit=None, bytes=None, trainer_path=None))
     found = _cached(source, cache or hub_cache_dir())
     if found is None:
-        known = KNOWN_REPOS.get(source.repo_id or "")
-        approx = known.approx_bytes if known and source.filename == known.checkpoint else None
+        known = known_file(source.repo_id, source.filename)
+        approx = known.approx_bytes if known else None
         return source.model_copy(update=dict(status="download", path=None, commit=None, bytes=approx,
                                              bytes_exact=approx is None, trainer_path=_trainer_link(source)))
     commit, path, files = found
@@ -235,6 +266,8 @@ def matching_files(root: Path, patterns: list[str]) -> list[Path]:
 def missing_parts(root: Path, layout: Layout) -> list[str]:
     """What a folder lacks to be loaded as `layout` by sd-scripts (empty when complete)."""
     if layout == "tokenizer":
+        if any((root / name).is_file() for name in ("spiece.model", "tokenizer.json")):
+            return []  # T5's SentencePiece model, or a fast tokenizer's single file
         return [name for name in ("vocab.json", "merges.txt") if not (root / name).is_file()]
     if layout == "diffusers-vae":
         pairs = [root, root / "vae"]
@@ -258,90 +291,6 @@ def missing_parts(root: Path, layout: Layout) -> list[str]:
     return missing
 
 
-# --- findings -------------------------------------------------------------------------------------
-
-def model_findings(section: ModelSection, plan_dir: Path | None = None) -> list[Finding]:
-    found: list[Finding] = []
-    for source in section.sources():
-        found += _source_findings(source, section, plan_dir)
-    return found
-
-
-def launch_findings(section: ModelSection, plan_dir: Path | None = None) -> list[Finding]:
-    """The same findings as at plan time, with the ones that only warned then made errors: a run needs its model."""
-    return [f.model_copy(update={"level": "error"}) if f.code in LAUNCH_BLOCKERS else f
-            for f in model_findings(section, plan_dir)]
-
-
-def _source_findings(source: ModelSource, section: ModelSection, plan_dir: Path | None) -> list[Finding]:
-    if source.status == "missing" and not source.value.strip():
-        return [finding("model/not-set", "error", GATE, f"{source.key} is not set; sd-scripts needs a base model.",
-                        f"--set {source.key}=stabilityai/stable-diffusion-xl-base-1.0, or another SDXL model", key=source.key)]
-    if source.status == "missing":
-        return [finding("model/not-found", "warning", GATE,
-                        f"{source.key} '{source.value}' is neither on this machine nor a Hub reference; launch stops here.",
-                        f"give {SYNTAX}", key=source.key)]
-    if source.status == "local":
-        return _local_findings(source)
-    if source.status != "download":
-        return []
-    if section.offline:
-        if source.role == "tokenizer":
-            message = (f"HF_HUB_OFFLINE is set and sd-scripts' tokenizer {source.repo_id} is not in the Hub cache "
-                       f"({section.hub_cache}); sd-scripts stops at start.")
-        else:
-            message = (f"HF_HUB_OFFLINE is set and the {source.label} {source.reference} is not in the Hub cache "
-                       f"({section.hub_cache}); launch cannot download it.")
-        return [finding("model/offline-not-cached", "warning", GATE, message, fetch_fix(source, plan_dir), key=source.key)]
-    if source.role == "tokenizer":
-        return []  # sd-scripts downloads them itself when online
-    found = []
-    if not hub_installed():
-        found.append(finding("model/hub-package-missing", "warning", GATE,
-                             f"the {source.label} {source.reference} must be downloaded, which needs huggingface_hub.",
-                             INSTALL, key=source.key))
-    free = _free_bytes(Path(section.hub_cache))
-    if source.bytes and free is not None and free < source.bytes:
-        found.append(finding("model/disk-space", "warning", GATE,
-                             f"the {source.label} needs {human_bytes(source.bytes, source.bytes_exact)} in {section.hub_cache}, "
-                             f"which has {human_bytes(free)} free.",
-                             "free some space, or point HF_HOME (or HF_HUB_CACHE) at a larger disk", key=source.key))
-    return found
-
-
-def _local_findings(source: ModelSource) -> list[Finding]:
-    path = Path(source.path or "")
-    if source.role == "tokenizer":
-        return []
-    if source.kind == "folder":
-        missing = missing_parts(path, source.layout)
-        if not missing:
-            return []
-        return [finding("model/incomplete-folder", "error", GATE,
-                        f"{source.key} '{source.value}' is a folder but not a loadable diffusers "
-                        f"{'pipeline' if source.role == 'base' else 'VAE'}: it lacks {', '.join(missing)}.",
-                        f"give {SYNTAX}", key=source.key, paths=[str(path)])]
-    suffix = path.suffix.lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        return [finding("model/unknown-format", "error", GATE,
-                        f"{source.key} '{source.value}' is neither .safetensors nor a torch checkpoint (.ckpt, .pt, .pth, .bin); "
-                        "sd-scripts cannot load it.", "give the model's .safetensors file", key=source.key, paths=[str(path)])]
-    if suffix != ".safetensors":
-        return []
-    try:
-        header = read_header(path)
-    except (OSError, ValueError) as exc:
-        return [finding("model/unreadable", "error", GATE,
-                        f"{source.key} '{source.value}' is not a complete safetensors file: {exc}.",
-                        "download the file again", key=source.key, paths=[str(path)])]
-    if header.is_lora:
-        return [finding("model/lora-as-base", "error", GATE,
-                        f"{source.key} '{source.value}' is a LoRA, not a {source.label}.",
-                        "give the SDXL checkpoint the LoRA is trained on (a LoRA to start from goes in network_weights)",
-                        key=source.key, paths=[str(path)])]
-    return []
-
-
 def fetch_fix(source: ModelSource, plan_dir: Path | None = None) -> str:
     """The commands that put the model in the cache, for a machine that can reach the Hub."""
     plan = shlex.quote(str(plan_dir)) if plan_dir else "PLAN"
@@ -358,13 +307,6 @@ def hf_download_command(source: ModelSource) -> str:
     return shlex.join(args)
 
 
-def _free_bytes(path: Path) -> int | None:
-    try:
-        return int(free_disk_gib(path) * GIB)
-    except OSError:
-        return None
-
-
 # --- for people and for sd-scripts ----------------------------------------------------------------
 
 def human_bytes(n: int, exact: bool = True) -> str:
@@ -376,6 +318,8 @@ def human_bytes(n: int, exact: bool = True) -> str:
 def status_line(source: ModelSource) -> str:
     """`cached at PATH (size)`, `will be downloaded at launch (size if known)`, …"""
     size = human_bytes(source.bytes, source.bytes_exact) if source.bytes is not None else None
+    if source.unnamed_file:
+        return "no file named (this role needs REPO_ID:FILENAME)"
     if source.status == "cached":
         return f"cached at {source.path} ({size})"
     if source.status == "download":
@@ -388,8 +332,8 @@ def status_line(source: ModelSource) -> str:
 def trainer_values(values: Values, section: ModelSection) -> Values:
     """The values with each model key replaced by the path sd-scripts can load; the source stays the user's."""
     items = dict(values.items())
-    for source in (section.base, section.vae):
-        if source is None or source.key is None or not source.trainer_path or source.trainer_path == source.value:
+    for source in section.files():
+        if source.key is None or not source.trainer_path or source.trainer_path == source.value:
             continue
         item = items[source.key]
         note = (f"{item.note} · " if item.note else "") + f"{source.reference}: {status_line(source)}"

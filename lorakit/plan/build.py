@@ -28,7 +28,8 @@ from lorakit.errors import GateError, UserError
 from lorakit.findings import Finding, finding, has_errors, sort_findings
 from lorakit.machine.probe import TargetGpu, choose_target, free_disk_gib
 from lorakit.machine.trainer import TRAIN_SCRIPT, SdScriptsCheckout, describe_sd_scripts, find_python, trainer_command
-from lorakit.models.source import ModelSection, make_links, resolve_models, trainer_values
+from lorakit.models.gate import resolve_models
+from lorakit.models.source import ModelSection, make_links, trainer_values
 from lorakit.plan.analysis import DatasetStats, analyse_scans, scan_folders
 from lorakit.plan.assumptions import Assumptions, assumptions_for
 from lorakit.plan.check import check_parameters

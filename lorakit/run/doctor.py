@@ -64,6 +64,7 @@ class DoctorReport(BaseModel):
     cuda_devices: int
     cpu: bool
     base_model: str | None
+    model_files: list[str] = []  # each model file of the plan as this machine has it: `LABEL: REFERENCE: status`
     free_disk_gib: float | None
     findings: list[Finding]
 
@@ -132,11 +133,11 @@ def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_h
     if probe.ok:
         packages = {name: info.get("version") if info["ok"] else None for name, info in probe.imports.items()}
         packages.update({name: version for name, version in probe.distributions.items() if name not in packages})
-    base_model = None
+    base_model, model_files = None, []
     if ctx.models_here is not None:
-        from lorakit.models.fetch import describe_base
+        from lorakit.models.fetch import describe_base, describe_files
 
-        base_model = describe_base(ctx.models_here)
+        base_model, model_files = describe_base(ctx.models_here), describe_files(ctx.models_here)
     free = ctx.free_disk_gib
     verdict = ctx.verdict
     return DoctorReport(
@@ -146,7 +147,7 @@ def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_h
         sd_scripts_counts=verdict.counts if verdict is not None else None,
         sd_scripts_verdict_cached=bool(verdict and verdict.cached),
         python=ctx.python, python_found_by=ctx.python_found_by, python_version=probe.python_version, packages=packages,
-        cuda_devices=ctx.cuda, cpu=ctx.cpu, base_model=base_model,
+        cuda_devices=ctx.cuda, cpu=ctx.cpu, base_model=base_model, model_files=model_files,
         free_disk_gib=round(free, 1) if free is not None else None, findings=sort_findings(findings),
     )
 
