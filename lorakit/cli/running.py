@@ -16,10 +16,11 @@ from lorakit.cli.options import PATH, emit_json, emit_json_list, with_trainer_op
               help="Fetch one model of the plan: its argument (ae, clip_l, t5xxl, vae, pretrained_model_name_or_path) "
                    "or role (base), or `tokenizers`.")
 def fetch_model(plan_dir: Path, wanted: str | None) -> None:
-    """Download PLAN's model files (every one its family needs: FLUX's transformer, ae, clip_l and t5xxl; SDXL's
-    base model and VAE) and sd-scripts' tokenizers into the Hugging Face cache.
+    """Download PLAN's model files and sd-scripts' tokenizers into the Hugging Face cache.
 
-    Uses huggingface_hub's own progress bars and cache (HF_HOME, HF_HUB_CACHE); what is cached
+    Every file the plan's family needs (SDXL and SD 1.5: the base model and a VAE; FLUX.1: the
+    transformer, ae, clip_l and t5xxl; Chroma: no clip_l), or the one --only names. Uses
+    huggingface_hub's own progress bars and cache (HF_HOME, HF_HUB_CACHE); what is cached
     already is not downloaded again. Prints the paths sd-scripts will be given and each file's SHA-256.
     """
     from lorakit.models.fetch import ensure_local, ensure_one, relocate

@@ -48,6 +48,19 @@ def use_script(script: str) -> None:
     """Be another training script of the fake checkout (flux_train_network.py, train_network.py): its arguments."""
     global ARGS_TABLE
     ARGS_TABLE = ARGS_DIR / f"{script.removesuffix('.py')}.json"
+def check_flux_files(args: argparse.Namespace) -> None:
+    """flux_train_network.py loads the AE and the text encoders from files (library/flux_utils.py); Chroma has no CLIP-L."""
+    if ARGS_TABLE.stem != "flux_train_network":
+        return
+    for name in ("ae", "clip_l", "t5xxl"):
+        if name == "clip_l" and getattr(args, "model_type", None) == "chroma":
+            continue
+        path = getattr(args, name, None)
+        logger.info(f"Loading state dict from {path}")
+        if not path or not os.path.isfile(path):
+            raise FileNotFoundError(f"No such file or directory: {path!r} (--{name})")
+
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 OPTIONAL_PACKAGES = {"lion": "lion_pytorch", "dadapt": "dadaptation", "prodigy": "prodigyopt"}
 env = os.environ.get
@@ -266,6 +279,7 @@ def main() -> None:
         logger.error("model is not found as a file or in Hugging Face, perhaps file name is wrong? / "
                      f"指定したモデル名のファイル、またはHugging Faceのモデルが見つかりません。ファイル名が誤っているかもしれません: {model}")
         raise OSError(f"{model} is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'")
+    check_flux_files(args)
     if args.xformers:
         logger.info("Enable xformers for U-Net")
         try:
