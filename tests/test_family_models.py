@@ -230,3 +230,16 @@ def test_sd15s_bare_repo_id_means_its_single_file_checkpoint(runner, tmp_path):
 ])
 def test_what_a_model_file_holds_is_told_by_its_tensor_names(tensors, kind):
     assert recognize(tensors) == kind
+
+
+def test_an_unset_flux_role_is_an_error_naming_the_file_to_give(runner, tmp_path):
+    result = plan(runner, tmp_path, "--set", "ae=none")
+    assert result.exit_code == 1 and "model/not-set" in result.output
+    assert f"--set ae={FLUX}:ae.safetensors" in result.output
+
+
+def test_the_downloads_together_are_held_against_the_free_disk(runner, tmp_path, monkeypatch):
+    monkeypatch.setattr("lorakit.models.gate._free_bytes", lambda path: 20 * 10**9)
+    assert plan(runner, tmp_path).exit_code == 0
+    warning = findings(tmp_path / "plan")["model/disk-space"]  # each file fits alone; the four together do not
+    assert "need about 34.17 GB" in warning["message"] and "has 20.00 GB free" in warning["message"]
