@@ -132,7 +132,10 @@ def test_offline_a_role_missing_from_the_cache_warns_and_stops_the_launch(runner
                                                                           monkeypatch):
     cache_flux(isolated_hub, leave_out=("t5xxl",))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert plan(runner, tmp_path).exit_code == 0
+    planned = plan(runner, tmp_path)
+    assert planned.exit_code == 0
+    assert "T5-XXL text encoder: comfyanonymous/flux_text_encoders@main:t5xxl_fp16.safetensors — not in the Hub cache, " \
+           "and HF_HUB_OFFLINE is set" in planned.output
     warning = findings(tmp_path / "plan")["model/offline-not-cached"]
     assert warning["level"] == "warning" and warning["key"] == "t5xxl" and "T5-XXL text encoder" in warning["message"]
     result = runner.invoke(cli, ["launch", str(tmp_path / "plan"), "--every", "0"])

@@ -250,7 +250,7 @@ def model_lines(section: ModelSection) -> list[str]:
     """One line per model input: what it is and whether it is cached, local or still to download."""
     from lorakit.models.source import status_line
 
-    lines = [f"{s.label}: {s.reference} — {status_line(s)}" for s in section.files()]
+    lines = [f"{s.label}: {s.reference} — {status_line(s, section.offline)}" for s in section.files()]
     waiting = [s.value for s in section.tokenizers if s.status == "download"]
     if waiting:
         lines.append(f"tokenizers: {', '.join(waiting)} not in the Hub cache; sd-scripts downloads them when it starts")

@@ -100,12 +100,12 @@ def gate_findings(here: ModelSection, plan_dir: Path) -> list[Finding]:
 
 def describe_base(here: ModelSection) -> str:
     """The base model as this machine has it now, for people: `REFERENCE: cached at PATH (size)`, ..."""
-    return f"{here.base.reference}: {status_line(here.base)}"
+    return f"{here.base.reference}: {status_line(here.base, here.offline)}"
 
 
 def describe_files(here: ModelSection) -> list[str]:
     """Each model file as this machine has it now: `LABEL: REFERENCE: cached at PATH (size)`, ..."""
-    return [f"{s.label}: {s.reference}: {status_line(s)}" for s in here.files()]
+    return [f"{s.label}: {s.reference}: {status_line(s, here.offline)}" for s in here.files()]
 
 
 def ensure_local(here: ModelSection, plan_dir: Path) -> LocalModels:

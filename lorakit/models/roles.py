@@ -102,11 +102,8 @@ def single_file_only(family: str, role: str) -> bool:
 
 
 def required(key: str) -> bool:
+    """Whether the model argument must be set (unset, sd-scripts has nothing to load for it)."""
     return key not in OPTIONAL_KEYS
-
-
-def tokenizer_repos(family: str) -> tuple[str, ...]:
-    return TOKENIZERS_BY_SCRIPT[family_named(family).script]
 
 
 def suggestion(family: Family, role: str) -> str:

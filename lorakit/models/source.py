@@ -43,6 +43,7 @@ from lorakit.models.roles import (
     KnownRepo,
     Role,
     known_file,
+    required,
     single_file_only,
 )
 from lorakit.util.reading import read_json
@@ -150,7 +151,7 @@ def resolve_sources(values: Values, base_dir: Path | None = None) -> ModelSectio
     family = family_named(values.family)
     cache = hub_cache_dir()
     files = [locate(describe(ROLE_OF_KEY[key], key, _text(values[key]), base_dir, family.name), cache)
-             for key in family.model_keys if values[key] is not None or key != VAE_KEY]
+             for key in family.model_keys if values[key] is not None or required(key)]
     tokenizers = [locate(tokenizer_source(repo, values[TOKENIZER_CACHE_KEY], base_dir, family.title), cache)
                   for repo in TOKENIZERS_BY_SCRIPT[family.script]]
     base, rest = files[0], files[1:]
@@ -315,13 +316,15 @@ def human_bytes(n: int, exact: bool = True) -> str:
     return size if exact else f"about {size}"
 
 
-def status_line(source: ModelSource) -> str:
-    """`cached at PATH (size)`, `will be downloaded at launch (size if known)`, …"""
+def status_line(source: ModelSource, offline: bool = False) -> str:
+    """`cached at PATH (size)`, `will be downloaded at launch (size if known)`, … (`offline`: HF_HUB_OFFLINE is set)"""
     size = human_bytes(source.bytes, source.bytes_exact) if source.bytes is not None else None
     if source.unnamed_file:
         return "no file named (this role needs REPO_ID:FILENAME)"
     if source.status == "cached":
         return f"cached at {source.path} ({size})"
+    if source.status == "download" and offline:
+        return "not in the Hub cache, and HF_HUB_OFFLINE is set" + (f" ({size})" if size else "")
     if source.status == "download":
         return "will be downloaded at launch" + (f" ({size})" if size else " (size unknown until then)")
     if source.status == "local":
@@ -336,7 +339,7 @@ def trainer_values(values: Values, section: ModelSection) -> Values:
         if source.key is None or not source.trainer_path or source.trainer_path == source.value:
             continue
         item = items[source.key]
-        note = (f"{item.note} · " if item.note else "") + f"{source.reference}: {status_line(source)}"
+        note = (f"{item.note} · " if item.note else "") + f"{source.reference}: {status_line(source, section.offline)}"
         items[source.key] = ResolvedValue(value=source.trainer_path, source=item.source, note=note)
     return Values(items)
 
