@@ -4,7 +4,8 @@ A family's model arguments are `Family.model_keys` (config/family.py), the base 
 argument is a *role*: `pretrained_model_name_or_path` the base model (FLUX's and Chroma's transformer),
 `vae` SDXL's and SD 1.5's optional VAE, and FLUX's `ae` (autoencoder), `clip_l` and `t5xxl` (text
 encoders). What lorakit knows offline about files on the Hub (sizes, which role a file plays, gated
-repositories, sd-scripts' tokenizers) is here; docs/families.md "Models per family" explains it.
+repositories) is here; sd-scripts' tokenizers are `Family.tokenizers`. docs/families.md "Models per
+family" explains it.
 """
 
 from __future__ import annotations
@@ -81,16 +82,6 @@ GATED = {
     "black-forest-labs/FLUX.1-dev": Gated("the FLUX.1 [dev] Non-Commercial License",
                                           "https://huggingface.co/black-forest-labs/FLUX.1-dev"),
 }
-
-# The tokenizers each training script loads from the Hub at start unless tokenizer_cache_dir holds them
-# (sd-scripts' library/strategy_sdxl.py, strategy_flux.py, strategy_sd.py).
-CLIP_L_TOKENIZER = "openai/clip-vit-large-patch14"
-TOKENIZERS_BY_SCRIPT = {
-    "sdxl_train_network.py": (CLIP_L_TOKENIZER, "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
-    "flux_train_network.py": (CLIP_L_TOKENIZER, "google/t5-v1_1-xxl"),
-    "train_network.py": (CLIP_L_TOKENIZER,),
-}
-
 
 def known_file(repo_id: str | None, filename: str | None) -> KnownFile | None:
     return KNOWN_FILES.get((repo_id or "", filename or ""))

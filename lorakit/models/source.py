@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.config.family import FAMILIES, family_named
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.models.hubcache import hub_cache_dir, hub_offline, size_of, snapshot
 from lorakit.models.links import hub_link, local_link, needs_local_link
@@ -39,7 +40,6 @@ from lorakit.models.roles import (
     KNOWN_REPOS,
     ROLE_LABEL,
     ROLE_OF_KEY,
-    TOKENIZERS_BY_SCRIPT,
     KnownRepo,
     Role,
     known_file,
@@ -55,8 +55,8 @@ VAE_KEY = "vae"
 TOKENIZER_CACHE_KEY = "tokenizer_cache_dir"
 GATE = 4
 # sd-scripts' SDXL script fetches these at start (library/strategy_sdxl.py) unless tokenizer_cache_dir holds them;
-# other families' are roles.TOKENIZERS_BY_SCRIPT.
-TOKENIZER_REPOS = TOKENIZERS_BY_SCRIPT["sdxl_train_network.py"]
+# each family's are Family.tokenizers.
+TOKENIZER_REPOS = FAMILIES["sdxl"].tokenizers
 
 Layout = Literal["checkpoint", "diffusers", "diffusers-vae", "tokenizer"]
 _WEIGHTS = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-*.safetensors",
@@ -146,14 +146,12 @@ class ModelSection(BaseModel):
 
 def resolve_sources(values: Values, base_dir: Path | None = None) -> ModelSection:
     """Every model argument of the plan's family, and its script's tokenizers, located in the Hub cache."""
-    from lorakit.config.family import family_named
-
     family = family_named(values.family)
     cache = hub_cache_dir()
     files = [locate(describe(ROLE_OF_KEY[key], key, _text(values[key]), base_dir, family.name), cache)
              for key in family.model_keys if values[key] is not None or required(key)]
     tokenizers = [locate(tokenizer_source(repo, values[TOKENIZER_CACHE_KEY], base_dir, family.title), cache)
-                  for repo in TOKENIZERS_BY_SCRIPT[family.script]]
+                  for repo in family.tokenizers]
     base, rest = files[0], files[1:]
     vae = next((s for s in rest if s.role == "vae"), None)
     return ModelSection(hub_cache=str(cache), offline=hub_offline(), family=family.name, base=base, vae=vae,
