@@ -35,6 +35,7 @@ from lorakit.plan.familycheck import (
     flux_timesteps,
     model_type,
     network_module,
+    sample_guidance,
     sd15_clip_skip,
     sd15_resolution,
     sd_only_keys,
@@ -386,5 +387,5 @@ RULES: list[Callable[[CheckContext], list[Finding]]] = [
     lr_times_steps, text_encoder_lr, image_count, unplaceable, upscaled, repeats_setting, unused_reg,
     # one family's rules (docs/families.md §7)
     flux_guidance, flux_timesteps, flux_text_encoders, flux_offload, model_type, sd_only_keys, transformer_extras,
-    sd15_resolution, sd15_clip_skip, caption_tokens,
+    sample_guidance, sd15_resolution, sd15_clip_skip, caption_tokens,
 ]

@@ -199,6 +199,26 @@ def transformer_extras(ctx: CheckContext) -> list[Finding]:
     return out
 
 
+def sample_guidance(ctx: CheckContext) -> list[Finding]:
+    """`--g` in sample prompts: the embedded guidance of FLUX.1 and Chroma, which SDXL and SD 1.5 do not read."""
+    v = ctx.values
+    family = family_of(ctx)
+    guidance = v["sample_guidance"]
+    if v["sample_prompt_lines"]:
+        return []  # lines given as they are carry their own options
+    if not family.transformer:
+        return [] if guidance is None else [finding(
+            "params/sample-guidance-unused", "info", GATE,
+            f"sample_guidance {guidance:g} is not written: {family.title} samples have no embedded guidance (--g); "
+            "sample_cfg is their CFG scale.", "--set sample_guidance=none", key="sample_guidance")]
+    if is_chroma(v) and guidance != CHROMA_GUIDANCE:
+        shown = "unset (sd-scripts samples at 3.5)" if guidance is None else f"{guidance:g}"
+        return [finding("params/chroma-sample-guidance", "warning", GATE,
+                        f"sample_guidance is {shown}; Chroma has no embedded guidance, so its samples need --g 0 "
+                        "(sd-scripts' guide) and sample_cfg for guidance.", "--set sample_guidance=0", key="sample_guidance")]
+    return []
+
+
 # --- every family: the network module -----------------------------------------------------------------
 
 def network_module(ctx: CheckContext) -> list[Finding]:
