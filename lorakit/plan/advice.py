@@ -28,7 +28,7 @@ def adviser(values: Values, key: str, verb: str) -> str:
 def clip_skip(ctx: CheckContext) -> list[Finding]:
     """SDXL's clip skip; SD 1.5 reads it, and the transformer families refuse it (lorakit.plan.familycheck)."""
     v = ctx.values
-    out = []
+    out: list[Finding] = []
     if v.family != "sdxl":
         return out
     if v["clip_skip"] is not None:
