@@ -211,12 +211,19 @@ def sample_guidance(ctx: CheckContext) -> list[Finding]:
             "params/sample-guidance-unused", "info", GATE,
             f"sample_guidance {guidance:g} is not written: {family.title} samples have no embedded guidance (--g); "
             "sample_cfg is their CFG scale.", "--set sample_guidance=none", key="sample_guidance")]
+    out = []
+    if v["sample_negative_prompt"] and v["sample_cfg"] == 1:
+        out.append(finding("params/sample-negative-ignored", "info", GATE,
+                           f"sample_negative_prompt is not used: {family.title} samples at sample_cfg 1 (--l 1) draw "
+                           "without classifier-free guidance, so sd-scripts ignores the negative prompt.",
+                           "--set sample_cfg=3.5 (slower samples), or --set sample_negative_prompt=none",
+                           key="sample_negative_prompt"))
     if is_chroma(v) and guidance != CHROMA_GUIDANCE:
         shown = "unset (sd-scripts samples at 3.5)" if guidance is None else f"{guidance:g}"
-        return [finding("params/chroma-sample-guidance", "warning", GATE,
-                        f"sample_guidance is {shown}; Chroma has no embedded guidance, so its samples need --g 0 "
-                        "(sd-scripts' guide) and sample_cfg for guidance.", "--set sample_guidance=0", key="sample_guidance")]
-    return []
+        out.append(finding("params/chroma-sample-guidance", "warning", GATE,
+                           f"sample_guidance is {shown}; Chroma has no embedded guidance, so its samples need --g 0 "
+                           "(sd-scripts' guide) and sample_cfg for guidance.", "--set sample_guidance=0", key="sample_guidance"))
+    return out
 
 
 # --- every family: the network module -----------------------------------------------------------------
