@@ -24,7 +24,9 @@ class Family:
     # name here. Chroma trains through the FLUX script and shares FLUX's recipes unless a preset says otherwise.
     recipes: tuple[str, ...]
     native_resolution: int  # the side of the square the base model was trained at
-    bucket_step: int  # bucket_reso_steps must be a multiple of this (the script's verify_bucket_reso_steps)
+    # bucket_reso_steps must be a multiple of this: what the script's assert_extra_args verifies. The FLUX
+    # script checks 32 but first calls train_network.py's own, which checks 64, so FLUX needs 64 as well.
+    bucket_step: int
     model_keys: tuple[str, ...]  # the arguments that name model files, the base model first
     gui_flag: str | None  # the Kohya GUI checkbox that selects this family's script (none: SD 1.x)
     transformer: bool  # a DiT (no U-Net, no CLIP skip, flow matching)
@@ -36,6 +38,11 @@ class Family:
     def script_stem(self) -> str:
         return self.script.removesuffix(".py")
 
+    @property
+    def denoiser(self) -> str:
+        """What the LoRA mainly adapts, as messages name it."""
+        return "transformer" if self.transformer else "U-Net"
+
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -44,11 +51,11 @@ FAMILIES: dict[str, Family] = {
                ("pretrained_model_name_or_path", "vae"), "sdxl", False,
                "stabilityai/stable-diffusion-xl-base-1.0", "docs/recommendations.md §1 Base model",
                ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")),
-        Family("flux1", "FLUX.1 [dev]", "flux_train_network.py", "flux1-dev", ("flux1",), 1024, 32,
+        Family("flux1", "FLUX.1 [dev]", "flux_train_network.py", "flux1-dev", ("flux1",), 1024, 64,
                ("pretrained_model_name_or_path", "ae", "clip_l", "t5xxl"), "flux1_checkbox", True,
                "black-forest-labs/FLUX.1-dev:flux1-dev.safetensors", "docs/families.md §2",
                ("openai/clip-vit-large-patch14", "google/t5-v1_1-xxl")),
-        Family("chroma", "Chroma", "flux_train_network.py", "chroma", ("flux1", "chroma"), 1024, 32,
+        Family("chroma", "Chroma", "flux_train_network.py", "chroma", ("flux1", "chroma"), 1024, 64,
                ("pretrained_model_name_or_path", "ae", "t5xxl"), "flux1_checkbox", True,
                "lodestones/Chroma1-Base:Chroma.safetensors", "docs/families.md §3",
                ("openai/clip-vit-large-patch14", "google/t5-v1_1-xxl")),  # FLUX's tokenizer strategy loads both

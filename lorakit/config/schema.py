@@ -159,7 +159,11 @@ LORAKIT_KEYS: tuple[KeySpec, ...] = (
     KeySpec("sample_prompt_prefix", "str", "lorakit", "", None, "text put before every sample prompt"),
     KeySpec("sample_negative_prompt", "str", "lorakit", "", None, "negative prompt of every sample"),
     KeySpec("sample_steps", "int", "lorakit", 28, None, "denoising steps per sample image"),
-    KeySpec("sample_cfg", "float", "lorakit", 7.0, None, "CFG scale of the sample images"),
+    KeySpec("sample_cfg", "float", "lorakit", 7.0, None,
+            "CFG scale of the sample images (--l; for FLUX.1 and Chroma 1.0 means no classifier-free guidance)"),
+    KeySpec("sample_guidance", "float", "lorakit", None, None,
+            "embedded guidance of FLUX.1 and Chroma sample images (--g; sd-scripts uses 3.5 when unset, Chroma "
+            "needs 0); SDXL and SD 1.5 do not read it"),
     KeySpec("sample_seed", "int", "lorakit", 1, None, "seed of the first sample prompt; the next ones count up"),
     KeySpec("target_steps_min", "int", "lorakit", 1500, None, "fewest total steps the plan aims for"),
     KeySpec("target_steps_max", "int", "lorakit", 3000, None, "most total steps the plan aims for"),

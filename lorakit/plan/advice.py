@@ -1,11 +1,15 @@
 """Gate 2's advice: the seeds' recommendations (adaptive learning rates, alpha against rank, step and
 dose targets, the text encoders' learning rate, how many images) and notes on settings that do less than
-they seem. Warnings and notes only; lorakit.plan.check runs these after sd-scripts' own asserts.
+they seem. Warnings and notes only; lorakit.plan.check runs these after sd-scripts' own asserts. The
+targets are the plan's own values: a family's base preset sets its own (FLUX's are not the seeds' SDXL
+numbers), and messages name who advises them.
 """
 
 from __future__ import annotations
 
 from lorakit.config.derived import is_adaptive, optimizer_name, trains_text_encoder, unet_lr
+from lorakit.config.family import family_named
+from lorakit.config.values import USER_SOURCE, Values
 from lorakit.dataset.steps import at_batch, batch1_dose, batch1_steps, effective_batch
 from lorakit.findings import Finding, finding
 from lorakit.plan.context import CheckContext
@@ -13,9 +17,20 @@ from lorakit.plan.context import CheckContext
 GATE = 2
 
 
+def adviser(values: Values, key: str, verb: str) -> str:
+    """Who set a target and `verb` ("advise"), for messages: the seeds (lorakit's defaults), a preset, or the user."""
+    source = values.source(key)
+    if source.startswith("preset:"):
+        return f"the {source.removeprefix('preset:')} preset {verb}s"
+    return f"your --set {verb}s" if source == USER_SOURCE else f"the seeds {verb}"
+
+
 def clip_skip(ctx: CheckContext) -> list[Finding]:
+    """SDXL's clip skip; SD 1.5 reads it, and the transformer families refuse it (lorakit.plan.familycheck)."""
     v = ctx.values
-    out = []
+    out: list[Finding] = []
+    if v.family != "sdxl":
+        return out
     if v["clip_skip"] is not None:
         out.append(finding("params/clip-skip", "warning", GATE,
                            f"clip_skip {v['clip_skip']} does nothing when training SDXL (sd-scripts only logs a warning).",
@@ -75,7 +90,7 @@ def step_targets(ctx: CheckContext) -> list[Finding]:
         equivalent = f" (≈ {seen} at batch 1)" if seen != total else ""
         out.append(finding("params/total-steps", "warning", GATE,
                            f"{total} total steps{at_batch(ctx.steps)}{equivalent} is outside the {low}–{high} steps at batch 1 "
-                           "the seeds target for an SDXL LoRA.",
+                           f"{adviser(v, 'target_steps_min', 'target')} for a {family_named(v.family).title} LoRA.",
                            f"train {direction} epochs (max_train_epochs) or change the folders' repeats", key="max_train_epochs"))
     lo_img, hi_img = v["steps_per_image_min"], v["steps_per_image_max"]
     subsets = ctx.dataset.subsets
@@ -86,7 +101,7 @@ def step_targets(ctx: CheckContext) -> list[Finding]:
             out.append(finding("params/steps-per-image", "warning", GATE,
                                f"each image in '{subset.folder_name}' is seen {seen} times "
                                f"({repeats} repeats × {ctx.steps.epochs} epochs); "
-                               f"the seeds advise {lo_img}–{hi_img}, so this likely {direction}.",
+                               f"{adviser(v, 'steps_per_image_min', 'advise')} {lo_img}–{hi_img}, so this likely {direction}.",
                                "adjust the folder's repeats or max_train_epochs", key="max_train_epochs"))
     return out
 
@@ -124,7 +139,8 @@ def text_encoder_lr(ctx: CheckContext) -> list[Finding]:
                         "--set text_encoder_lr=5e-5 (or network_train_unet_only=true)", key="text_encoder_lr")]
     if te[0] > unet_lr(v):
         return [finding("params/text-encoder-lr-high", "warning", GATE,
-                        f"text_encoder_lr {te[0]:g} is above the U-Net's {unet_lr(v):g}; the text encoders need gentler "
+                        f"text_encoder_lr {te[0]:g} is above the {family_named(v.family).denoiser}'s {unet_lr(v):g}; the "
+                        "text encoders need gentler "
                         "treatment (docs/recommendations.md §3: 5e-5) or they overfit the trigger.",
                         "--set text_encoder_lr=5e-5", key="text_encoder_lr")]
     return []
@@ -137,7 +153,8 @@ def image_count(ctx: CheckContext) -> list[Finding]:
         return []
     advice = "add varied images (angles, close-ups, full body)" if count < low else "a smaller set of your best images often trains better"
     return [finding("dataset/image-count", "warning" if count < low / 3 else "info", 1,
-                    f"{count} training image(s); the seeds advise {low}–{high} for this plan.", advice)]
+                    f"{count} training image(s); {adviser(ctx.values, 'images_min', 'advise')} {low}–{high} for this plan.",
+                    advice)]
 
 
 def upscaled(ctx: CheckContext) -> list[Finding]:

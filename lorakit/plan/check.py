@@ -1,6 +1,8 @@
 """Gate 2: parameters. sd-scripts' own asserts that can be decided before training (docs/sd-scripts.md §11), and
 what would fail or mislead later though sd-scripts does not assert it; then the seeds' advice
-(lorakit.plan.advice). Each rule is a small function that returns findings; none changes a value.
+(lorakit.plan.advice). The rules of one family live in lorakit.plan.familycheck (docs/families.md §7); the
+ones here hold for every family and name the plan's family and script where they differ. Each rule is a
+small function that returns findings; none changes a value.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lorakit.config.derived import adafactor_fixed_lr, caption_augmentations, image_augmentations, optimizer_name
+from lorakit.config.family import family_named
 from lorakit.config.keyvalue import check_key_value_items
 from lorakit.config.schema import resolution_tuple
 from lorakit.findings import Finding, finding
@@ -24,6 +27,20 @@ from lorakit.plan.advice import (
     upscaled,
 )
 from lorakit.plan.context import CheckContext
+from lorakit.plan.familycheck import (
+    caption_tokens,
+    flux_guidance,
+    flux_offload,
+    flux_text_encoders,
+    flux_timesteps,
+    model_type,
+    network_module,
+    sample_guidance,
+    sd15_clip_skip,
+    sd15_resolution,
+    sd_only_keys,
+    transformer_extras,
+)
 
 SCHEDULERS = {
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -79,7 +96,9 @@ def text_encoder_cache(ctx: CheckContext) -> list[Finding]:
     if not (v["cache_text_encoder_outputs"] or v["cache_text_encoder_outputs_to_disk"]):
         return []
     out = []
-    if not v["network_train_unet_only"]:
+    # sdxl_train_network.py asserts it; flux_train_network.py caches T5-XXL while CLIP-L trains and refuses the
+    # cache only while T5-XXL trains (lorakit.plan.familycheck.flux_text_encoders).
+    if not v["network_train_unet_only"] and family_named(v.family).name == "sdxl":
         out.append(finding(
             "params/te-cache-needs-unet-only", "error", GATE,
             "cache_text_encoder_outputs needs network_train_unet_only: cached text-encoder outputs cannot train the "
@@ -120,10 +139,12 @@ def buckets(ctx: CheckContext) -> list[Finding]:
         return []
     out = []
     step = v["bucket_reso_steps"]
-    if step % 32:
+    family = family_named(v.family)
+    if step % family.bucket_step:
         out.append(finding(
             "params/bucket-steps", "error", GATE,
-            f"bucket_reso_steps is {step}; SDXL needs a multiple of 32 (sd-scripts asserts).",
+            f"bucket_reso_steps is {step}; {family.script} needs a multiple of {family.bucket_step} for "
+            f"{family.title} (sd-scripts asserts).",
             "--set bucket_reso_steps=64", key="bucket_reso_steps"))
         return out
     width, height = resolution_tuple(v["resolution"])
@@ -192,7 +213,7 @@ def precision(ctx: CheckContext) -> list[Finding]:
         out.append(finding("params/no-mixed-precision", "warning", GATE,
                            "mixed_precision is 'no': training runs in fp32, about twice the memory and much slower.",
                            "--set mixed_precision=bf16 (fp16 on cards before RTX 30xx)", key="mixed_precision"))
-    if mp == "fp16" and not v["no_half_vae"]:
+    if mp == "fp16" and not v["no_half_vae"] and v.family == "sdxl":
         out.append(finding("params/fp16-vae", "warning", GATE,
                            "fp16 without no_half_vae: the SDXL VAE overflows in fp16 and the loss turns NaN.",
                            "--set no_half_vae=true (or use bf16 where the card supports it)", key="no_half_vae"))
@@ -252,16 +273,22 @@ def optimizer(ctx: CheckContext) -> list[Finding]:
                                "--set fused_backward_pass=false", key="fused_backward_pass"))
         else:
             out.append(finding("params/fused-backward-pass", "warning", GATE,
-                               "fused_backward_pass has no effect in sdxl_train_network.py (only sdxl_train.py implements it).",
+                               f"fused_backward_pass has no effect in {family_named(v.family).script} (only full "
+                               "fine-tuning scripts implement it).",
                                "--set fused_backward_pass=false", key="fused_backward_pass"))
     return out
 
 
 def model_flags(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
+    family = family_named(v.family)
     out = []
-    if v["v2"]:
+    if v["v2"] and family.name == "sdxl":
         out.append(finding("params/v2", "error", GATE, "v2 is set, but SDXL training asserts it is off.", "--set v2=false", key="v2"))
+    elif v["v2"] and family.name == "sd15":
+        out.append(finding("params/v2", "warning", GATE,
+                           "v2 loads the base as Stable Diffusion 2.x, but this is an SD 1.5 plan: an SD 1.5 checkpoint "
+                           "does not load that way.", "--set v2=false (or plan SD 2.x with a preset of its own)", key="v2"))
     if v["adaptive_noise_scale"] is not None and v["noise_offset"] is None:
         out.append(finding("params/adaptive-noise-needs-offset", "error", GATE,
                            "adaptive_noise_scale needs noise_offset (sd-scripts raises ValueError).",
@@ -274,21 +301,14 @@ def model_flags(ctx: CheckContext) -> list[Finding]:
         out.append(finding("params/v-pred-like-loss", "error", GATE,
                            "v_pred_like_loss cannot be used with v_parameterization (sd-scripts raises ValueError).",
                            "--set v_pred_like_loss=none", key="v_pred_like_loss"))
-    if v["zero_terminal_snr"] and not v["v_parameterization"]:
+    if v["zero_terminal_snr"] and not v["v_parameterization"] and not family.transformer:
         out.append(finding("params/zero-terminal-snr", "warning", GATE,
-                           "zero_terminal_snr without v_parameterization is unusual for SDXL (sd-scripts warns).",
+                           f"zero_terminal_snr without v_parameterization is unusual for {family.title} (sd-scripts warns).",
                            key="zero_terminal_snr"))
     if v["network_train_unet_only"] and v["network_train_text_encoder_only"]:
         out.append(finding("params/nothing-to-train", "error", GATE,
                            "network_train_unet_only and network_train_text_encoder_only together leave nothing to train.",
                            "keep one of them", key="network_train_unet_only"))
-    module = v["network_module"]
-    if module and module != "networks.lora":
-        hint = "pip install lycoris-lora in the trainer's environment" if module.startswith("lycoris") else \
-            "make sure the trainer's environment can import it"
-        out.append(finding("params/network-module", "info", GATE,
-                           f"network_module is {module}; lorakit's size and step predictions assume networks.lora.",
-                           hint, key="network_module"))
     if v["save_model_as"] in ("ckpt", "pt"):
         out.append(finding("params/save-format", "warning", GATE,
                            f"save_model_as {v['save_model_as']} writes a bare torch file without the ss_* metadata.",
@@ -302,11 +322,13 @@ def model_flags(ctx: CheckContext) -> list[Finding]:
 
 def attention(ctx: CheckContext) -> list[Finding]:
     v = ctx.values
+    if family_named(v.family).transformer:
+        return []  # the FLUX transformer always uses SDPA (lorakit.plan.familycheck.transformer_extras)
     chosen = [k for k in ("mem_eff_attn", "xformers", "sdpa") if v[k]]
     if not chosen:
         return [finding("params/no-attention-backend", "warning", GATE,
-                        "no attention backend is set, so the SDXL U-Net uses plain attention: about 17 GiB more "
-                        "activation memory at 1024² and much slower steps.",
+                        f"no attention backend is set, so the {family_named(v.family).title} U-Net uses plain attention: "
+                        "far more activation memory (about 17 GiB more for SDXL at 1024²) and much slower steps.",
                         "--set sdpa=true (or xformers=true with xformers installed)", key="sdpa")]
     if len(chosen) > 1:
         return [finding("params/several-attention-backends", "info", GATE,
@@ -361,6 +383,9 @@ def unplaceable(ctx: CheckContext) -> list[Finding]:
 
 RULES: list[Callable[[CheckContext], list[Finding]]] = [
     required_values, training_length, file_names, text_encoder_cache, latent_cache, buckets, scheduler, precision, key_value_lists,
-    optimizer, model_flags, attention, sampling, clip_skip, adaptive_lr, alpha_vs_rank, step_targets,
+    optimizer, model_flags, network_module, attention, sampling, clip_skip, adaptive_lr, alpha_vs_rank, step_targets,
     lr_times_steps, text_encoder_lr, image_count, unplaceable, upscaled, repeats_setting, unused_reg,
+    # one family's rules (docs/families.md §7)
+    flux_guidance, flux_timesteps, flux_text_encoders, flux_offload, model_type, sd_only_keys, transformer_extras,
+    sample_guidance, sd15_resolution, sd15_clip_skip, caption_tokens,
 ]

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.family import family_named
 from lorakit.config.schema import SUBSET_ONLY_KEYS, registry, resolution_tuple
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.dataset.scan import Subset
@@ -154,7 +155,7 @@ def render_dataset(plan: Any, values: Values, subsets: list[Subset]) -> str:
 
 
 def render_prompts(plan: Any, lines: list[str]) -> str:
-    return render("sample_prompts.txt.j2", plan=plan, lines=lines)
+    return render("sample_prompts.txt.j2", plan=plan, lines=lines, guided=family_named(plan.family).transformer)
 
 
 def render_launch(plan: Any, *, command: list[str], cpu_command: list[str]) -> str:
