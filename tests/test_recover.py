@@ -1,15 +1,31 @@
-"""Out-of-memory recovery (lorakit.run.recover) with the fake sd-scripts that runs out of memory above a batch size."""
+"""Out-of-memory recovery (lorakit.run.recover) with the fake sd-scripts, which runs out of CUDA memory above a
+batch size (FAKE_SDSCRIPTS_OOM_ABOVE_BATCH) with torch's own message, as sd-scripts does."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from conftest import make_folder
+import pytest
+import tomllib
+from conftest import make_folder, make_plan
 from hubgen import fake_checkpoint
 
 from lorakit.cli.main import cli
+from lorakit.machine.probe import choose_target
+from lorakit.plan.assumptions import assumptions_for
+from lorakit.plan.build import HISTORY_DIR
+from lorakit.plan.estimate import setup_from_values, vram_gib
+from lorakit.run.launch import LaunchOptions
+from lorakit.run.process import Stopper
+from lorakit.run.recover import RecoverOptions
+from lorakit.run.recover import launch as launch_recovering
 
 PRESET = """[preset]
 kind = "user"
@@ -21,12 +37,12 @@ train_batch_size = { value = 4, from = "tests" }
 """
 
 
-def oom_plan(runner, tmp_path: Path, *overrides: str, images: int = 4) -> Path:
-    """A plan whose batch 4 comes from a preset; 6 steps (max_train_steps is yours, so the batch stays at 4)."""
+def oom_plan(runner, tmp_path: Path, *overrides: str) -> Path:
+    """A plan whose batch 4 comes from a preset; max_train_steps=6 is yours, so the fit keeps batch 4."""
     (Path(os.environ["LORAKIT_PRESETS_DIR"]) / "batch4.toml").write_text(PRESET, encoding="utf-8")
     dataset = tmp_path / "robot data"
     if not dataset.exists():
-        make_folder(dataset / "5_zk robot", [(1024, 1024)] * images)
+        make_folder(dataset / "5_zk robot", [(1024, 1024)] * 4)
     model = tmp_path / "base.safetensors"
     model.write_bytes(fake_checkpoint())
     out = tmp_path / "plan"
@@ -46,16 +62,282 @@ def record(plan: Path) -> dict:
     return json.loads((plan / "run.json").read_text(encoding="utf-8"))
 
 
-def test_must_show_out_of_memory_at_batch_4_finishes_at_batch_2_times_accumulation_2(runner, tmp_path, fake_trainer, monkeypatch):
+def plan_json(plan: Path) -> dict:
+    return json.loads((plan / "plan.json").read_text(encoding="utf-8"))
+
+
+def changes(attempt: dict) -> list[tuple]:
+    return [(c["key"], c["old"], c["new"]) for c in attempt["changes"]]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+
+
+def test_out_of_memory_at_batch_4_finishes_at_batch_2_times_accumulation_2(runner, tmp_path, fake_trainer, monkeypatch):
+    """The issue's "must show": launch exits 0, two attempts, the second 2 × 2, the plan's total steps done."""
     plan = oom_plan(runner, tmp_path)
-    planned = json.loads((plan / "plan.json").read_text())
-    assert planned["values"]["train_batch_size"]["value"] == 4
+    total = plan_json(plan)["total_steps"]
     monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
     result = launch(runner, plan)
     assert result.exit_code == 0, result.output
     data = record(plan)
-    print(result.output)
-    print(json.dumps(data["attempts"], indent=1))
-    assert data["state"] == "succeeded"
-    assert [a["number"] for a in data["attempts"]] == [1, 2]
-    assert data["steps_done"] == planned["total_steps"] == 6
+    assert data["state"] == "succeeded" and data["steps_done"] == total == 6
+    first, second = data["attempts"]
+    assert (first["number"], first["state"], first["problem"]) == (1, "failed", "out-of-memory")
+    assert (second["number"], second["state"]) == (2, "succeeded")
+    assert changes(second) == [("train_batch_size", 4, 2), ("gradient_accumulation_steps", 1, 2)]
+    assert "CUDA out of memory: recovering with attempt 2: train_batch_size 4 → 2" in result.output
+
+
+def test_the_recovered_plan_is_a_revision_with_its_source_and_the_old_one_in_the_history(runner, tmp_path, fake_trainer,
+                                                                                          monkeypatch):
+    plan = oom_plan(runner, tmp_path)
+    before = plan_json(plan)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    assert launch(runner, plan).exit_code == 0
+    after = plan_json(plan)
+    assert after["values"]["train_batch_size"]["source"] == "auto:oom-recovery"
+    assert after["values"]["train_batch_size"]["replaced"][-1] == {"value": 4, "source": "preset:batch4"}
+    assert after["values"]["learning_rate"] == before["values"]["learning_rate"]  # the recipe stays
+    assert after["total_steps"] == before["total_steps"] and after["created"] != before["created"]
+    config = (plan / "config.toml").read_text()
+    assert "train_batch_size = 2" in config and "gradient_accumulation_steps = 2" in config
+    kept = Path(record(plan)["attempts"][0]["plan_files"])
+    assert kept.parent == plan / HISTORY_DIR and json.loads((kept / "plan.json").read_text())["created"] == before["created"]
+    assert "train_batch_size = 4" in (kept / "config.toml").read_text()
+
+
+def test_the_setup_that_ran_out_of_memory_is_over_the_budget_for_the_next_plan(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path)
+    failed = setup_from_values(oom_values(plan))
+    target = choose_target("rtx4090")
+    assert vram_gib(failed, assumptions_for(target).overhead_gib) <= target.budget_gib  # it was chosen: it "fit"
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    assert launch(runner, plan).exit_code == 0
+    calibration = tomllib.loads(Path(os.environ["LORAKIT_CALIBRATION"]).read_text())
+    point = calibration["gpus"]["rtx4090"]["out_of_memory"][0]
+    assert point["setup"].startswith("batch 4 × accumulation 1, with gradient checkpointing, 1024×1024")
+    assert vram_gib(failed, assumptions_for(target).overhead_gib) > target.budget_gib
+    # and `lorakit calibrate` learns it again from run.json, e.g. for a calibration file made anew
+    Path(os.environ["LORAKIT_CALIBRATION"]).unlink()
+    assert runner.invoke(cli, ["calibrate", str(plan)]).exit_code == 0
+    assert vram_gib(failed, assumptions_for(target).overhead_gib) > target.budget_gib
+
+
+def oom_values(plan: Path):
+    from lorakit.plan.build import load_plan
+
+    return load_plan(plan).value_set
+
+
+def test_a_recovery_that_keeps_the_step_count_resumes_from_the_newest_state(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "4")  # after the state of step 3
+    result = launch(runner, plan)
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    state = str(plan / "output" / "robot data-step00000003-state")
+    assert data["attempts"][1]["resumed_from"] == state and data["attempts"][1]["why"].startswith("resumed from")
+    assert data["command"][-3:] == ["--resume", state, "--skip_until_initial_step"]
+    assert (data["attempts"][0]["steps_done"], data["steps_done"], data["total_steps"]) == (3, 6, 6)
+    assert not (plan / "previous").exists()  # one run, one record
+
+
+def test_without_a_saved_state_the_next_attempt_starts_again_and_says_why(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path, "save_every_n_steps=3")  # a LoRA at step 3, but no state
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "4")
+    assert launch(runner, plan).exit_code == 0
+    why = record(plan)["attempts"][1]["why"]
+    assert why.startswith("started again: the failed attempt saved no training state") and "moved to previous/" in why
+    assert list((plan / "previous").glob("*/output/robot data-step00000003.safetensors"))
+    assert (plan / "run.json").is_file() and not list((plan / "previous").glob("*/run.json"))
+
+
+def test_recovery_stops_after_max_recoveries_with_a_verdict(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path, "gradient_checkpointing=true")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "0")  # not even batch 1 fits
+    result = launch(runner, plan, "--max-recoveries", "1")
+    assert result.exit_code == 1
+    data = record(plan)
+    assert data["state"] == "failed" and [a["state"] for a in data["attempts"]] == ["failed", "failed"]
+    assert "Out-of-memory recovery stopped: it ran out of GPU memory in 2 attempts" in data["diagnosis"]
+    assert "tried attempt 2: train_batch_size 4 → 2, gradient_accumulation_steps 1 → 2 (failed)" in data["diagnosis"]
+    assert "--max-recoveries 3" in data["suggestion"] and "--recover quality" in data["suggestion"]
+
+
+def test_when_only_your_own_values_are_left_recovery_names_them(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "gradient_checkpointing=true")  # train_batch_size=4 is yours here
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    data = record(plan)
+    assert len(data["attempts"]) == 1
+    assert "lorakit has no change left that it may make" in data["diagnosis"]
+    assert "your own train_batch_size=4 (your --set)" in data["suggestion"]
+    assert "--set train_batch_size=2 --set gradient_accumulation_steps=2" in data["suggestion"]
+    assert plan_json(plan)["values"]["train_batch_size"]["value"] == 4  # yours: never changed
+
+
+def test_no_recover_leaves_the_run_failed_as_before(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path)
+    before = (plan / "plan.json").read_text()
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    result = launch(runner, plan, "--no-recover")
+    assert result.exit_code == 1
+    data = record(plan)
+    assert (data["state"], data["problem"], len(data["attempts"])) == ("failed", "out-of-memory", 1)
+    assert "lorakit plan" in data["suggestion"]  # today's advice: the smaller plan's command
+    assert (plan / "plan.json").read_text() == before and not (plan / HISTORY_DIR).exists()
+
+
+@pytest.mark.parametrize(("setting", "env", "problem"), [
+    (None, {"FAKE_SDSCRIPTS_FAIL": "nan"}, "nan-loss"),
+    ("optimizer_type=Lion", {}, "missing-module"),
+    (None, {"FAKE_SDSCRIPTS_FAIL": "crash"}, "crash"),
+])
+def test_other_failures_are_never_recovered(runner, tmp_path, fake_trainer, monkeypatch, setting, env, problem):
+    plan = oom_plan(runner, tmp_path, *([setting] if setting else []))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Gate 4 would refuse the missing module before the start: run past it to see what the trainer says
+    monkeypatch.setattr("lorakit.run.launch.run_doctor", doctor_without_errors)
+    result = launch(runner, plan)
+    assert result.exit_code == 1
+    data = record(plan)
+    assert (data["state"], data["problem"], len(data["attempts"])) == ("failed", problem, 1)
+    assert not (plan / HISTORY_DIR).exists()
+
+
+def doctor_without_errors(*args, **kwargs):
+    from lorakit.run.doctor import run_doctor
+
+    report = run_doctor(*args, **kwargs)
+    report.findings = [f for f in report.findings if f.level != "error"]
+    return report
+
+
+def test_ctrl_c_while_re_planning_stops_the_run(runner, tmp_path, fake_trainer, monkeypatch):
+    import lorakit.run.recover as recover_module
+
+    plan = oom_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    stopper = Stopper()
+    real = recover_module.revise
+
+    def revise_and_press_ctrl_c(*args, **kwargs):
+        stopper.stop()  # what stop_on_signals does on Ctrl-C while no trainer runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recover_module, "revise", revise_and_press_ctrl_c)
+    started = []
+    result = launch_recovering(plan, LaunchOptions(tensorboard=False), RecoverOptions(), stopper=stopper,
+                               on_event=lambda e: started.append(e) if type(e).__name__ == "Started" else None)
+    assert result.state == "interrupted" == record(plan)["state"]
+    assert len(started) == 1  # the second attempt never started
+    assert "attempt 2 did not start" in result.diagnosis
+
+
+def test_ctrl_c_during_the_second_attempt_stops_everything_with_130(runner, tmp_path, fake_trainer):
+    plan = oom_plan(runner, tmp_path, "max_train_steps=100")
+    env = os.environ | {"FAKE_SDSCRIPTS_OOM_ABOVE_BATCH": "2", "FAKE_SDSCRIPTS_STEP_SECONDS": "0.2"}
+    process = subprocess.Popen([sys.executable, "-m", "lorakit", "launch", str(plan), "--plain", "--every", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        data = record(plan) if (plan / "run.json").is_file() else {}
+        if len(data.get("attempts", [])) == 2 and data["attempts"][1]["steps_done"] >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    data = record(plan)
+    assert data["state"] == "interrupted" and [a["state"] for a in data["attempts"]] == ["failed", "interrupted"]
+    assert not alive(data["pid"])
+
+
+def test_runs_shows_the_attempts(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    result = launch(runner, plan)
+    assert "attempt 2: train_batch_size 4 → 2, gradient_accumulation_steps 1 → 2 — succeeded" in result.output
+    table = runner.invoke(cli, ["runs", str(plan)], env={"COLUMNS": "250"}).output
+    assert "succeeded (2 attempts)" in table
+    listed = json.loads(runner.invoke(cli, ["runs", str(plan), "--json"]).output)
+    assert [a["number"] for a in listed[0]["attempts"]] == [1, 2]
+
+
+def test_batch_run_recovers_a_plan_and_status_and_report_show_the_attempts(runner, tmp_path, fake_trainer, monkeypatch):
+    (Path(os.environ["LORAKIT_PRESETS_DIR"]) / "batch4.toml").write_text(PRESET, encoding="utf-8")
+    dataset = tmp_path / "robot data"
+    make_folder(dataset / "5_zk robot", [(1024, 1024)] * 4)
+    model = tmp_path / "base.safetensors"
+    model.write_bytes(fake_checkpoint())
+    out = tmp_path / "batch"
+    sets = [f"pretrained_model_name_or_path={model}", "max_train_steps=6", "mixed_precision=bf16", "sample_every_n_steps=none"]
+    planned = runner.invoke(cli, ["batch", "plan", str(dataset), "--out", str(out), "--target-gpu", "rtx4090",
+                                  "--preset", "batch4", "--sweep", "network_dim=8,16", *[w for s in sets for w in ("--set", s)]])
+    assert planned.exit_code == 0, planned.output
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    result = runner.invoke(cli, ["batch", "run", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(runner.invoke(cli, ["batch", "status", str(out), "--json"]).output)
+    assert [(r["state"], r["attempts"], r["steps_done"]) for r in rows] == [("succeeded", 2, 6)] * 2
+    assert rows[0]["recovered"] == "attempt 2: train_batch_size 4 → 2, gradient_accumulation_steps 1 → 2"
+    csv_text = runner.invoke(cli, ["batch", "status", str(out), "--csv"]).output
+    assert "2 (attempt 2: train_batch_size 4 → 2" in csv_text
+    assert runner.invoke(cli, ["batch", "report", str(out)]).exit_code == 0
+    assert "2 (attempt 2: train_batch_size 4 → 2" in (out / "report.html").read_text(encoding="utf-8")
+    assert runner.invoke(cli, ["batch", "run", str(out)]).exit_code == 0  # rerun: the revised plans count as done
+    assert "succeeded already" in runner.invoke(cli, ["batch", "run", str(out)]).output
+
+
+def test_lorakit_logs_counts_a_resumed_start_from_its_saved_step(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = oom_plan(runner, tmp_path, "save_state=true", "save_every_n_steps=3")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    monkeypatch.setenv("FAKE_SDSCRIPTS_FAIL_AT", "4")
+    assert launch(runner, plan).exit_code == 0
+    # one log, two starts: steps 1-3 at batch 4, then "skipping 3 steps" and the bar's 1/3..3/3
+    report = json.loads(runner.invoke(cli, ["logs", str(plan / "logs" / "train.log"), "--json"]).output)
+    assert (report["steps_done"], report["total_steps"]) == (6, 6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs accelerate and torch in this Python")
+def test_a_recovery_through_the_real_accelerate_launch(runner, tmp_path, fake_trainer, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH")
+    plan = oom_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    result = launch(runner, plan)
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    assert (data["state"], data["steps_done"], len(data["attempts"])) == ("succeeded", 6, 2)
+    log = (plan / "logs" / "train.log").read_text(encoding="utf-8")
+    assert "torch.OutOfMemoryError: CUDA out of memory" in log and "accelerator device: cpu" in log
+
+
+def test_recover_quality_may_lower_quality_and_says_so_loudly(runner, tmp_path, fake_trainer, monkeypatch):
+    plan = make_plan(runner, tmp_path, "gradient_checkpointing=true")  # batch 4 is yours: only quality is left
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")  # and the fake keeps running out at batch 4
+    result = launch(runner, plan, "--recover", "quality", "--max-recoveries", "1")
+    assert result.exit_code == 1
+    data = record(plan)
+    second = data["attempts"][1]
+    assert second["quality"] is True and second["changes"]
+    assert "QUALITY LOWERED by out-of-memory recovery" in result.output
+    assert any(w.startswith("QUALITY LOWERED") for w in data["warnings"])
+    assert plan_json(plan)["values"]["train_batch_size"]["source"] == "set"  # yours stays
+
+
+def test_no_recover_and_recover_quality_contradict_each_other(runner, tmp_path, fake_trainer):
+    plan = oom_plan(runner, tmp_path)
+    result = launch(runner, plan, "--no-recover", "--recover", "quality")
+    assert result.exit_code == 2 and "contradict each other" in result.output
+    assert not (plan / "run.json").exists()

@@ -91,9 +91,9 @@ recover_options = [
                  help="Do not recover from CUDA out-of-memory (by default lorakit re-plans one notch down and trains on)."),
     click.option("--max-recoveries", type=click.IntRange(min=0), default=2, show_default=True, metavar="N",
                  help="Out-of-memory recoveries per run before lorakit stops with a verdict."),
-    click.option("--recover", "recover_mode", type=click.Choice(["recipe", "quality"]), default="recipe", show_default=True,
-                 help="recipe: only changes that keep the recipe (gradient accumulation, checkpointing, caching, attention); "
-                      "quality: also lower rank, resolution or precision, with a warning."),
+    click.option("--recover", "recover_mode", type=click.Choice(["recipe", "quality"]), default="recipe", metavar="MODE",
+                 help="recipe (default): only changes that keep the recipe (gradient accumulation, checkpointing, caching, "
+                      "attention); quality: also lower rank, resolution or precision, with a warning."),
 ]
 
 

@@ -14,7 +14,7 @@ Without an entry for the GPU, the estimator's assumed overhead and utilisation c
 A run that ran out of GPU memory adds a measured "did not fit" point to its GPU's table (`out_of_memory`,
 written by lorakit.run.recover and `lorakit calibrate`): the setup, its estimate without the overhead and
 the budget it was planned for. The overhead used for that GPU is then at least what puts each such setup
-just over its budget, so the fit never chooses it again (docs/estimator.md §5.4).
+just over its budget, so the fit never chooses it again (docs/estimator.md §7.1).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class GpuCalibration(BaseModel):
     efficiency: float | None = None
     runs: list[str] = []
     updated: str | None = None
-    out_of_memory: list[OutOfMemoryPoint] = []  # measured "did not fit" points (docs/estimator.md §5.4)
+    out_of_memory: list[OutOfMemoryPoint] = []  # measured "did not fit" points (docs/estimator.md §7.1)
 
 
 class CalibrationFile(BaseModel):

@@ -5,7 +5,7 @@ estimator's other components (the largest over the runs, so the estimate errs on
 efficiency is the measured seconds per step against the plan's FLOPs, scaled back to batch 1 (the
 median over the runs). Both go into the calibration file that lorakit.plan.assumptions reads.
 
-A run that ran out of GPU memory gives a "did not fit" point instead (docs/estimator.md §5.4): the
+A run that ran out of GPU memory gives a "did not fit" point instead (docs/estimator.md §7.1): the
 out-of-memory recovery records it at once (`record_out_of_memory`), and `calibrate` reads it again from
 each attempt in run.json that ran out of memory, so a calibration file rebuilt from the runs keeps it.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import statistics
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from lorakit.util.files import write_text_atomic
 from lorakit.util.reading import read_json
 
 MEASURED_STATES = ("succeeded", "interrupted")
+_FILE_LOCK = threading.Lock()
 
 
 class MeasuredAttempt(BaseModel):
@@ -149,13 +151,14 @@ def out_of_memory_point(plan: Plan) -> OutOfMemoryPoint:
 def record_out_of_memory(plan: Plan, path: Path | None = None) -> OutOfMemoryPoint:
     """Add the plan's setup to its GPU's "did not fit" points in the calibration file (once per setup)."""
     path = path or calibration_path()
-    current = load_calibration(path)
     point = out_of_memory_point(plan)
-    gpus = dict(current.gpus)
-    entry = gpus.get(gpu_key(plan.target), GpuCalibration())
-    if not _known(entry, point):
-        gpus[gpu_key(plan.target)] = entry.model_copy(update={"out_of_memory": [*entry.out_of_memory, point]})
-        _write(path, CalibrationFile(gpus=gpus))
+    with _FILE_LOCK:  # `batch run` recovers runs in several threads: one read-modify-write at a time
+        current = load_calibration(path)
+        gpus = dict(current.gpus)
+        entry = gpus.get(gpu_key(plan.target), GpuCalibration())
+        if not _known(entry, point):
+            gpus[gpu_key(plan.target)] = entry.model_copy(update={"out_of_memory": [*entry.out_of_memory, point]})
+            _write(path, CalibrationFile(gpus=gpus))
     return point
 
 
