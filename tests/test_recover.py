@@ -341,3 +341,15 @@ def test_no_recover_and_recover_quality_contradict_each_other(runner, tmp_path, 
     result = launch(runner, plan, "--no-recover", "--recover", "quality")
     assert result.exit_code == 2 and "contradict each other" in result.output
     assert not (plan / "run.json").exists()
+
+
+def test_only_cuda_out_of_memory_is_recoverable():
+    from lorakit.run.record import RunRecord
+    from lorakit.run.recover import recoverable
+
+    def failed(problem: str, diagnosis: str) -> RunRecord:
+        return RunRecord(state="failed", plan="p", plan_dir="/p", problem=problem, diagnosis=diagnosis)
+
+    assert recoverable(failed("out-of-memory", "the GPU ran out of memory: torch.OutOfMemoryError: CUDA out of memory"))
+    assert not recoverable(failed("out-of-memory", "the machine ran out of RAM: DefaultCPUAllocator: can't allocate memory"))
+    assert not recoverable(failed("killed", "the trainer was killed by SIGKILL, usually the kernel's out-of-memory killer"))

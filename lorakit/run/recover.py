@@ -74,6 +74,7 @@ def launch(plan_dir: Path, options: LaunchOptions | None = None, recover: Recove
         record = run_plan(folder, options, on_event, env, stopper, monitor, attempts=attempts)
         warnings: list[str] = []
         while recoverable(record):
+            record_out_of_memory(load_plan(folder))  # first: Gate 3 judges the revision with it, and the next plans
             if len(attempts) > recover.max_recoveries:
                 return _give_up(folder, record, warnings, GiveUp(
                     f"it ran out of GPU memory in {len(attempts)} attempts; lorakit stopped after --max-recoveries "
@@ -103,9 +104,8 @@ def recoverable(record: RunRecord) -> bool:
 
 
 def next_attempt(folder: Path, attempts: list[Attempt], recover: RecoverOptions) -> NextAttempt:
-    """Record the point that did not fit, write the revision one notch down, and decide how the next attempt starts."""
+    """Write the revision one notch down, and decide how the next attempt starts (resumed: docs/sd-scripts.md §8)."""
     plan = load_plan(folder)
-    record_out_of_memory(plan)  # first: Gate 3 judges the revision with it
     values = plan.value_set
     available = notches(values, quality=recover.quality)
     if not available:
