@@ -92,6 +92,7 @@ def test_out_of_memory_at_batch_4_finishes_at_batch_2_times_accumulation_2(runne
     assert (second["number"], second["state"]) == (2, "succeeded")
     assert changes(second) == [("train_batch_size", 4, 2), ("gradient_accumulation_steps", 1, 2)]
     assert "CUDA out of memory: recovering with attempt 2: train_batch_size 4 → 2" in result.output
+    assert data["started"] == first["started"] and data["duration_s"] >= second["duration_s"]
 
 
 def test_the_recovered_plan_is_a_revision_with_its_source_and_the_old_one_in_the_history(runner, tmp_path, fake_trainer,
@@ -201,12 +202,13 @@ def test_no_recover_leaves_the_run_failed_as_before(runner, tmp_path, fake_train
     (None, {"FAKE_SDSCRIPTS_FAIL": "nan"}, "nan-loss"),
     ("optimizer_type=Lion", {}, "missing-module"),
     (None, {"FAKE_SDSCRIPTS_FAIL": "crash"}, "crash"),
+    (None, {"FAKE_SDSCRIPTS_DROP_ARGS": "config_file"}, "bad-arguments"),
 ])
 def test_other_failures_are_never_recovered(runner, tmp_path, fake_trainer, monkeypatch, setting, env, problem):
     plan = oom_plan(runner, tmp_path, *([setting] if setting else []))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    # Gate 4 would refuse the missing module before the start: run past it to see what the trainer says
+    # Gate 4 would refuse the missing module and the unknown argument before the start: run past it to see the trainer's
     monkeypatch.setattr("lorakit.run.launch.run_doctor", doctor_without_errors)
     result = launch(runner, plan)
     assert result.exit_code == 1
@@ -353,3 +355,27 @@ def test_only_cuda_out_of_memory_is_recoverable():
     assert recoverable(failed("out-of-memory", "the GPU ran out of memory: torch.OutOfMemoryError: CUDA out of memory"))
     assert not recoverable(failed("out-of-memory", "the machine ran out of RAM: DefaultCPUAllocator: can't allocate memory"))
     assert not recoverable(failed("killed", "the trainer was killed by SIGKILL, usually the kernel's out-of-memory killer"))
+
+
+def test_a_recovery_that_changes_the_step_count_starts_again_although_a_state_exists(runner, tmp_path, fake_trainer,
+                                                                                    monkeypatch):
+    (Path(os.environ["LORAKIT_PRESETS_DIR"]) / "batch4.toml").write_text(PRESET, encoding="utf-8")
+    dataset = tmp_path / "buckets"
+    for folder, size in (("a", (1024, 1024)), ("b", (832, 1216)), ("c", (1216, 832))):  # one image per bucket
+        make_folder(dataset / f"1_zk {folder}", [size])
+    model = tmp_path / "base.safetensors"
+    model.write_bytes(fake_checkpoint())
+    sets = [f"pretrained_model_name_or_path={model}", "max_train_epochs=4", "mixed_precision=bf16",
+            "sample_every_n_steps=none", "save_state=true", "save_every_n_steps=1"]
+    out = tmp_path / "plan"
+    # --fit off keeps the preset's batch 4: three buckets of one image are 3 steps an epoch at batch 4, 2 at 2 × 2
+    planned = runner.invoke(cli, ["plan", str(dataset), "--preset", "batch4", "--target-gpu", "rtx4090", "--fit", "off",
+                                  "--out", str(out), *[w for s in sets for w in ("--set", s)]])
+    assert planned.exit_code == 0, planned.output
+    before = plan_json(out)["total_steps"]
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    launch(runner, out)
+    data = record(out)
+    second = data["attempts"][1]
+    assert second["resumed_from"] is None and plan_json(out)["total_steps"] != before
+    assert second["why"].startswith(f"started again: the change alters the step count ({before} → ")

@@ -57,12 +57,13 @@ class Attempt(BaseModel):
     resumed_from: str | None = None
     started: str | None = None
     ended: str | None = None
+    duration_s: float | None = None
 
     def follow(self, record: RunRecord) -> None:
         """Take this attempt's outcome from the record its launch keeps."""
         self.state, self.problem, self.steps_done = record.state, record.problem, record.steps_done
         self.peak_vram_gib, self.resumed_from = record.peak_vram_gib, record.resumed_from
-        self.started, self.ended = record.started, record.ended
+        self.started, self.ended, self.duration_s = record.started, record.ended, record.duration_s
 
     def changes_text(self) -> str:
         return ", ".join(f"{c.key} {_short(c.old)} → {_short(c.new)}" for c in self.changes) or "the plan as made"

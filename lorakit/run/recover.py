@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lorakit.errors import LorakitError
 from lorakit.plan.build import Plan, PlanResult, load_plan
 from lorakit.plan.revise import Notch, blocked_notches, notches, revise, write_revision
 from lorakit.run.calibrate import record_out_of_memory
@@ -84,6 +85,10 @@ def launch(plan_dir: Path, options: LaunchOptions | None = None, recover: Recove
                     following = next_attempt(folder, attempts, recover)
                 except GiveUp as verdict:
                     return _give_up(folder, record, warnings, verdict)
+                except LorakitError as exc:  # the dataset or a model went missing since planning, say
+                    return _give_up(folder, record, warnings, GiveUp(
+                        f"lorakit could not plan it again: {' '.join(exc.message.split())}",
+                        exc.fix or "fix that, re-plan (`lorakit plan ... --force`) and launch again"))
             attempts[-1].plan_files = str(following.plan_files) if following.plan_files else None
             if stopper.stopped.is_set():
                 return _interrupted(folder, record, attempts, warnings)
@@ -91,8 +96,9 @@ def launch(plan_dir: Path, options: LaunchOptions | None = None, recover: Recove
             attempts.append(following.attempt)
             again = replace(options, resume=following.resume, fresh=False, resume_if_possible=False)
             record = run_plan(folder, again, on_event, env, stopper, monitor, attempts=attempts)
-        if warnings:
-            record.warnings = [*warnings, *record.warnings]
+        if len(attempts) > 1:  # the record is the whole run's: its start, its training time, what recovery said
+            record.started, record.warnings = attempts[0].started, [*warnings, *record.warnings]
+            record.duration_s = round(sum(a.duration_s or 0.0 for a in attempts), 2)
             write_record(folder, record)
         return record
 
