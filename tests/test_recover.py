@@ -379,3 +379,55 @@ def test_a_recovery_that_changes_the_step_count_starts_again_although_a_state_ex
     second = data["attempts"][1]
     assert second["resumed_from"] is None and plan_json(out)["total_steps"] != before
     assert second["why"].startswith(f"started again: the change alters the step count ({before} → ")
+
+
+def test_a_notch_gate_3_still_finds_over_budget_gets_the_next_one_added(monkeypatch):
+    from types import SimpleNamespace
+
+    import lorakit.run.recover as recover_module
+    from lorakit.plan.revise import Notch
+
+    over = SimpleNamespace(level="error", code="hardware/vram-over-budget", message="over by 0.1 GiB")
+    other = SimpleNamespace(level="error", code="dataset/no-steps", message="no images")
+    notches = [Notch("a", (("train_batch_size", 2, ""),)), Notch("b", (("gradient_checkpointing", True, ""),))]
+
+    def revise_with(findings_by_count):
+        return lambda plan, settings, note: SimpleNamespace(plan=SimpleNamespace(findings=findings_by_count[len(settings)]))
+
+    monkeypatch.setattr(recover_module, "revise", revise_with({1: [over], 2: []}))
+    _, chosen = recover_module._first_that_passes(None, notches, 2, RecoverOptions())
+    assert [n.name for n in chosen] == ["a", "b"]
+    monkeypatch.setattr(recover_module, "revise", revise_with({1: [over, other]}))
+    with pytest.raises(recover_module.GiveUp, match="does not pass the gates: dataset/no-steps: no images"):
+        recover_module._first_that_passes(None, notches, 2, RecoverOptions())
+
+
+@pytest.mark.parametrize(("batch", "accumulation", "expected"), [(4, 1, (2, 2)), (6, 1, (3, 2)), (3, 1, (1, 3)),
+                                                                  (4, 2, (2, 4)), (1, 1, None)])
+def test_the_batch_split_keeps_the_images_per_optimizer_step(batch, accumulation, expected):
+    from lorakit.config.values import Values
+    from lorakit.plan.revise import batch_split
+
+    values = Values()
+    values.set("train_batch_size", batch, "preset:x")
+    values.set("gradient_accumulation_steps", accumulation, "preset:x")
+    split = batch_split(values)
+    assert (tuple(value for _, value, _ in split.settings) if split else None) == expected
+
+
+def test_the_notches_keep_the_recipe_first_and_never_touch_your_values():
+    from lorakit.config.values import Values
+    from lorakit.plan.revise import notches
+
+    values = Values()
+    values.set("resolution", "1024,1024", "default")
+    values.set("mixed_precision", "bf16", "preset:x")
+    values.set("train_batch_size", 4, "preset:x")
+    values.set("gradient_checkpointing", False, "set")
+    values.set("network_dim", 32, "preset:x")
+    names = [n.name for n in notches(values, quality=False)]
+    assert names[0] == "the same batch through gradient accumulation" and "gradient checkpointing" not in names
+    assert names[-1] == "SDPA attention" and "rank 16, alpha 1" not in names
+    with_quality = notches(values, quality=True)
+    assert [n.name for n in with_quality][:len(names)] == names and all(n.quality for n in with_quality[len(names):])
+    assert "rank 16, alpha 1" in [n.name for n in with_quality]

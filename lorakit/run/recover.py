@@ -75,17 +75,17 @@ def launch(plan_dir: Path, options: LaunchOptions | None = None, recover: Recove
         record = run_plan(folder, options, on_event, env, stopper, monitor, attempts=attempts)
         warnings: list[str] = []
         while recoverable(record):
-            record_out_of_memory(load_plan(folder))  # first: Gate 3 judges the revision with it, and the next plans
-            if len(attempts) > recover.max_recoveries:
-                return _give_up(folder, record, warnings, GiveUp(
-                    f"it ran out of GPU memory in {len(attempts)} attempts; lorakit stopped after --max-recoveries "
-                    f"{recover.max_recoveries}", _what_next(load_plan(folder), recover, more=True)))
             with stopper.training():  # Ctrl-C while re-planning asks the stopper, so nothing more starts
                 try:
+                    record_out_of_memory(load_plan(folder))  # first: Gate 3 judges the revision with it, and the next plans
+                    if len(attempts) > recover.max_recoveries:
+                        raise GiveUp(f"it ran out of GPU memory in {len(attempts)} attempts; lorakit stopped after "
+                                     f"--max-recoveries {recover.max_recoveries}",
+                                     _what_next(load_plan(folder), recover, more=True))
                     following = next_attempt(folder, attempts, recover)
                 except GiveUp as verdict:
                     return _give_up(folder, record, warnings, verdict)
-                except LorakitError as exc:  # the dataset or a model went missing since planning, say
+                except LorakitError as exc:  # the dataset went missing since planning, a damaged calibration file
                     return _give_up(folder, record, warnings, GiveUp(
                         f"lorakit could not plan it again: {' '.join(exc.message.split())}",
                         exc.fix or "fix that, re-plan (`lorakit plan ... --force`) and launch again"))
@@ -117,7 +117,7 @@ def next_attempt(folder: Path, attempts: list[Attempt], recover: RecoverOptions)
     if not available:
         raise GiveUp("it ran out of GPU memory and lorakit has no change left that it may make",
                      _what_next(plan, recover, more=False))
-    result, chosen = _first_that_passes(plan, available, len(attempts) + 1)
+    result, chosen = _first_that_passes(plan, available, len(attempts) + 1, recover)
     changes = [Change(key=key, old=values.get(key), new=value) for notch in chosen for key, value, _ in notch.settings]
     revised = result.plan
     resume, why = _how_to_start(plan, revised)
@@ -132,7 +132,8 @@ def next_attempt(folder: Path, attempts: list[Attempt], recover: RecoverOptions)
     return NextAttempt(attempt, resume, plan_files)
 
 
-def _first_that_passes(plan: Plan, available: list[Notch], number: int) -> tuple[PlanResult, list[Notch]]:
+def _first_that_passes(plan: Plan, available: list[Notch], number: int,
+                       recover: RecoverOptions) -> tuple[PlanResult, list[Notch]]:
     """One notch, or as many more as Gate 3 needs to find the estimate within the budget; other gate errors stop."""
     chosen: list[Notch] = []
     for notch in available:
@@ -149,7 +150,7 @@ def _first_that_passes(plan: Plan, available: list[Notch], number: int) -> tuple
                          "fix those, re-plan (`lorakit plan ... --force`) and launch again")
     raise GiveUp(f"it ran out of GPU memory, and even with every change lorakit may make ({names}) the estimate "
                  "stays over the budget now that the setup that failed counts as measured",
-                 _what_next(plan, RecoverOptions(quality=False), more=False))
+                 _what_next(plan, recover, more=False))
 
 
 def _how_to_start(plan: Plan, revised: Plan) -> tuple[bool, str]:
