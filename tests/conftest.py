@@ -107,3 +107,23 @@ def make_plan(runner, tmp_path: Path, *overrides: str, out: Path | None = None, 
                                  *[word for s in sets for word in ("--set", s)]])
     assert result.exit_code == 0, result.output
     return out
+
+
+def builtin_preset_cases() -> list[str]:
+    """Every built-in preset on the default family's base (base presets alone), then every preset made for each
+    other family on that family's base: `flux1-dev+character` (split on "+" for PlanRequest.presets)."""
+    from lorakit.config.family import DEFAULT_FAMILY, FAMILIES
+    from lorakit.config.presets import PresetRegistry
+
+    registry = PresetRegistry(include_user_dir=False)
+    builtin = [registry.get(name) for name in registry.names() if registry.get(name).builtin]
+    cases = [p.name for p in builtin if p.family == DEFAULT_FAMILY]
+    for family in FAMILIES.values():
+        if family.name == DEFAULT_FAMILY:
+            continue
+        for p in builtin:
+            if p.header.kind == "base":
+                cases += [p.name] if p.header.family == family.name else []
+            elif p.made_for(family.name):
+                cases.append(f"{family.base_preset}+{p.name}")
+    return cases

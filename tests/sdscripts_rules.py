@@ -11,8 +11,17 @@ from conftest import REPO, SHARED_DOCS
 
 ARGS_FILE = SHARED_DOCS / "sd-scripts-args.json"
 if not ARGS_FILE.is_file():  # a checkout without ../shared: the trimmed copy lorakit ships
-    ARGS_FILE = REPO / "lorakit" / "data" / "sd-scripts-args.json"
+    ARGS_FILE = REPO / "lorakit" / "data" / "sd-scripts-args" / "sdxl_train_network.json"
 ARGUMENTS = {a["dest"]: a for a in json.loads(ARGS_FILE.read_text(encoding="utf-8"))["arguments"]}
+
+
+def arguments_of(script: str) -> dict[str, dict]:
+    """The parser of `script` (the shared facts cover sdxl_train_network.py; the other tables are lorakit's, derived
+    from the real parsers by tools/derive_arguments.py and checked against them by the real-sd-scripts tests)."""
+    if script == "sdxl_train_network.py":
+        return ARGUMENTS
+    table = REPO / "lorakit" / "data" / "sd-scripts-args" / f"{script.removesuffix('.py')}.json"
+    return {a["dest"]: a for a in json.loads(table.read_text(encoding="utf-8"))["arguments"]}
 
 # docs/sd-scripts.md §3: DreamBooth-style dataset config keys and their strict voluptuous types
 SUBSET_KEYS = {
@@ -39,8 +48,9 @@ def _type_ok(value, expected) -> bool:
     return isinstance(value, expected)
 
 
-def config_problems(text: str) -> list[str]:
-    """Problems sd-scripts would have with a --config_file: unknown keys, wrong TOML types, bad choices."""
+def config_problems(text: str, script: str = "sdxl_train_network.py") -> list[str]:
+    """Problems `script` would have with a --config_file: unknown keys, wrong TOML types, bad choices."""
+    arguments = arguments_of(script)
     data = tomllib.loads(text)
     flat: dict = {}
     for key, value in data.items():  # sd-scripts flattens one level of tables
@@ -50,7 +60,7 @@ def config_problems(text: str) -> list[str]:
             flat[key] = value
     problems = []
     for key, value in flat.items():
-        arg = ARGUMENTS.get(key)
+        arg = arguments.get(key)
         if arg is None:
             problems.append(f"{key}: not an sd-scripts argument")
             continue

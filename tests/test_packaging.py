@@ -18,6 +18,6 @@ def test_wheel_ships_templates_presets_and_the_argument_table(tmp_path):
         assert f"lorakit/templates/{template.name}" in names
     for preset in (REPO / "presets").rglob("*.toml"):
         assert f"lorakit/presets/{preset.relative_to(REPO / 'presets').as_posix()}" in names
-    assert "lorakit/data/sd-scripts-args.json" in names
+    assert "lorakit/data/sd-scripts-args/sdxl_train_network.json" in names
     assert "lorakit/data/kohya-gui-lora-keys.json" in names and "lorakit/kohya_gui/export.py" in names
     assert not any(n.startswith(("tests/", "examples/")) for n in names)

@@ -13,13 +13,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_folder, make_plan
+from conftest import REPO, builtin_preset_cases, make_folder, make_plan
 
 from lorakit.cli.main import cli
+from lorakit.config.family import DEFAULT_FAMILY
 from lorakit.config.presets import PresetRegistry
 from lorakit.kohya_gui.importer import import_gui_config
 from lorakit.machine.trainer import TRAIN_SCRIPT, SdScriptsCheckout, describe_sd_scripts
@@ -61,9 +63,12 @@ FITS = ("speed", "off")
 GUI_PRESETS = REPO / "tests" / "fixtures" / "kohya_gui_presets"
 
 
+def other_family(preset: str) -> bool:
+    return "+" in preset or PresetRegistry(include_user_dir=False).get(preset).family != DEFAULT_FAMILY
+
+
 def builtin_presets() -> list[str]:
-    registry = PresetRegistry(include_user_dir=False)
-    return [name for name in registry.names() if registry.get(name).builtin]
+    return builtin_preset_cases()
 
 
 def make_datasets(root: Path) -> dict[str, dict]:
@@ -83,8 +88,10 @@ def make_datasets(root: Path) -> dict[str, dict]:
     }
 
 
+# SDXL: every dataset, GPU and fit; the other families: what differs for them (sizes, buckets, fit), on fewer cases.
 PRESET_CASES = [f"{preset}/{data}/{gpu}/fit-{fit}" for preset in builtin_presets()
-                for data in ("mixed", "reg", "upscaled", "flat-token") for gpu in GPUS for fit in FITS]
+                for data in (("mixed", "upscaled") if other_family(preset) else ("mixed", "reg", "upscaled", "flat-token"))
+                for gpu in GPUS for fit in (("speed",) if other_family(preset) else FITS)]
 GUI_CASES = [f"gui:{p.stem}" for p in sorted(GUI_PRESETS.glob("*.json"))]
 
 
@@ -94,7 +101,7 @@ def request_for(case: str, datasets: dict[str, dict], out: Path) -> PlanRequest:
         imported = import_gui_config(GUI_PRESETS / f"{case[4:]}.json").imported()
         return PlanRequest(**datasets["mixed"], target_gpu=GPUS["large"], out=out, imported=imported, overrides=overrides)
     preset, data, gpu, fit = case.split("/")
-    return PlanRequest(**datasets[data], presets=[preset], target_gpu=GPUS[gpu], fit=fit.removeprefix("fit-"),
+    return PlanRequest(**datasets[data], presets=preset.split("+"), target_gpu=GPUS[gpu], fit=fit.removeprefix("fit-"),
                        out=out, overrides=overrides)
 
 
@@ -202,3 +209,10 @@ def test_a_dataset_changed_after_planning_is_a_step_math_mismatch(runner, tmp_pa
     assert code == 1
     [mismatch] = [f for f in report["findings"] if f["code"] == "env/step-math-mismatch"]
     assert "num_train_images 25 (plan.json: 20)" in mismatch["message"]
+
+
+def test_the_shipped_argument_tables_are_the_real_parsers_of_their_scripts():
+    assert PYTHON is not None and SD_SCRIPTS is not None
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "derive_arguments.py"), "--python", PYTHON,
+                           "--sd-scripts", str(SD_SCRIPTS), "--check"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

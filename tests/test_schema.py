@@ -12,7 +12,7 @@ from lorakit.config.schema import LORAKIT_KEYS, ValueProblem, parse_text, regist
 
 
 def test_every_sd_scripts_argument_is_a_key():
-    shipped = json.loads((REPO / "lorakit" / "data" / "sd-scripts-args.json").read_text())
+    shipped = json.loads((REPO / "lorakit" / "data" / "sd-scripts-args" / "sdxl_train_network.json").read_text())
     assert {a["dest"] for a in shipped["arguments"]} <= set(registry())
     assert len(shipped["arguments"]) == 196
 
@@ -20,14 +20,14 @@ def test_every_sd_scripts_argument_is_a_key():
 @pytest.mark.skipif(not (SHARED_DOCS / "sd-scripts-args.json").is_file(), reason="../shared/docs is not beside this checkout")
 def test_shipped_argument_table_matches_the_shared_facts():
     shared = json.loads((SHARED_DOCS / "sd-scripts-args.json").read_text())
-    shipped = json.loads((REPO / "lorakit" / "data" / "sd-scripts-args.json").read_text())
+    shipped = json.loads((REPO / "lorakit" / "data" / "sd-scripts-args" / "sdxl_train_network.json").read_text())
     assert shipped["sd_scripts_commit"] == shared["sd_scripts"]["commit"]
     for mine, theirs in zip(shipped["arguments"], shared["arguments"], strict=True):
         assert {k: theirs[k] for k in mine} == mine
 
 
 def test_lorakit_keys_do_not_shadow_sd_scripts_arguments():
-    shipped = json.loads((REPO / "lorakit" / "data" / "sd-scripts-args.json").read_text())
+    shipped = json.loads((REPO / "lorakit" / "data" / "sd-scripts-args" / "sdxl_train_network.json").read_text())
     assert not {k.name for k in LORAKIT_KEYS} & {a["dest"] for a in shipped["arguments"]}
 
 

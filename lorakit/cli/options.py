@@ -1,7 +1,7 @@
 """What the commands share: option definitions, the PlanRequest they describe, and the JSON printer.
 
-Only click is imported here (`lorakit --help` imports this module); the core is imported inside the
-functions that need it.
+Only click and the family table are imported here (`lorakit --help` imports this module); the core is
+imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from lorakit.config.family import DEFAULT_FAMILY, FAMILIES
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -49,6 +51,8 @@ python = _option("--python", help="The trainer's Python launch.sh should use.")
 presets_dirs = _option("--presets-dir", "presets_dirs", multiple=True, type=PATH,
                        help="A folder of extra presets (*.toml); repeatable. The per-user folder is always read.")
 as_json = _option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+family = _option("--family", type=click.Choice(list(FAMILIES)), default=DEFAULT_FAMILY, show_default=True,
+                 help="The model family (its base preset picks it when planning: --preset flux1-dev).")
 
 # click's parameter name → PlanRequest's field, for the shared options above
 _REQUEST_FIELDS = {

@@ -43,8 +43,11 @@ def probe(as_json: bool, catalog: bool) -> None:
 @options.as_json()
 @click.option("--copy-to", type=PATH, help="Copy the preset file here, to edit as your own preset.")
 @options.presets_dirs()
-def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs: tuple[Path, ...]) -> None:
-    """List the presets, or show NAME's resolved values and where each comes from."""
+@options.family(help="With NAME: resolve it on this family's base preset (default: NAME's own family, else SDXL).",
+                default=None)
+def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs: tuple[Path, ...],
+            family: str | None) -> None:
+    """List the presets grouped by model family, or show NAME's resolved values and where each comes from."""
     from lorakit.config.presets import PresetRegistry, copy_preset
 
     registry = PresetRegistry(list(presets_dirs))
@@ -63,9 +66,11 @@ def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs:
     if copy_to is not None:
         click.echo(f"Copied {preset.path} to {copy_preset(preset, copy_to)}")
         return
+    from lorakit.config.family import family_named
     from lorakit.config.resolve import resolve
 
-    resolution = resolve(registry, [name], [])
+    bases = [] if family is None or preset.header.kind == "base" else [family_named(family).base_preset]
+    resolution = resolve(registry, [*bases, name], [])
     if as_json:
         emit_json(resolution.report(name, preset.description))
         return
@@ -77,11 +82,12 @@ def presets(name: str | None, as_json: bool, copy_to: Path | None, presets_dirs:
 @click.command()
 @click.argument("pattern", required=False, default="")
 @options.as_json()
-def keys(pattern: str, as_json: bool) -> None:
-    """List the keys --set accepts (sd-scripts arguments and lorakit keys), optionally filtered."""
+@options.family()
+def keys(pattern: str, as_json: bool, family: str) -> None:
+    """List the keys --set accepts in a family's plans (its script's sd-scripts arguments and lorakit keys), optionally filtered."""
     from lorakit.config.schema import settable_keys
 
-    specs = settable_keys(pattern)
+    specs = settable_keys(pattern, family)
     if as_json:
         emit_json_list([s.info() for s in specs])
         return

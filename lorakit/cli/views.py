@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorakit.config.family import FAMILIES
 from lorakit.config.values import HEADLINE_KEYS
 from lorakit.findings import EXAMPLES, Finding
 from lorakit.util.text import duration_text, gib_text, hours_text, loss_text, show
@@ -57,6 +58,7 @@ def print_findings(out: Console, findings: list[Finding]) -> None:
 
 def values_table(values: Values, keys: list[str] | None = None, title: str | None = None, *, why: bool = True):
     """Value and source side by side; with `why`, the reason and what the value replaced."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_edge=False, pad_edge=False)
@@ -69,11 +71,11 @@ def values_table(values: Values, keys: list[str] | None = None, title: str | Non
         entry = values.entry(key)
         if entry is None or entry.value is None:
             continue
-        row = [key, show(entry.value), entry.source]
+        row = [key, escape(show(entry.value)), escape(entry.source)]
         if why:
             earlier = [e for e in entry.replaced if e.value != entry.value][-2:]
             note = entry.note + (" (was " + ", ".join(f"{show(e.value)} from {e.source}" for e in earlier) + ")" if earlier else "")
-            row.append(note.strip())
+            row.append(escape(note.strip()))
         table.add_row(*row)
     return table
 
@@ -196,7 +198,9 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
 
     values = plan.value_set
     target = plan.target
-    out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
+    family = FAMILIES.get(plan.family)
+    trains = f"{escape(family.title)} ({plan.script}), " if family else ""
+    out.print(f"[bold]Plan {escape(plan.name)}[/] — {trains}presets: {', '.join(plan.presets)}")
     if target.device == "cpu":
         out.print(f"Device: {escape(target.name)}: trains on the CPU (accelerate --cpu), RAM budget "
                   f"{target.budget_gib:.1f} GiB (80%)")
@@ -276,12 +280,14 @@ def print_probe(out: Console, host: HostInfo) -> None:
 
 def print_preset(out: Console, name: str, preset: Preset, resolution: Resolution) -> None:
     """`lorakit presets NAME`: what the preset applies, what it requires, and the values it resolves to."""
-    out.print(f"[bold]{name}[/] — {preset.description}")
-    out.print(f"applies: {' → '.join(p.name for p in resolution.presets)} (file: {preset.path})")
+    from rich.markup import escape
+
+    out.print(f"[bold]{escape(name)}[/] — {escape(preset.description)}")
+    out.print(f"applies: {' → '.join(p.name for p in resolution.presets)} (file: {escape(str(preset.path))})")
     for key in resolution.required:
         out.print(f"[yellow]requires[/] --set {key}=...")
     for note in resolution.notes:
-        out.print(f"[dim]note:[/] {note}")
+        out.print(f"[dim]note:[/] {escape(note)}")
     out.print(values_table(resolution.values))
 
 
@@ -298,17 +304,30 @@ def print_dataset_report(out: Console, report: DatasetReport) -> None:
 
 
 def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> None:
+    """One table per family (its base presets and those made for it alone), then the presets for every family."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(show_edge=False, pad_edge=False)
-    table.add_column("preset", style="bold")
-    table.add_column("kind")
-    table.add_column("extends")
-    table.add_column("description", overflow="fold")
+    from lorakit.config.family import FAMILIES
+
+    groups: dict[str, list[Preset]] = {}
     for p in presets:
-        origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")
-        table.add_row(p.name + origin, p.header.kind, ", ".join(p.header.extends), p.description)
-    out.print(table)
+        home = p.header.family or (", ".join(p.header.families) if p.header.families else "")
+        groups.setdefault(home, []).append(p)
+    order = [*(name for name in FAMILIES if name in groups), *sorted(k for k in groups if k and k not in FAMILIES), ""]
+    for home in [key for key in order if key in groups]:
+        title = (escape(f"{FAMILIES[home].title} (--preset {FAMILIES[home].base_preset} picks it)") if home in FAMILIES
+                 else f"for {home}" if home else "for every family (with a family's own values where noted)")
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("preset", style="bold")
+        table.add_column("kind")
+        table.add_column("extends")
+        table.add_column("description", overflow="fold")
+        for p in groups[home]:
+            origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")
+            own = f" [dim](own values for {', '.join(sorted(p.by_family))})[/]" if p.by_family and not home else ""
+            table.add_row(p.name + origin, p.header.kind, ", ".join(p.header.extends), escape(p.description) + own)
+        out.print(table)
 
 
 STATE_STYLE = {"succeeded": "bold green", "failed": "bold red", "interrupted": "yellow", "running": "cyan",

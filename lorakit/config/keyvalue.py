@@ -6,10 +6,12 @@ is wrong and shows the form that works, so callers can collect several and repor
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from dataclasses import dataclass
 
+from lorakit.config.family import DEFAULT_FAMILY
 from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, parse_text, registry, secret_refusal, spec_for
 
 _KEY_SHAPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,9 +48,35 @@ def split_key_value(item: str, option: KeyValueOption) -> tuple[str, str]:
     return key, text
 
 
-def typed_value(key: str, text: str, option: KeyValueOption) -> object:
-    """`text` parsed with `key`'s type; an unknown key or a value that does not fit raises, naming the option."""
+def typed_value(key: str, text: str, option: KeyValueOption, family: str | None = DEFAULT_FAMILY) -> object:
+    """`text` parsed with `key`'s type in `family` (None: any family's); an unknown key or a value that does
+    not fit raises, naming the option."""
     try:
-        return parse_text(spec_for(key), text)
+        return parse_text(spec_for(key, family), text)
     except ValueProblem as exc:
         raise ValueProblem(f"{option.name} {exc}") from None
+
+
+def check_key_value_items(items: list[str], *, literal_values: bool) -> list[str]:
+    """Problems in `key=value` lists as sd-scripts parses them (optimizer_args, network_args, ...).
+
+    sd-scripts splits each item on '='; a second '=' breaks it, and for optimizer and scheduler
+    arguments the value goes through ast.literal_eval, so a bare word fails.
+    """
+    problems = []
+    for item in items:
+        if item.count("=") != 1:
+            problems.append(f"'{item}' must be exactly one key=value pair")
+            continue
+        key, value = item.split("=")
+        if not key.strip():
+            problems.append(f"'{item}' has no key before '='")
+        elif literal_values:
+            try:
+                ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                problems.append(
+                    f"'{item}': the value {value!r} is not a Python literal (numbers, True/False, tuples,"
+                    f" or quoted strings such as {key}='{value}')"
+                )
+    return problems

@@ -10,10 +10,19 @@ and from `--presets-dir`, later folders shadowing earlier ones. A preset file:
     description = "..."
     requires = []                  # keys the user must set (e.g. a local checkpoint)
     notes = []                     # shown in the plan
+    family = "flux1"               # base presets only: the model family they train
+    families = ["sdxl"]            # the families the preset is made for (default: all)
 
-    [values]
+    [values]                       # for every family
     network_dim = { value = 16, from = "docs/recommendations.md §4 Network rank" }   # or plainly: network_dim = 16
     seed = { unset = true, from = "why" }    # leave the key unset (sd-scripts' default), like --set seed=none
+
+    [family.flux1]                 # for one family only: replaces [values] there
+    network_dim = 32
+
+A plan of family F takes a preset's [values], then its [family.T] table for each T of F's recipes
+(Chroma reads [family.flux1], then [family.chroma]). A value that F's script does not have is an error
+that names the preset, so one family's recipe never leaks into another unnoticed.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lorakit.config.family import DEFAULT_FAMILY, FAMILIES, family_named
 from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, coerce, secret_refusal, spec_for
 from lorakit.errors import ConfigError, LorakitError, UserError
 from lorakit.findings import Finding
@@ -32,7 +42,7 @@ from lorakit.util import tomlio
 from lorakit.util.files import check_output_file
 from lorakit.util.resources import presets_dir, user_config_dir
 
-BASE_PRESET = "sdxl-base"
+BASE_PRESET = family_named(DEFAULT_FAMILY).base_preset
 PresetKind = Literal["base", "flavour", "task", "optimizer", "hardware", "user"]
 
 
@@ -44,6 +54,8 @@ class PresetHeader(BaseModel):
     extends: list[str] = []
     requires: list[str] = []
     notes: list[str] = []
+    family: str | None = None
+    families: list[str] = []
 
 
 class PresetEntry(BaseModel):
@@ -61,14 +73,31 @@ class Preset:
     builtin: bool
     header: PresetHeader
     values: dict[str, PresetEntry] = field(default_factory=dict)
+    by_family: dict[str, dict[str, PresetEntry]] = field(default_factory=dict)
 
     @property
     def description(self) -> str:
         return self.header.description
 
+    @property
+    def family(self) -> str:
+        """The family a base preset trains (the default family for presets that name none)."""
+        return self.header.family or DEFAULT_FAMILY
+
+    def made_for(self, family: str) -> bool:
+        return not self.header.families or family in self.header.families
+
+    def values_for(self, family: str) -> dict[str, PresetEntry]:
+        """What this preset sets in a plan of `family`: [values], then the family's own tables."""
+        merged = dict(self.values)
+        for table in family_named(family).recipes:
+            merged.update(self.by_family.get(table, {}))
+        return merged
+
     def summary(self) -> PresetSummary:
         return PresetSummary(name=self.name, kind=self.header.kind, extends=self.header.extends,
-                             description=self.description, path=str(self.path), builtin=self.builtin)
+                             description=self.description, path=str(self.path), builtin=self.builtin,
+                             family=self.header.family, families=self.header.families)
 
 
 class PresetSummary(BaseModel):
@@ -82,6 +111,8 @@ class PresetSummary(BaseModel):
     description: str
     path: str
     builtin: bool
+    family: str | None = None  # base presets: the family they train
+    families: list[str] = []  # the families the preset is made for (empty: all)
 
 
 @dataclass
@@ -164,6 +195,18 @@ class PresetRegistry:
         self._cache[name] = preset
         return preset
 
+    def lineage(self, base: Preset, path: tuple[str, ...] = ()) -> list[Preset]:
+        """A base preset after the base presets it extends (chroma builds on flux1-dev), each once."""
+        if base.name in path:
+            raise ConfigError([f"presets extend each other in a circle: {' -> '.join([*path, base.name])}"],
+                              context="the presets")
+        ordered: list[Preset] = []
+        for parent in base.header.extends:
+            for preset in self.lineage(self.get(parent), (*path, base.name)):
+                if preset.header.kind == "base" and preset not in ordered:
+                    ordered.append(preset)
+        return [*ordered, base]
+
     def chain(self, names: list[str]) -> list[Preset]:
         """The presets to apply, in order: each one's `extends` first, every preset once.
 
@@ -179,8 +222,8 @@ class PresetRegistry:
                 context="the presets",
             )
         base = self.get(bases[0] if bases else BASE_PRESET)
-        ordered: list[Preset] = [base]
-        seen: set[str] = {base.name}
+        ordered = self.lineage(base)
+        seen: set[str] = {p.name for p in ordered}
 
         def visit(name: str, path: tuple[str, ...]) -> None:
             if name in path:
@@ -196,6 +239,12 @@ class PresetRegistry:
 
         for name in names:
             visit(name, ())
+        family = family_named(base.family)
+        misfits = [f"{p.name} is made for {', '.join(family_named(f).title for f in p.header.families)} and "
+                   f"this plan trains {family.title} (its base preset is {base.name}); leave {p.name} out, or plan "
+                   f"with the base preset of its family" for p in ordered if not p.made_for(family.name)]
+        if misfits:
+            raise ConfigError(misfits, context="the presets")
         return ordered
 
 
@@ -220,43 +269,71 @@ def load_preset(path: Path, *, builtin: bool = False) -> Preset:
     except OSError as exc:
         raise UserError(f"cannot read preset file {path}: {exc.strerror}.") from None
     problems: list[str] = []
-    unknown_tables = set(data) - {"preset", "values"}
+    unknown_tables = set(data) - {"preset", "values", "family"}
     if unknown_tables:
-        problems.append(f"unknown table(s) {sorted(unknown_tables)}: a preset has only [preset] and [values]")
+        problems.append(f"unknown table(s) {sorted(unknown_tables)}: a preset has only [preset], [values] "
+                        "and [family.NAME] tables")
     try:
         header = PresetHeader.model_validate(data.get("preset", {}))
     except ValidationError as exc:
         problems += [f"[preset] {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         header = PresetHeader()
+    problems += _header_problems(header)
+    values = _read_values(data.get("values", {}), None, problems)
+    by_family: dict[str, dict[str, PresetEntry]] = {}
+    tables = data.get("family", {})
+    if not isinstance(tables, dict):
+        problems.append("family: write one table per family, [family.flux1], [family.sd15], ...")
+        tables = {}
+    for name, table in tables.items():
+        if name not in FAMILIES or not isinstance(table, dict):
+            problems.append(f"[family.{name}]: not a model family; lorakit plans {', '.join(FAMILIES)}")
+            continue
+        by_family[name] = _read_values(table, name, problems)
+    for key in header.requires:
+        try:
+            spec_for(key, None)
+        except ValueProblem as exc:
+            problems.append(f"requires: {exc}")
+    if problems:
+        raise ConfigError(problems, context=f"preset file {path}")
+    return Preset(name=path.stem, path=path, builtin=builtin, header=header, values=values, by_family=by_family)
+
+
+def _header_problems(header: PresetHeader) -> list[str]:
+    named = [header.family] if header.family else []
+    unknown = [name for name in [*named, *header.families] if name not in FAMILIES]
+    problems = [f"[preset] {name!r} is not a model family; lorakit plans {', '.join(FAMILIES)}" for name in unknown]
+    if header.family and header.kind != "base":
+        problems.append("[preset] family: only a base preset picks the family (others may say `families = [...]`)")
+    return problems
+
+
+def _read_values(table: dict, family: str | None, problems: list[str]) -> dict[str, PresetEntry]:
+    """One table of values ([values] for every family, or [family.NAME]), typed by the keys it may hold."""
+    where = "" if family is None else f"[family.{family}] "
     values: dict[str, PresetEntry] = {}
-    for key, raw in data.get("values", {}).items():
+    for key, raw in table.items():
         if key in SECRET_KEYS:
-            problems.append(secret_refusal(key) + f" (remove {key} from the preset)")
+            problems.append(where + secret_refusal(key) + f" (remove {key} from the preset)")
             continue
         entry = PresetEntry(value=raw) if not isinstance(raw, dict) else None
         if entry is None:
             try:
                 entry = PresetEntry.model_validate(raw)
             except ValidationError:
-                problems.append(f"{key}: write `{key} = VALUE` or `{key} = {{ value = VALUE, from = \"why\" }}`")
+                problems.append(f"{where}{key}: write `{key} = VALUE` or `{key} = {{ value = VALUE, from = \"why\" }}`")
                 continue
         if entry.unset != (entry.value is None):
-            problems.append(f"{key}: give either a value or `unset = true`")
+            problems.append(f"{where}{key}: give either a value or `unset = true`")
             continue
         try:
-            spec = spec_for(key)
+            spec = spec_for(key, family)
             if key in RESERVED_KEYS:
                 raise ValueProblem(f"{key} cannot be set in a preset: {RESERVED_KEYS[key]}")
             entry.value = coerce(spec, entry.value)
         except ValueProblem as exc:
-            problems.append(str(exc))
+            problems.append(where + str(exc))
             continue
         values[key] = entry
-    for key in header.requires:
-        try:
-            spec_for(key)
-        except ValueProblem as exc:
-            problems.append(f"requires: {exc}")
-    if problems:
-        raise ConfigError(problems, context=f"preset file {path}")
-    return Preset(name=path.stem, path=path, builtin=builtin, header=header, values=values)
+    return values

@@ -8,21 +8,33 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.config.family import DEFAULT_FAMILY, family_named
 from lorakit.config.keyvalue import SET, split_key_value, typed_value
 from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetRegistry
 from lorakit.config.schema import ValueProblem
+from lorakit.config.schema import registry as keys_of
 from lorakit.config.values import IMPORT_SOURCE, USER_SOURCE, Values
 from lorakit.errors import ConfigError
 
 # What every plan has even when no preset says so; presets and --set override these.
 DEFAULTS: dict[str, tuple[object, str]] = {
-    "pretrained_model_name_or_path": ("stabilityai/stable-diffusion-xl-base-1.0", "docs/recommendations.md §1 Base model"),
-    "network_module": ("networks.lora", "lorakit trains LoRA; sd-scripts has no default network module"),
-    "resolution": ("1024,1024", "SDXL's native size; sd-scripts needs a resolution"),
     "caption_extension": (".txt", "sd-scripts' own default is .caption"),
     "max_train_epochs": (10, "epochs are always written: without them sd-scripts trains 1600 steps"),
     "save_model_as": ("safetensors", "keeps the ss_* metadata in the LoRA file"),
 }
+
+
+def family_defaults(family: str) -> dict[str, tuple[object, str]]:
+    """The defaults that differ by family: its base model, its network module and its native size."""
+    known = family_named(family)
+    side = known.native_resolution
+    module = "networks.lora_flux" if known.script == "flux_train_network.py" else "networks.lora"
+    return {
+        "pretrained_model_name_or_path": (known.default_model, known.model_source),
+        "network_module": (module, "lorakit trains LoRA; sd-scripts has no default network module"),
+        "resolution": (f"{side},{side}", f"{known.title}'s native size; sd-scripts needs a resolution"),
+        **DEFAULTS,
+    }
 
 
 @dataclass
@@ -50,14 +62,23 @@ class PresetReport(BaseModel):
     values: dict[str, dict[str, Any]]  # key -> its ResolvedValue, defaults left out
 
 
-def parse_overrides(items: Sequence[str]) -> tuple[dict[str, object], list[str]]:
-    """`KEY=VALUE` strings typed by the schema; returns the values and every problem found."""
+def based_on(presets: Sequence[Preset]) -> Preset:
+    """The base preset a chain builds on: the last base in it (chroma after the flux1-dev it extends)."""
+    return [p for p in presets if p.header.kind == "base"][-1]
+
+
+def family_of(presets: Sequence[Preset]) -> str:
+    return based_on(presets).family
+
+
+def parse_overrides(items: Sequence[str], family: str = DEFAULT_FAMILY) -> tuple[dict[str, object], list[str]]:
+    """`KEY=VALUE` strings typed by the family's schema; returns the values and every problem found."""
     values: dict[str, object] = {}
     problems: list[str] = []
     for item in items:
         try:
             key, text = split_key_value(item, SET)
-            values[key] = typed_value(key, text, SET)
+            values[key] = typed_value(key, text, SET, family)
         except ValueProblem as exc:
             problems.append(str(exc))
     return values, problems
@@ -75,16 +96,24 @@ def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Se
                                f"preset {presets[0].name}"], context="the presets")
         presets = [presets[0], *(i.preset for i in imported), *presets[1:]]
         owned = {i.preset.name: i.owned for i in imported}
-    parsed, problems = parse_overrides(overrides)
+    family = family_of(presets)
+    parsed, problems = parse_overrides(overrides, family)
     if problems:
         raise ConfigError(problems, context="the --set options")
+    foreign = [f"{preset.name} sets {key}, which {family_named(family).script} does not have; give the preset a "
+               f"[family.{family}] table that unsets or replaces it" for preset in presets
+               for key in preset.values_for(family) if key not in keys_of(family)]
+    if foreign:
+        raise ConfigError(foreign, context=f"the presets of this {family_named(family).title} plan")
     values = Values()
-    for key, (value, note) in DEFAULTS.items():
+    values.set("family", family, f"preset:{based_on(presets).name}", f"{family_named(family).title}: "
+               f"trained by sd-scripts' {family_named(family).script}")
+    for key, (value, note) in family_defaults(family).items():
         values.set(key, value, "default", note)
     notes: list[str] = []
     required: list[str] = []
     for preset in presets:
-        for key, entry in preset.values.items():
+        for key, entry in preset.values_for(family).items():
             values.set(key, entry.value, f"preset:{preset.name}", entry.from_)
         for key, entry in owned.get(preset.name, {}).items():
             values.set(key, entry.value, f"{IMPORT_SOURCE}{preset.name}", entry.from_)

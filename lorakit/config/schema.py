@@ -1,14 +1,15 @@
 """Every key a preset or `--set` may use: sd-scripts' own arguments plus a few lorakit keys.
 
 Keys are sd-scripts argument names (`network_dim`, `train_batch_size`, ...), typed from the argument
-table of `sdxl_train_network.py` at the pinned commit. Each key also says where it is written:
+table of the family's training script at the pinned commit (`sdxl_train_network.py` for SDXL,
+`flux_train_network.py` for FLUX.1 and Chroma, `train_network.py` for SD 1.5), so each family has its
+own keys. Each key also says where it is written:
 `config` (config.toml, read through `--config_file`), `dataset` (dataset.toml, which beats the command
 line in sd-scripts) or `lorakit` (used for planning, never given to sd-scripts).
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import math
 import shlex
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lorakit.config.family import DEFAULT_FAMILY, FAMILIES, family_named
 from lorakit.config.limits import MAX_RESOLUTION, MAXIMUMS, MINIMUMS
 from lorakit.util import tomlio
 from lorakit.util.resources import sd_scripts_arguments
@@ -55,6 +57,7 @@ RESERVED_KEYS = {
     "dataset_class": "lorakit plans DreamBooth-style (folder) datasets only",
     "conditioning_data_dir": "ControlNet datasets are not planned by lorakit",
     "caption_extention": "misspelled legacy option; use caption_extension",
+    "family": "the base preset picks the family (--preset flux1-dev, chroma or sd15; sdxl-base is the default)",
 }
 
 # Secrets sd-scripts accepts as arguments. lorakit never stores them (a plan folder, a preset and a GUI export
@@ -131,6 +134,8 @@ class KeyInfo(BaseModel):
 
 # lorakit's own keys: planning inputs that sd-scripts never sees.
 LORAKIT_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("family", "str", "lorakit", DEFAULT_FAMILY, tuple(FAMILIES),
+            "the model family, which picks the training script; set by the base preset (--preset flux1-dev)"),
     KeySpec("task", "str", "lorakit", "general", ("general", "character", "style", "object"),
             "what the LoRA teaches; picks sample prompts and rank guidance"),
     KeySpec("intensity", "str", "lorakit", "standard", ("quick", "standard", "thorough"),
@@ -186,9 +191,10 @@ def _kind_from_argument(arg: dict) -> Kind:
 
 
 @cache
-def registry() -> dict[str, KeySpec]:
+def registry(family: str = DEFAULT_FAMILY) -> dict[str, KeySpec]:
+    """The keys of one family: its script's arguments and lorakit's own."""
     keys: dict[str, KeySpec] = {}
-    for arg in sd_scripts_arguments()["arguments"]:
+    for arg in sd_scripts_arguments(family_named(family).script)["arguments"]:
         name = arg["dest"]
         keys[name] = KeySpec(
             name=name,
@@ -203,9 +209,18 @@ def registry() -> dict[str, KeySpec]:
     return keys
 
 
-def settable_keys(pattern: str = "") -> list[KeySpec]:
+@cache
+def any_family() -> dict[str, KeySpec]:
+    """The keys of every family, for files that may hold values for several (a preset); the first family's spec wins."""
+    keys: dict[str, KeySpec] = {}
+    for family in reversed(FAMILIES):
+        keys.update(registry(family))
+    return keys
+
+
+def settable_keys(pattern: str = "", family: str = DEFAULT_FAMILY) -> list[KeySpec]:
     """The keys `--set` accepts whose name contains `pattern` (the reserved ones are lorakit's own; secrets come from the environment)."""
-    return [spec for spec in registry().values()
+    return [spec for spec in registry(family).values()
             if pattern in spec.name and spec.name not in RESERVED_KEYS and spec.name not in SECRET_KEYS]
 
 
@@ -213,21 +228,29 @@ class ValueProblem(ValueError):
     """A key or value that does not fit the schema; the message names the key and what it expects."""
 
 
-def spec_for(key: str) -> KeySpec:
-    """The spec of `key`; unknown keys raise ValueProblem with a did-you-mean hint."""
-    keys = registry()
+def spec_for(key: str, family: str | None = DEFAULT_FAMILY) -> KeySpec:
+    """The spec of `key` in `family` (None: in any family); unknown keys raise ValueProblem with a did-you-mean hint."""
+    keys = any_family() if family is None else registry(family)
     if key in keys:
         return keys[key]
-    raise ValueProblem(unknown_key_message(key))
+    raise ValueProblem(unknown_key_message(key, family))
 
 
-def unknown_key_message(key: str) -> str:
-    close = difflib.get_close_matches(key, list(registry()), n=3, cutoff=0.6)
+def unknown_key_message(key: str, family: str | None = DEFAULT_FAMILY) -> str:
+    if family is None:
+        close = difflib.get_close_matches(key, list(any_family()), n=3, cutoff=0.6)
+        where = "an sd-scripts argument of any training script lorakit plans"
+    else:
+        close = difflib.get_close_matches(key, list(registry(family)), n=3, cutoff=0.6)
+        others = [name for name in FAMILIES if name != family and key in registry(name)]
+        where = f"an sd-scripts argument of {family_named(family).script}"
+        if others:
+            return (f"'{key}' is not an argument of {family_named(family).script}, which trains "
+                    f"{family_named(family).title}; only {', '.join(family_named(o).title for o in others)} "
+                    f"plans have it (`lorakit keys --family {family}` lists this family's keys).")
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    return (
-        f"unknown key '{key}': it is neither an sd-scripts argument of sdxl_train_network.py nor a lorakit key."
-        f"{hint} (`lorakit keys` lists them all.)"
-    )
+    listing = "lorakit keys" if family in (None, DEFAULT_FAMILY) else f"lorakit keys --family {family}"
+    return f"unknown key '{key}': it is neither {where} nor a lorakit key.{hint} (`{listing}` lists them all.)"
 
 
 def _problem(spec: KeySpec, raw: Any, why: str = "") -> ValueProblem:
@@ -450,28 +473,3 @@ _COERCERS: dict[Kind, Callable[[KeySpec, Any], Any]] = {
 def resolution_tuple(value: str) -> tuple[int, int]:
     width, height = value.split(",")
     return int(width), int(height)
-
-
-def check_key_value_items(items: list[str], *, literal_values: bool) -> list[str]:
-    """Problems in `key=value` lists as sd-scripts parses them (optimizer_args, network_args, ...).
-
-    sd-scripts splits each item on '='; a second '=' breaks it, and for optimizer and scheduler
-    arguments the value goes through ast.literal_eval, so a bare word fails.
-    """
-    problems = []
-    for item in items:
-        if item.count("=") != 1:
-            problems.append(f"'{item}' must be exactly one key=value pair")
-            continue
-        key, value = item.split("=")
-        if not key.strip():
-            problems.append(f"'{item}' has no key before '='")
-        elif literal_values:
-            try:
-                ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                problems.append(
-                    f"'{item}': the value {value!r} is not a Python literal (numbers, True/False, tuples,"
-                    f" or quoted strings such as {key}='{value}')"
-                )
-    return problems

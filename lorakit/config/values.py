@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from lorakit.config.schema import registry, spec_for
+from lorakit.config.family import DEFAULT_FAMILY
+from lorakit.config.schema import any_family, registry, spec_for
 
 USER_SOURCE = "set"
 IMPORT_SOURCE = "import:"  # prefix of the source of a value an imported config sets itself
@@ -49,8 +50,14 @@ class Values:
     def __init__(self, items: dict[str, ResolvedValue] | None = None):
         self._items: dict[str, ResolvedValue] = dict(items or {})
 
+    @property
+    def family(self) -> str:
+        """The model family (set first, by the base preset); it decides which keys exist."""
+        item = self._items.get("family")
+        return item.value if item is not None and item.value is not None else DEFAULT_FAMILY
+
     def set(self, key: str, value: Any, source: str, note: str = "") -> None:
-        spec_for(key)  # unknown keys are a bug in lorakit or a problem already reported upstream
+        spec_for(key, self.family)  # unknown keys are a bug in lorakit or a problem already reported upstream
         previous = self._items.get(key)
         replaced = []
         if previous is not None:
@@ -65,7 +72,13 @@ class Values:
     def get(self, key: str) -> Any:
         """The value, or sd-scripts' default where the key is not set or unset (`--set KEY=none`, `unset = true`)."""
         item = self._items.get(key)
-        return item.value if item is not None and item.value is not None else registry()[key].default
+        if item is not None and item.value is not None:
+            return item.value
+        spec = registry(self.family).get(key)
+        if spec is None:
+            any_family()[key]  # a key no family has is a bug in lorakit: fail loudly
+            return None  # another family's key: this family's script does not have it, as if unset
+        return spec.default
 
     def __getitem__(self, key: str) -> Any:
         return self.get(key)

@@ -1,7 +1,8 @@
 """The trainer: where sd-scripts and its Python are, and the exact command that starts it.
 
 The command is always an argument list (never a shell string):
-`<python> -m accelerate.commands.launch <accelerate flags> <sd-scripts>/sdxl_train_network.py --config_file <plan>/config.toml`.
+`<python> -m accelerate.commands.launch <accelerate flags> <sd-scripts>/<script> --config_file <plan>/config.toml`,
+where the script is the plan's family's (`sdxl_train_network.py`, `flux_train_network.py`, `train_network.py`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from lorakit import SD_SCRIPTS_COMMIT, SD_SCRIPTS_VERSION
+from lorakit.config.family import DEFAULT_FAMILY, family_named
 from lorakit.config.values import Values
 from lorakit.util.resources import repo_root
 
 SD_SCRIPTS_ENV = "LORAKIT_SD_SCRIPTS"
 PYTHON_ENV = "LORAKIT_PYTHON"
-TRAIN_SCRIPT = "sdxl_train_network.py"
+TRAIN_SCRIPT = family_named(DEFAULT_FAMILY).script  # the script doctor looks for when it has no plan
 # A copy of sd-scripts made without git (the CI's shared copy) names its commit in this file: "COMMIT DATE ...".
 COMMIT_FILE = ".sd-scripts-commit"
 
@@ -35,6 +37,7 @@ class SdScriptsCheckout(BaseModel):
     commit: str  # "unknown" when neither git nor .sd-scripts-commit says
     version: str | None = None  # `git describe --tags`, or the pinned commit's known version
     has_train_script: bool = False
+    script: str = TRAIN_SCRIPT  # the training script looked for
 
 
 def find_sd_scripts(explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
@@ -101,17 +104,17 @@ def trainer_command(
     return [
         python, "-m", "accelerate.commands.launch",
         *accelerate_flags(values, cpu=cpu, gpu_ids=gpu_ids),
-        str(sd_scripts / TRAIN_SCRIPT),
+        str(sd_scripts / family_named(values.family).script),
         "--config_file", str(config_path),
     ]
 
 
-def describe_sd_scripts(explicit: str | os.PathLike | None = None) -> SdScriptsCheckout:
-    """The sd-scripts checkout `launch` would use, identified (two quick git calls, no Python of sd-scripts)."""
+def describe_sd_scripts(explicit: str | os.PathLike | None = None, script: str = TRAIN_SCRIPT) -> SdScriptsCheckout:
+    """The sd-scripts checkout `launch` would use for `script`, identified (two quick git calls, no Python of sd-scripts)."""
     path, found_by = find_sd_scripts(explicit)
     commit = sd_scripts_commit(path) if path.is_dir() else "unknown"
     return SdScriptsCheckout(path=str(path), found_by=found_by, commit=commit, version=sd_scripts_version(path, commit),
-                             has_train_script=(path / TRAIN_SCRIPT).is_file())
+                             has_train_script=(path / script).is_file(), script=script)
 
 
 def sd_scripts_commit(sd_scripts: Path) -> str:

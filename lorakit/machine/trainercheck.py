@@ -81,7 +81,24 @@ def describe(action: Any) -> dict[str, Any]:
     if choices is not None and not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
         choices = [str(c) for c in choices]
     nargs = action.nargs if isinstance(action.nargs, (int, str)) or action.nargs is None else str(action.nargs)
-    return {"dest": action.dest, "type": type_name, "action": type(action).__name__, "choices": choices, "nargs": nargs}
+    return {"dest": action.dest, "type": type_name, "action": type(action).__name__, "default": plain(action.default),
+            "choices": choices, "nargs": nargs, "help_en": english_help(action.help)}
+
+
+def plain(value: Any) -> Any:
+    """A default as JSON can hold it (sd-scripts' defaults are numbers, text, lists or None)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def english_help(text: str | None) -> str:
+    """sd-scripts writes each help as "English / 日本語": the part before the last " / ", on one line."""
+    first = " ".join((text or "").split())
+    english, _, _ = first.rpartition(" / ")
+    return english or first
 
 
 def count_plan(module: Any, parser: Any, plan: dict) -> dict[str, Any]:

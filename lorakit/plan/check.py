@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lorakit.config.derived import adafactor_fixed_lr, caption_augmentations, image_augmentations, optimizer_name
-from lorakit.config.schema import check_key_value_items, resolution_tuple
+from lorakit.config.keyvalue import check_key_value_items
+from lorakit.config.schema import resolution_tuple
 from lorakit.findings import Finding, finding
 from lorakit.plan.advice import (
     adaptive_lr,

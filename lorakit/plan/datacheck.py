@@ -15,7 +15,7 @@ from lorakit.config.resolve import resolve
 from lorakit.config.values import Values
 from lorakit.dataset.steps import StepMath
 from lorakit.findings import Finding, finding, sort_findings
-from lorakit.plan.build import DatasetAnalysis, DatasetStats, analyse_dataset
+from lorakit.plan.analysis import DatasetAnalysis, DatasetStats, analyse_dataset
 from lorakit.plan.check import check_parameters
 
 

@@ -32,6 +32,7 @@ from typing import Literal
 
 from lorakit.config.derived import caption_augmentations, image_augmentations, is_adaptive
 from lorakit.config.presets import PresetRegistry
+from lorakit.config.schema import registry
 from lorakit.config.values import Values
 from lorakit.dataset.steps import Placed, StepMath, batch1_steps, compute_steps
 from lorakit.findings import Finding, finding
@@ -119,12 +120,18 @@ def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
             ("cache_latents", True, "the VAE encodes each image once and leaves the GPU: −25% work per step, "
                                     "no VAE in VRAM (docs/estimator.md §6)"),),
             lambda s: s.with_(cache_latents=True)))
-    if not setup.train_text_encoders and not setup.cache_text_encoder_outputs and not caption_augmentations(values):
+    if not setup.train_text_encoders and not setup.cache_text_encoder_outputs and not caption_augmentations(values) \
+            and has_key(values, "cache_text_encoder_outputs"):
         out.append(Lever("cached text-encoder outputs", 0, (
             ("cache_text_encoder_outputs", True, "the text encoders are not trained: their outputs are computed once "
                                                  "and their 1.5 GiB of weights leave the GPU"),),
             lambda s: s.with_(cache_text_encoder_outputs=True)))
     return out
+
+
+def has_key(values: Values, key: str) -> bool:
+    """Whether the plan's training script has `key` (train_network.py, SD 1.5's, cannot cache text-encoder outputs)."""
+    return key in registry(values.family)
 
 
 @cache
@@ -141,7 +148,8 @@ def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -
             "network_train_unet_only", True,
             "training the text encoders does not fit: they stay frozen (sd-scripts docs highly recommend U-Net-only "
             "training for SDXL LoRA)")]
-        can_cache = not caption_augmentations(values) and not (respect_user and values.user_set("cache_text_encoder_outputs"))
+        can_cache = not caption_augmentations(values) and not (respect_user and values.user_set("cache_text_encoder_outputs")) \
+            and has_key(values, "cache_text_encoder_outputs")
         if can_cache:
             settings.append(("cache_text_encoder_outputs", True,
                              "frozen text encoders: their outputs are cached and their weights leave the GPU"))

@@ -23,7 +23,8 @@ from lorakit.util.resources import templates_dir
 
 # config.toml tables, for people: sd-scripts flattens them (docs/sd-scripts.md §2), so the names carry no meaning.
 SECTIONS: list[tuple[str, tuple[str, ...]]] = [
-    ("model", ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "no_half_vae", "disable_mmap_load_safetensors")),
+    ("model", ("pretrained_model_name_or_path", "model_type", "ae", "clip_l", "t5xxl", "vae", "tokenizer_cache_dir",
+               "no_half_vae", "disable_mmap_load_safetensors")),
     ("network", ("network_module", "network_dim", "network_alpha", "network_args", "network_dropout",
                  "network_train_unet_only", "network_train_text_encoder_only", "network_weights", "dim_from_weights",
                  "base_weights", "base_weights_multiplier", "scale_weight_norms")),
@@ -33,8 +34,10 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("training", ("max_train_epochs", "max_train_steps", "train_batch_size", "gradient_accumulation_steps", "seed",
                   "min_snr_gamma", "noise_offset", "adaptive_noise_scale", "multires_noise_iterations",
                   "multires_noise_discount", "ip_noise_gamma", "max_token_length", "prior_loss_weight", "loss_type")),
-    ("memory_and_speed", ("mixed_precision", "full_bf16", "full_fp16", "fp8_base", "fp8_base_unet",
-                          "gradient_checkpointing", "sdpa", "xformers", "mem_eff_attn", "cache_latents",
+    ("flow_matching", ("guidance_scale", "timestep_sampling", "discrete_flow_shift", "sigmoid_scale",
+                       "model_prediction_type", "apply_t5_attn_mask", "t5xxl_max_token_length")),
+    ("memory_and_speed", ("mixed_precision", "full_bf16", "full_fp16", "fp8_base", "fp8_base_unet", "blocks_to_swap",
+                          "cpu_offload_checkpointing", "gradient_checkpointing", "sdpa", "xformers", "mem_eff_attn", "cache_latents",
                           "cache_latents_to_disk", "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk",
                           "vae_batch_size", "max_data_loader_n_workers", "persistent_data_loader_workers", "lowram",
                           "highvram")),
@@ -100,7 +103,7 @@ def render(template: str, **context: Any) -> str:
 
 
 def _entries(values: Values, target: str) -> list[Entry]:
-    keys = registry()
+    keys = registry(values.family)
     return [
         Entry(key, _toml_ready(key, item), item.source, item.note)
         for key, item in values.items()

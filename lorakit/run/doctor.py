@@ -153,7 +153,7 @@ def run_doctor(plan: Plan | None, options: DoctorOptions | None = None, models_h
 
 def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: ModelSection | None = None) -> DoctorContext:
     """Look at this machine once: sd-scripts, the trainer's Python (probed), CUDA, the models and the disk."""
-    checkout = describe_sd_scripts(options.sd_scripts)
+    checkout = describe_sd_scripts(options.sd_scripts, plan.script if plan is not None else TRAIN_SCRIPT)
     sd_scripts = Path(checkout.path)
     python, python_found_by = find_python(options.python)
     requirements = read_requirements(sd_scripts / "requirements.txt")
@@ -188,7 +188,7 @@ def doctor_context(plan: Plan | None, options: DoctorOptions, models_here: Model
 
 def sd_scripts_checkout(ctx: DoctorContext) -> list[Finding]:
     if not ctx.has_train_script:
-        return [_sd_scripts_missing(ctx.sd_scripts, ctx.checkout.found_by)]
+        return [_sd_scripts_missing(ctx.sd_scripts, ctx.checkout.found_by, ctx.checkout.script)]
     return [_commit_finding(ctx.sd_scripts, ctx.checkout.commit)]
 
 
@@ -252,8 +252,8 @@ RULES: list[Callable[[DoctorContext], list[Finding]]] = [
 
 # --- sd-scripts -----------------------------------------------------------------------------------
 
-def _sd_scripts_missing(sd_scripts: Path, found_by: str) -> Finding:
-    where = "is not a folder" if not sd_scripts.is_dir() else f"has no {TRAIN_SCRIPT}"
+def _sd_scripts_missing(sd_scripts: Path, found_by: str, script: str) -> Finding:
+    where = "is not a folder" if not sd_scripts.is_dir() else f"has no {script}"
     if found_by == "vendor/sd-scripts":
         fix = "git submodule update --init vendor/sd-scripts (see vendor/README.md), or pass --sd-scripts PATH"
     else:

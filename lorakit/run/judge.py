@@ -72,7 +72,7 @@ def _not_asked(verdict: TrainerVerdict, checkout: SdScriptsCheckout, python: str
 
     findings = []
     fix = (f"check that {checkout.path} is a kohya-ss/sd-scripts checkout and that "
-           f"`{python} {checkout.path}/sdxl_train_network.py --help` runs")
+           f"`{python} {checkout.path}/{checkout.script} --help` runs")
     missing = verdict.missing_module
     if missing:
         fix = pip_install(python, [distribution_of(missing)], requirements)

@@ -81,14 +81,15 @@ class CheckTarget:
 
     config: Path
     num_processes: int = 1
+    script: str = TRAIN_SCRIPT
 
     @classmethod
     def of(cls, plan: Plan) -> CheckTarget:
-        return cls(Path(plan.plan_dir) / "config.toml", plan.value_set["num_processes"] or 1)
+        return cls(Path(plan.plan_dir) / "config.toml", plan.value_set["num_processes"] or 1, plan.script)
 
 
-def shipped_table() -> list[ArgSpec]:
-    return [ArgSpec.model_validate(a) for a in sd_scripts_arguments()["arguments"]]
+def shipped_table(script: str = TRAIN_SCRIPT) -> list[ArgSpec]:
+    return [ArgSpec.model_validate(a) for a in sd_scripts_arguments(script)["arguments"]]
 
 
 def ask_sd_scripts(python: str, checkout: SdScriptsCheckout, plan: Plan | None,
@@ -99,25 +100,40 @@ def ask_sd_scripts(python: str, checkout: SdScriptsCheckout, plan: Plan | None,
 
 def ask_many(python: str, checkout: SdScriptsCheckout, targets: list[CheckTarget],
              env: Mapping[str, str] | None = None) -> list[TrainerVerdict]:
-    """Verdicts for many plans from one run of the trainer's Python (one verdict when `targets` is empty)."""
+    """Verdicts for many plans, one run of the trainer's Python per training script (one verdict, for the
+    checkout's script, when `targets` is empty)."""
+    scripts = list(dict.fromkeys(t.script for t in targets)) or [checkout.script]
+    verdicts: dict[int, TrainerVerdict] = {}
+    for script in scripts:
+        indices = [i for i, t in enumerate(targets) if t.script == script]
+        for i, verdict in zip(indices or [0], _ask_script(python, checkout, script, [targets[i] for i in indices], env),
+                              strict=True):
+            verdicts[i] = verdict
+    return [verdicts[i] for i in sorted(verdicts)]
+
+
+def _ask_script(python: str, checkout: SdScriptsCheckout, script: str, targets: list[CheckTarget],
+                env: Mapping[str, str] | None) -> list[TrainerVerdict]:
     environment = dict(os.environ if env is None else env)
-    keys = [verdict_key(python, checkout, t, environment) for t in targets] or [verdict_key(python, checkout, None, environment)]
+    keys = ([verdict_key(python, checkout, t, environment, script) for t in targets]
+            or [verdict_key(python, checkout, None, environment, script)])
     found = [_read_cached(key) for key in keys]
     if all(v is not None for v in found):
         return [v.model_copy(update={"cached": True}) for v in found if v is not None]
     started = time.monotonic()
-    answer = run_check(python, Path(checkout.path), targets, environment)
+    answer = run_check(python, Path(checkout.path), targets, environment, script)
     seconds = round(time.monotonic() - started, 2)
-    verdicts = _verdicts(answer, len(targets), seconds)
+    verdicts = _verdicts(answer, len(targets), seconds, script)
     for key, verdict in zip(keys, verdicts, strict=True):
         if verdict.asked:  # not when the script did not import: a missing package may be installed any time
             _write_cached(key, verdict)
     return verdicts
 
 
-def run_check(python: str, sd_scripts: Path, targets: list[CheckTarget], env: dict[str, str]) -> dict:
+def run_check(python: str, sd_scripts: Path, targets: list[CheckTarget], env: dict[str, str],
+              script: str = TRAIN_SCRIPT) -> dict:
     """Run machine/trainercheck.py in the trainer's Python; {"error": ...} when it gave no answer."""
-    request = json.dumps({"sd_scripts": str(sd_scripts), "script": TRAIN_SCRIPT,
+    request = json.dumps({"sd_scripts": str(sd_scripts), "script": script,
                           "plans": [{"config": str(t.config), "num_processes": t.num_processes} for t in targets]})
     try:
         done = subprocess.run([python, str(CHECK_SCRIPT)], input=request, capture_output=True, text=True,
@@ -135,12 +151,13 @@ def _last_line(done: subprocess.CompletedProcess) -> str:
     return (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:300]
 
 
-def _verdicts(answer: dict, count: int, seconds: float) -> list[TrainerVerdict]:
+def _verdicts(answer: dict, count: int, seconds: float, script_name: str) -> list[TrainerVerdict]:
     script = answer.get("script") or {"ok": False, "error": answer.get("error", "no answer")}
     if not script.get("ok") or answer.get("arguments") is None:
         missing = script.get("missing_module")
         verdict = TrainerVerdict(asked=False, error=script.get("error"), missing_module=missing,
-                                 script_imports=bool(script.get("imported")), arguments=shipped_table(), seconds=seconds)
+                                 script_imports=bool(script.get("imported")), arguments=shipped_table(script_name),
+                                 seconds=seconds)
         return [verdict] * max(count, 1)
     arguments = [ArgSpec.model_validate(a) for a in answer["arguments"]]
     plans = answer.get("plans") or [{}] * max(count, 1)
@@ -157,10 +174,11 @@ def _plan_part(plan: dict) -> dict:
 
 # --- the cache ------------------------------------------------------------------------------------
 
-def verdict_key(python: str, checkout: SdScriptsCheckout, target: CheckTarget | None, env: Mapping[str, str]) -> str:
+def verdict_key(python: str, checkout: SdScriptsCheckout, target: CheckTarget | None, env: Mapping[str, str],
+                script: str = TRAIN_SCRIPT) -> str:
     """What a verdict depends on, hashed: sd-scripts (commit and sources), the trainer's Python, the plan's files."""
     parts: dict = {
-        "format": VERDICT_FORMAT, "commit": checkout.commit, "sd_scripts": checkout.path,
+        "format": VERDICT_FORMAT, "commit": checkout.commit, "sd_scripts": checkout.path, "script": script,
         "sources": _sources_listing(Path(checkout.path)), "python": python, "python_real": os.path.realpath(python),
         "env": [env.get(k) for k in ENV_KEYS],
     }

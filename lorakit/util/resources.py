@@ -40,8 +40,12 @@ def repo_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "lorakit").is_dir() else None
 
 
+def arguments_file(script: str) -> Path:
+    return PACKAGE_DIR / "data" / "sd-scripts-args" / f"{script.removesuffix('.py')}.json"
+
+
 @cache
-def sd_scripts_arguments() -> dict:
-    """The argument table of sd-scripts' sdxl_train_network.py at the pinned commit."""
-    with open(PACKAGE_DIR / "data" / "sd-scripts-args.json", encoding="utf-8") as f:
+def sd_scripts_arguments(script: str = "sdxl_train_network.py") -> dict:
+    """The argument table of an sd-scripts training script at the pinned commit (tools/derive_arguments.py)."""
+    with open(arguments_file(script), encoding="utf-8") as f:
         return json.load(f)

@@ -1,6 +1,6 @@
 """A fake sd-scripts `sdxl_train_network.py` for lorakit's tests (this folder is a fake sd-scripts checkout).
 
-It accepts every argument of the real script (the table in lorakit/data/sd-scripts-args.json, built
+It accepts every argument of the real script (the table in lorakit/data/sd-scripts-args/, built
 with argparse so unknown arguments fail the same way), reads `--config_file` as sd-scripts does
 (tables flattened one level, the command line beats the file) and the dataset config, and writes
 what sd-scripts writes, on the same streams (docs/sd-scripts.md §9, §8): Rich log records on
@@ -42,7 +42,14 @@ from pathlib import Path
 
 import tomllib
 
-ARGS_TABLE = Path(__file__).resolve().parents[2] / "lorakit" / "data" / "sd-scripts-args.json"
+ARGS_DIR = Path(__file__).resolve().parents[2] / "lorakit" / "data" / "sd-scripts-args"
+ARGS_TABLE = ARGS_DIR / "sdxl_train_network.json"
+
+
+def use_script(script: str) -> None:
+    """Be another training script of the fake checkout (flux_train_network.py, train_network.py): its arguments."""
+    global ARGS_TABLE
+    ARGS_TABLE = ARGS_DIR / f"{script.removesuffix('.py')}.json"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 OPTIONAL_PACKAGES = {"lion": "lion_pytorch", "dadapt": "dadaptation", "prodigy": "prodigyopt"}
 env = os.environ.get
