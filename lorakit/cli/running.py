@@ -136,6 +136,8 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, resume_if_poss
     finally:
         display.close()
     print_run(out, record)
+    for line in record.attempt_lines():  # the starts of a run an out-of-memory recovery went on with
+        out.print(f"  {line}", markup=False)
     if record.state == "failed":
         raise LaunchError(f"training failed: {record.diagnosis}.", command=record.command,
                           log_tail=log_tail(Path(record.log)) if record.log else "", fix=record.suggestion)

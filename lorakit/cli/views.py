@@ -361,8 +361,6 @@ def print_doctor(out: Console, report: Any) -> None:
 def print_run(out: Console, record: Any) -> None:
     from rich.markup import escape
 
-    from lorakit.run.record import attempt_lines
-
     out.print(f"[{STATE_STYLE[record.state]}]{record.state}[/] — {escape(record.plan)}: "
               f"{record.steps_done}/{record.total_steps or record.planned_steps or '?'} steps, "
               f"final loss {loss_text(record.last_loss)} (lowest {loss_text(record.min_loss)}), {duration_text(record.duration_s)}"
@@ -370,8 +368,6 @@ def print_run(out: Console, record: Any) -> None:
               + f", peak GPU memory {gib_text(record.peak_vram_gib)}")
     for output in record.outputs:
         out.print(f"  {escape(output.path)} ({output.bytes / 1e6:.1f} MB, {len(output.metadata)} metadata keys)")
-    for line in attempt_lines(record):
-        out.print(f"  {escape(line)}")
     if record.diagnosis:
         out.print(f"[bold]diagnosis:[/] {escape(record.diagnosis)}")
     if record.suggestion:
@@ -385,8 +381,6 @@ def runs_table(runs: list[Any], root: Path):
     """The runs found under `root`; the folder column tells apart plans of one name (relative to `root`)."""
     from rich.markup import escape
     from rich.table import Table
-
-    from lorakit.run.record import attempts_text
 
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("plan", no_wrap=True)
@@ -406,8 +400,7 @@ def runs_table(runs: list[Any], root: Path):
         # a "stale" record: lorakit was killed while watching; the next launch of the plan closes it
         earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
         table.add_row(
-            escape(run.plan) + earlier, folder, (run.started or "")[5:16].replace("T", " "),
-            f"[{style}]{run.state}[/]{attempts_text(run)}",
+            escape(run.plan) + earlier, folder, (run.started or "")[5:16].replace("T", " "), f"[{style}]{run.state}[/]{run.attempts_note}",
             f"{run.steps_done}/{run.total_steps or run.planned_steps or '?'}", loss_text(run.last_loss),
             duration_text(run.duration_s), f"{run.seconds_per_step:.2f}" if run.seconds_per_step else "–",
             gib_text(run.peak_vram_gib), escape(run.problem or ""),

@@ -31,7 +31,7 @@ from lorakit.config.resolve import Resolution
 from lorakit.config.values import Values
 from lorakit.plan.build import HISTORY_DIR, Plan, PlanRequest, PlanResult, make_plan, write_plan
 from lorakit.plan.estimate import setup_from_values
-from lorakit.plan.fit import checkpointing_lever, memory_levers, speedup_levers
+from lorakit.plan.fit import checkpointing_lever, has_key, memory_levers, speedup_levers
 
 RECOVERY_SOURCE = "auto:oom-recovery"
 Setting = tuple[str, object, str]  # key, value, why
@@ -63,6 +63,7 @@ def notches(values: Values, *, quality: bool, respect_user: bool = True) -> list
     if quality:
         found += [Notch(lever.name, lever.settings, lever.quality or lever.name)
                   for lever in sorted(memory_levers(values, setup, respect_user=False), key=lambda lever: lever.cost)]
+    found = [notch for notch in found if all(has_key(values, key) for key in notch.keys())]  # the family's script has them
     if respect_user:
         found = [notch for notch in found if not any(values.user_set(key) for key in notch.keys())]
     return found

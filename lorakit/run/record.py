@@ -119,20 +119,19 @@ class RunRecord(BaseModel):
     # every start of the trainer in this run (lorakit.run.recover): state and steps_done above are the whole run's
     attempts: list[Attempt] = []
 
+    @property
+    def attempts_note(self) -> str:
+        """` (2 attempts)` for a run an out-of-memory recovery restarted; empty for a run of one attempt."""
+        return f" ({len(self.attempts)} attempts)" if len(self.attempts) > 1 else ""
 
-def attempts_text(record: RunRecord) -> str:
-    """` (2 attempts)` for a run an out-of-memory recovery restarted; empty for a run of one attempt."""
-    return f" ({len(record.attempts)} attempts)" if len(record.attempts) > 1 else ""
-
-
-def attempt_lines(record: RunRecord) -> list[str]:
-    """One line per attempt, for `launch`, `runs`-style views and the batch report (only when there were several)."""
-    if len(record.attempts) < 2:
-        return []
-    return [f"attempt {a.number}: {a.changes_text()}{' [QUALITY LOWERED]' if a.quality else ''} — {a.state}"
-            f"{' (' + a.problem + ')' if a.problem else ''}, {a.steps_done} steps"
-            f"{f', peak {a.peak_vram_gib:.1f} GiB' if a.peak_vram_gib is not None else ''}"
-            f"{'; ' + a.why if a.why else ''}" for a in record.attempts]
+    def attempt_lines(self) -> list[str]:
+        """One line per attempt, for people (only when there were several)."""
+        if len(self.attempts) < 2:
+            return []
+        return [f"attempt {a.number}: {a.changes_text()}{' [QUALITY LOWERED]' if a.quality else ''} — {a.state}"
+                f"{' (' + a.problem + ')' if a.problem else ''}, {a.steps_done} steps"
+                f"{f', peak {a.peak_vram_gib:.1f} GiB' if a.peak_vram_gib is not None else ''}"
+                f"{'; ' + a.why if a.why else ''}" for a in self.attempts]
 
 
 def shown_state(record: RunRecord) -> str:
