@@ -21,10 +21,12 @@ from typing import Literal
 from lorakit.batch.manifest import BatchManifest, BatchRun, load_batch
 from lorakit.errors import LorakitError, UserError
 from lorakit.plan.build import load_plan
-from lorakit.run.launch import LaunchOptions, run_plan
+from lorakit.run.launch import LaunchOptions
 from lorakit.run.outputs import latest_state, model_files
 from lorakit.run.process import Interrupted, Stopper
 from lorakit.run.record import RUN_FILE, RunRecord, now_iso, read_record
+from lorakit.run.recover import RecoverOptions
+from lorakit.run.recover import launch as launch_recovering
 from lorakit.util.files import write_text_atomic
 from lorakit.util.lock import PidLock
 from lorakit.util.reading import read_json
@@ -43,6 +45,7 @@ class BatchRunOptions:
     retry_failed: bool = False
     stop_on_failure: bool = False
     tensorboard: bool = True
+    recover: RecoverOptions = field(default_factory=RecoverOptions)  # out-of-memory recovery, as `launch` does
 
 
 @dataclass
@@ -214,7 +217,8 @@ def _launch(run: BatchRun, slot: str | None, options: BatchRunOptions, stopper: 
     progress.started(run.id, slot)
     forward = (lambda event: on_event(run.id, event)) if on_event else None
     try:
-        record = run_plan(Path(run.plan_dir), launch_options, on_event=forward, env=env, stopper=stopper)
+        record = launch_recovering(Path(run.plan_dir), launch_options, options.recover, on_event=forward, env=env,
+                                   stopper=stopper)
     except Interrupted:
         progress.ended(run.id)
         return Outcome(run.id, decision.action, "stopped before its trainer started", slot)

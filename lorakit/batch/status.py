@@ -17,7 +17,7 @@ from lorakit.run.record import RUN_FILE, RunRecord, read_record
 # Finished runs first, then what is left to do; within a state the lowest final loss first.
 STATE_ORDER = {"succeeded": 0, "running": 1, "interrupted": 2, "failed": 3, "not-started": 4, "planned": 5, "skipped": 6}
 COLUMNS = ("best", "id", "family", "presets", "sweep", "state", "steps", "final_loss", "min_loss", "time", "it_per_s",
-           "peak_vram_gib", "output", "why")
+           "peak_vram_gib", "output", "attempts", "why")
 
 
 class BatchRow(BaseModel):
@@ -38,6 +38,8 @@ class BatchRow(BaseModel):
     peak_vram_gib: float | None = None
     output: str | None = None  # the final LoRA file
     why: str | None = None  # diagnosis of a failure, the reason a run did not start, or the gate errors
+    attempts: int = 0  # starts of the trainer in the run: more than one after an out-of-memory recovery
+    recovered: str | None = None  # what the recoveries changed, attempt by attempt
     best: bool = False  # the lowest final loss of its family (losses of different families do not compare)
 
 
@@ -90,6 +92,9 @@ def _fill(row: BatchRow, record: RunRecord) -> None:
     row.duration_s, row.it_per_s, row.peak_vram_gib = record.duration_s, record.it_per_s, record.peak_vram_gib
     finals = [o.path for o in record.outputs if Path(o.path).stem == record.plan]
     row.output = finals[-1] if finals else (record.outputs[-1].path if record.outputs else None)
+    row.attempts = len(record.attempts) or 1
+    if row.attempts > 1:
+        row.recovered = "; ".join(f"attempt {a.number}: {a.changes_text()}" for a in record.attempts[1:])
     if record.state in ("failed", "interrupted"):
         row.why = " — ".join(filter(None, [record.diagnosis, record.suggestion]))
 
@@ -115,6 +120,7 @@ def cells(row: BatchRow) -> dict[str, str]:
         "it_per_s": number(row.it_per_s, 3),
         "peak_vram_gib": number(row.peak_vram_gib, 3),
         "output": Path(row.output).name if row.output else "",
+        "attempts": f"{row.attempts} ({row.recovered})" if row.recovered else (str(row.attempts) if row.attempts else ""),
         "why": row.why or "",
     }
 

@@ -67,11 +67,14 @@ def batch_plan(preset_names: tuple[str, ...], sweeps: tuple[str, ...], out: Path
 @click.option("--stop-on-failure", is_flag=True, help="Start no new run once one has failed.")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
 @click.option("--every", default=60.0, show_default=True, metavar="SECONDS", help="Seconds between progress lines per run.")
-def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_failure, no_tensorboard, every) -> None:
+@options.with_recover_options
+def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_failure, no_tensorboard, every,
+              no_recover, max_recoveries, recover_mode) -> None:
     """Train the batch's plans with the launch code; rerunning resumes (succeeded runs are skipped).
 
     An interrupted run resumes from its newest saved state (or starts again without one); failed runs
-    rerun only with --retry-failed. Ctrl-C stops every running trainer cleanly. Exit code 1 when a run
+    rerun only with --retry-failed. A run that dies of CUDA out-of-memory is re-planned one notch down
+    and trained on, as `lorakit launch` does. Ctrl-C stops every running trainer cleanly. Exit code 1 when a run
     failed or could not start, 130 when interrupted.
     """
     from lorakit.batch.run import BatchRunOptions, run_batch
@@ -92,7 +95,8 @@ def batch_run(batch_dir: Path, gpus, sd_scripts, python, retry_failed, stop_on_f
         displays[run_id](event)
 
     run_options = BatchRunOptions(gpus=slots, sd_scripts=sd_scripts, python=python, retry_failed=retry_failed,
-                                  stop_on_failure=stop_on_failure, tensorboard=not no_tensorboard)
+                                  stop_on_failure=stop_on_failure, tensorboard=not no_tensorboard,
+                                  recover=options.recover_settings(no_recover, max_recoveries, recover_mode))
     stopper = Stopper()
     with stop_on_signals(stopper, interrupt_when_idle=False):
         result = run_batch(batch_dir, run_options, stopper=stopper, on_event=on_event,

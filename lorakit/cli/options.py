@@ -88,6 +88,35 @@ def with_trainer_options(function: Callable) -> Callable:
     return function
 
 
+# --- the out-of-memory recovery options `launch` and `batch run` share (lorakit.run.recover) --------------
+
+recover_options = [
+    click.option("--no-recover", is_flag=True,
+                 help="Do not recover from CUDA out-of-memory (by default lorakit re-plans one notch down and trains on)."),
+    click.option("--max-recoveries", type=click.IntRange(min=0), default=2, show_default=True, metavar="N",
+                 help="Out-of-memory recoveries per run before lorakit stops with a verdict."),
+    click.option("--recover", "recover_mode", type=click.Choice(["recipe", "quality"]), default="recipe", metavar="MODE",
+                 help="recipe (default): only changes that keep the recipe (gradient accumulation, checkpointing, caching, "
+                      "attention); quality: also lower rank, resolution or precision, with a warning."),
+]
+
+
+def with_recover_options(function: Callable) -> Callable:
+    for option in reversed(recover_options):
+        function = option(function)
+    return function
+
+
+def recover_settings(no_recover: bool, max_recoveries: int, recover_mode: str) -> Any:
+    """The RecoverOptions the three options describe (typed Any: the core is imported only here)."""
+    from lorakit.errors import UserError
+    from lorakit.run.recover import RecoverOptions
+
+    if no_recover and recover_mode == "quality":
+        raise UserError("--no-recover and --recover quality contradict each other.", fix="pick one")
+    return RecoverOptions(enabled=not no_recover, max_recoveries=max_recoveries, quality=recover_mode == "quality")
+
+
 # --- JSON output: every --json prints a model's own dump -----------------------------------------------
 
 def emit_json(model: BaseModel) -> None:

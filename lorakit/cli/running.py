@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from lorakit.cli import options
-from lorakit.cli.options import PATH, emit_json, emit_json_list, with_trainer_options
+from lorakit.cli.options import PATH, emit_json, emit_json_list, recover_settings, with_recover_options, with_trainer_options
 
 
 @click.command("fetch-model")
@@ -102,19 +102,27 @@ def doctor(plan_dir: Path | None, sd_scripts, python, gpus, cpu, as_json: bool) 
 @click.option("--no-tensorboard", is_flag=True, help="Do not write lorakit's TensorBoard events.")
 @click.option("--plain", is_flag=True, help="Plain progress lines instead of a bar (the default without a terminal).")
 @click.option("--every", default=30.0, show_default=True, metavar="SECONDS", help="Seconds between plain progress lines.")
-def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, resume_if_possible, fresh, dry_run, no_tensorboard, plain, every) -> None:
+@with_recover_options
+def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, resume_if_possible, fresh, dry_run, no_tensorboard, plain, every,
+           no_recover, max_recoveries, recover_mode) -> None:
     """Train PLAN with sd-scripts through accelerate, watch it live, and record the run in PLAN/run.json.
+
+    When the trainer dies of CUDA out-of-memory, lorakit re-plans one notch down (the same recipe:
+    gradient accumulation, checkpointing, caching, attention; never a value you set), keeps the old plan
+    in PLAN/.lorakit-history/ and trains on, resuming from the newest saved state when it can.
 
     Ctrl-C (or SIGTERM) stops the trainer cleanly: its process group gets SIGINT, then SIGTERM, then
     SIGKILL; press Ctrl-C again to escalate at once. Exit code 0 when the run succeeded, 1 when it
     failed (with a diagnosis and what to do), 130 when it was interrupted.
     """
     from lorakit.cli.views import console
-    from lorakit.run.launch import LaunchOptions, prepare_launch, run_plan
+    from lorakit.run.launch import LaunchOptions, prepare_launch
     from lorakit.run.process import Stopper, stop_on_signals
+    from lorakit.run.recover import launch as launch_recovering
 
     options = LaunchOptions(sd_scripts=sd_scripts, python=python, gpus=gpus, cpu=cpu, resume=resume, fresh=fresh,
                             resume_if_possible=resume_if_possible, tensorboard=not no_tensorboard)
+    recover = recover_settings(no_recover, max_recoveries, recover_mode)
     out = console()
     if dry_run:
         from lorakit.cli.views import print_setup
@@ -130,10 +138,12 @@ def launch(plan_dir: Path, sd_scripts, python, gpus, cpu, resume, resume_if_poss
     stopper = Stopper()
     try:
         with stop_on_signals(stopper):
-            record = run_plan(plan_dir, options, on_event=display, stopper=stopper)
+            record = launch_recovering(plan_dir, options, recover, on_event=display, stopper=stopper)
     finally:
         display.close()
     print_run(out, record)
+    for line in record.attempt_lines():  # the starts of a run an out-of-memory recovery went on with
+        out.print(f"  {line}", markup=False)
     if record.state == "failed":
         raise LaunchError(f"training failed: {record.diagnosis}.", command=record.command,
                           log_tail=log_tail(Path(record.log)) if record.log else "", fix=record.suggestion)

@@ -400,7 +400,7 @@ def runs_table(runs: list[Any], root: Path):
         # a "stale" record: lorakit was killed while watching; the next launch of the plan closes it
         earlier = " (earlier)" if path.parent.parent.name == "previous" else ""
         table.add_row(
-            escape(run.plan) + earlier, folder, (run.started or "")[5:16].replace("T", " "), f"[{style}]{run.state}[/]",
+            escape(run.plan) + earlier, folder, (run.started or "")[5:16].replace("T", " "), f"[{style}]{run.state}[/]{run.attempts_note}",
             f"{run.steps_done}/{run.total_steps or run.planned_steps or '?'}", loss_text(run.last_loss),
             duration_text(run.duration_s), f"{run.seconds_per_step:.2f}" if run.seconds_per_step else "–",
             gib_text(run.peak_vram_gib), escape(run.problem or ""),

@@ -10,6 +10,11 @@ driver reports for a card the catalog does not know):
     efficiency = 0.11    # model-FLOPs utilisation at batch 1 (replaces the assumed 15%)
 
 Without an entry for the GPU, the estimator's assumed overhead and utilisation curve apply.
+
+A run that ran out of GPU memory adds a measured "did not fit" point to its GPU's table (`out_of_memory`,
+written by lorakit.run.recover and `lorakit calibrate`): the setup, its estimate without the overhead and
+the budget it was planned for. The overhead used for that GPU is then at least what puts each such setup
+just over its budget, so the fit never chooses it again (docs/estimator.md §7.1).
 """
 
 from __future__ import annotations
@@ -33,6 +38,27 @@ OVERHEAD_RANGE_GIB = (0.3, 64.0)
 EFFICIENCY_RANGE = (0.005, 0.9)  # the share of the card's peak FLOP/s a batch-1 step reaches
 
 
+OOM_STEP_GIB = 0.25  # how far over its budget a setup that ran out of memory is put: clear of rounding
+
+
+class OutOfMemoryPoint(BaseModel):
+    """A setup that ran out of GPU memory on this card although its estimate was within the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str
+    setup: str  # the setup in words, for people
+    estimate_gib: float  # the estimate it was planned with
+    rest_gib: float  # the estimate without the overhead C
+    budget_gib: float  # the budget it was planned for
+    at: str
+
+    @property
+    def overhead_floor_gib(self) -> float:
+        """The least overhead that puts this setup over its budget."""
+        return round(self.budget_gib - self.rest_gib + OOM_STEP_GIB, 3)
+
+
 class GpuCalibration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +66,7 @@ class GpuCalibration(BaseModel):
     efficiency: float | None = None
     runs: list[str] = []
     updated: str | None = None
+    out_of_memory: list[OutOfMemoryPoint] = []  # measured "did not fit" points (docs/estimator.md §7.1)
 
 
 class CalibrationFile(BaseModel):
@@ -102,6 +129,9 @@ def assumptions_for(target: TargetGpu, path: Path | None = None) -> Assumptions:
     entry = load_calibration(path).gpus.get(gpu_key(target))
     overhead = entry.overhead_gib if entry else None
     efficiency = entry.efficiency if entry else None
+    floor = max((point.overhead_floor_gib for point in entry.out_of_memory), default=None) if entry else None
+    if floor is not None and floor > (overhead if overhead is not None else default_overhead_gib()):
+        overhead = min(OVERHEAD_RANGE_GIB[1], floor)  # a setup that ran out of memory is over the budget from now on
     return Assumptions(
         overhead_gib=overhead if overhead is not None else default_overhead_gib(),
         efficiency=efficiency,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from lorakit import SD_SCRIPTS_COMMIT, __version__
 from lorakit.config.family import DEFAULT_FAMILY, family_named
 from lorakit.config.presets import ImportedPreset, PresetRegistry
-from lorakit.config.resolve import resolve
+from lorakit.config.resolve import Resolution, resolve
 from lorakit.config.values import ResolvedValue, Values
 from lorakit.dataset.scan import Subset, resolve_path
 from lorakit.dataset.steps import SaveEvent, StepMath, predict_sample_steps, predict_saves
@@ -69,6 +69,7 @@ class PlanRequest:
     python: str | None = None
     fit: str = "speed"  # speed | memory | off (lorakit.plan.fit)
     imported: ImportedPreset | None = None  # e.g. a Kohya SS GUI config, applied as a preset right after the base
+    revision: Resolution | None = None  # an earlier plan's values, changed (lorakit.plan.revise): not resolved again
 
 
 class Plan(BaseModel):
@@ -165,9 +166,9 @@ def _check_output_name(output_name: str) -> None:
 
 
 def make_plan(request: PlanRequest) -> PlanResult:
-    registry = PresetRegistry(request.presets_dirs)
     gui = request.imported
-    resolution = resolve(registry, request.presets, request.overrides, imported=[gui] if gui else [])
+    resolution = request.revision or resolve(PresetRegistry(request.presets_dirs), request.presets, request.overrides,
+                                              imported=[gui] if gui else [])
     values = resolution.values
     if request.fit not in FIT_MODES:
         raise UserError(f"--fit {request.fit!r} is not one of {', '.join(FIT_MODES)}.", fix="--fit speed (the default)")
@@ -325,7 +326,7 @@ def _sampling(values: Values, subsets: list[Subset]) -> list[str]:
 
 # --- writing --------------------------------------------------------------------------------------
 
-def write_plan(result: PlanResult, *, force: bool = False) -> Path:
+def write_plan(result: PlanResult, *, force: bool = False, lock_held: bool = False) -> Path:
     plan_dir = result.plan_dir
     if has_errors(result.plan.findings) and not force:
         raise GateError(
@@ -335,8 +336,9 @@ def write_plan(result: PlanResult, *, force: bool = False) -> Path:
     check_output_folder(plan_dir, replace=force, marker="plan.json", kind="plan",
                         replace_note=f"the old plan files move to {HISTORY_DIR}/ inside it; training outputs are never touched")
     # --force must not swap the files of a plan that is training under the trainer's feet
-    PidLock(plan_dir / PLAN_LOCK_FILE, what="this plan", doing="training",
-            why="Replacing its files now would leave run.json describing another plan.").refuse_if_held()
+    if not lock_held:  # a revision is written by the run that holds the lock, between its attempts (lorakit.run.recover)
+        PidLock(plan_dir / PLAN_LOCK_FILE, what="this plan", doing="training",
+                why="Replacing its files now would leave run.json describing another plan.").refuse_if_held()
     plan_dir.mkdir(parents=True, exist_ok=True)
     _keep_previous(plan_dir)
     for name, text in result.files.items():

@@ -4,12 +4,17 @@ C is what the measured peak VRAM (`<plan>/run.json`, written by `lorakit launch`
 estimator's other components (the largest over the runs, so the estimate errs on the safe side); the
 efficiency is the measured seconds per step against the plan's FLOPs, scaled back to batch 1 (the
 median over the runs). Both go into the calibration file that lorakit.plan.assumptions reads.
+
+A run that ran out of GPU memory gives a "did not fit" point instead (docs/estimator.md §7.1): the
+out-of-memory recovery records it at once (`record_out_of_memory`), and `calibrate` reads it again from
+each attempt in run.json that ran out of memory, so a calibration file rebuilt from the runs keeps it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import statistics
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +25,12 @@ from lorakit.plan.assumptions import (
     OVERHEAD_RANGE_GIB,
     CalibrationFile,
     GpuCalibration,
+    OutOfMemoryPoint,
     calibration_path,
     gpu_key,
     load_calibration,
 )
-from lorakit.plan.build import load_plan
+from lorakit.plan.build import Plan, load_plan
 from lorakit.plan.estimate import TrainingSetup, estimate_vram, setup_from_values
 from lorakit.plan.timing import assumed_mfu, step_time
 from lorakit.util import tomlio
@@ -32,6 +38,14 @@ from lorakit.util.files import write_text_atomic
 from lorakit.util.reading import read_json
 
 MEASURED_STATES = ("succeeded", "interrupted")
+_FILE_LOCK = threading.Lock()
+
+
+class MeasuredAttempt(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    problem: str | None = None
+    plan_files: str | None = None  # set when a recovery replaced the plan it ran out of memory with
 
 
 class MeasuredRun(BaseModel):
@@ -42,6 +56,7 @@ class MeasuredRun(BaseModel):
     state: str
     peak_vram_gib: float | None = None
     seconds_per_step: float | None = None
+    attempts: list[MeasuredAttempt] = []
 
 
 @dataclass
@@ -51,6 +66,7 @@ class RunCalibration:
     overhead_gib: float | None = None
     efficiency: float | None = None
     skipped: list[str] = field(default_factory=list)  # why a number could not be derived
+    out_of_memory: list[OutOfMemoryPoint] = field(default_factory=list)  # setups that did not fit
 
 
 @dataclass
@@ -100,6 +116,9 @@ def calibrate_from_run(plan_dir: Path) -> RunCalibration:
     except (ValueError, OSError) as exc:
         result.skipped.append(f"cannot read {run_file}: {str(exc).splitlines()[0]}")
         return result
+    # the plans the recoveries replaced are kept beside the old plan files (lorakit.plan.revise)
+    result.out_of_memory = [out_of_memory_point(load_plan(Path(a.plan_files))) for a in run.attempts
+                            if a.problem == "out-of-memory" and a.plan_files and (Path(a.plan_files) / "plan.json").is_file()]
     if run.state not in MEASURED_STATES:
         result.skipped.append(f"the run {run.state}; only runs that {' or were '.join(MEASURED_STATES)} measure the card")
         return result
@@ -115,6 +134,37 @@ def calibrate_from_run(plan_dir: Path) -> RunCalibration:
     else:
         result.efficiency = efficiency_from_speed(setup, plan.target.bf16_tflops, run.seconds_per_step)
     return result
+
+
+def out_of_memory_point(plan: Plan) -> OutOfMemoryPoint:
+    """The plan's setup as a "did not fit" point for its GPU."""
+    setup = setup_from_values(plan.value_set)
+    rest = estimate_vram(setup, 0.0).total
+    words = (f"batch {setup.batch_size} × accumulation {setup.gradient_accumulation_steps}, "
+             f"{'with' if setup.gradient_checkpointing else 'without'} gradient checkpointing, {setup.width}×{setup.height}, "
+             f"rank {setup.network_dim}, {setup.mixed_precision}, attention {setup.attention}")
+    return OutOfMemoryPoint(plan=plan.plan_dir, setup=words, estimate_gib=round(plan.vram.estimate_gib if plan.vram else rest, 3),
+                            rest_gib=round(rest, 3), budget_gib=round(plan.target.budget_gib, 3),
+                            at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def record_out_of_memory(plan: Plan, path: Path | None = None) -> OutOfMemoryPoint:
+    """Add the plan's setup to its GPU's "did not fit" points in the calibration file (once per setup)."""
+    path = path or calibration_path()
+    point = out_of_memory_point(plan)
+    with _FILE_LOCK:  # `batch run` recovers runs in several threads: one read-modify-write at a time
+        current = load_calibration(path)
+        gpus = dict(current.gpus)
+        entry = gpus.get(gpu_key(plan.target), GpuCalibration())
+        if not _known(entry, point):
+            gpus[gpu_key(plan.target)] = entry.model_copy(update={"out_of_memory": [*entry.out_of_memory, point]})
+            _write(path, CalibrationFile(gpus=gpus))
+    return point
+
+
+def _known(entry: GpuCalibration, point: OutOfMemoryPoint) -> bool:
+    return any((p.setup, p.rest_gib, p.budget_gib) == (point.setup, point.rest_gib, point.budget_gib)
+               for p in entry.out_of_memory)
 
 
 def overhead_from_peak(setup: TrainingSetup, peak_vram_gib: float) -> float:
@@ -143,14 +193,20 @@ def calibrate(plan_dirs: list[Path], path: Path | None = None) -> CalibrationUpd
         mine = [r for r in runs if r.gpu == gpu]
         overheads = [r.overhead_gib for r in mine if r.overhead_gib is not None]
         efficiencies = [r.efficiency for r in mine if r.efficiency is not None]
-        if not overheads and not efficiencies:
-            continue
         old = current.gpus.get(gpu, GpuCalibration())
+        points = list(old.out_of_memory)
+        for point in (p for r in mine for p in r.out_of_memory):
+            if not _known(GpuCalibration(out_of_memory=points), point):
+                points.append(point)
+        if not overheads and not efficiencies:
+            if points != old.out_of_memory:
+                after[gpu] = old.model_copy(update={"out_of_memory": points})
+            continue
         after[gpu] = GpuCalibration(
             overhead_gib=round(max(overheads), 3) if overheads else old.overhead_gib,
             efficiency=round(statistics.median(efficiencies), 4) if efficiencies else old.efficiency,
             runs=[str(r.plan_dir) for r in mine if r.overhead_gib is not None or r.efficiency is not None],
-            updated=stamp,
+            updated=stamp, out_of_memory=points,
         )
     if after != current.gpus:
         _write(path, CalibrationFile(gpus=after))
@@ -161,5 +217,9 @@ def _write(path: Path, data: CalibrationFile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = ("# lorakit calibration: measured constant overhead (GiB) and batch-1 efficiency per GPU.\n"
             "# Written by `lorakit calibrate`; read by `lorakit plan`.\n")
-    text += tomlio.dumps(data.model_dump(exclude_none=True))
+    dumped = data.model_dump(exclude_none=True)
+    for entry in dumped["gpus"].values():
+        if not entry["out_of_memory"]:
+            del entry["out_of_memory"]  # most cards never ran out of memory: no empty list for them
+    text += tomlio.dumps(dumped)
     write_text_atomic(path, text)

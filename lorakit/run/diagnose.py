@@ -18,6 +18,8 @@ from lorakit.util.text import show
 from lorakit.watch.events import Problem
 
 # The problem that explains a run best comes first; later ones are usually its consequences.
+# how a diagnosis of CUDA out-of-memory begins: the one ending lorakit.run.recover recovers from
+GPU_OUT_OF_MEMORY = "the GPU ran out of memory"
 PRIORITY = ["disk-full", "out-of-memory", "missing-module", "model-missing", "bad-arguments", "no-data", "nan-loss", "crash", "killed"]
 # import name → pip package, where they differ or sd-scripts names the optimizer instead of the module
 PIP_NAMES = {
@@ -78,7 +80,7 @@ def _explain(problem: Problem, plan: Plan, *, python: str, sd_scripts: str, log:
             return (f"the machine ran out of RAM: {problem.message}",
                     "close other programs or run one training at a time; "
                     + replan_command(plan, {"cache_latents_to_disk": True, "max_data_loader_n_workers": 0}))
-        return (f"the GPU ran out of memory: {problem.message.split('. Tried')[0]}",
+        return (f"{GPU_OUT_OF_MEMORY}: {problem.message.split('. Tried')[0]}",
                 "plan a smaller run: " + replan_command(plan, _smaller_settings(values)))
     if kind == "nan-loss":
         changes = {"learning_rate": values["learning_rate"] / 2} if values["learning_rate"] else {}

@@ -108,14 +108,18 @@ def _same_folder(recorded: str, plan_dir: Path) -> bool:
         return False
 
 
-def move_aside(plan_dir: Path, output_dir: Path, name: str, *, keep_outputs: bool) -> None:
+def move_aside(plan_dir: Path, output_dir: Path, name: str, *, keep_outputs: bool, keep_record: bool = False) -> Path:
+    """Move the earlier run's record, log and (unless `keep_outputs`) outputs into previous/TIME/, which is returned.
+
+    `keep_record`: a run that starts again within itself (lorakit.run.recover) keeps its record and log.
+    """
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     keep = plan_dir / PREVIOUS_DIR / stamp
     for n in range(2, 1000):  # two starts within one second keep both earlier runs apart
         if not keep.exists():
             break
         keep = plan_dir / PREVIOUS_DIR / f"{stamp}-{n}"
-    moves = [(plan_dir / RUN_FILE, keep / RUN_FILE), (plan_dir / LOG_FILE, keep / LOG_FILE.name)]
+    moves = [] if keep_record else [(plan_dir / RUN_FILE, keep / RUN_FILE), (plan_dir / LOG_FILE, keep / LOG_FILE.name)]
     if not keep_outputs and output_dir.is_dir():
         if output_dir.resolve().is_relative_to(plan_dir.resolve()):
             moves.append((output_dir, keep / "output"))
@@ -129,6 +133,7 @@ def move_aside(plan_dir: Path, output_dir: Path, name: str, *, keep_outputs: boo
             shutil.move(str(source), str(target))
             moved.append((source, target))
     point_record_at(keep, moved)
+    return keep
 
 
 def point_record_at(keep: Path, moved: list[tuple[Path, Path]]) -> None:

@@ -20,7 +20,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ from lorakit.run.earlier import LOG_FILE, if_possible, output_dir_of, output_nam
 from lorakit.run.earlier import check_outputs as check_earlier
 from lorakit.run.outputs import latest_state, list_outputs, saved_step
 from lorakit.run.process import Interrupted, Stopper, drain, end_group, signal_group, start_group
-from lorakit.run.record import FINAL_STATES, RUN_FILE, RecordNotWritten, RunRecord, now_iso, write_record
+from lorakit.run.record import FINAL_STATES, RUN_FILE, Attempt, RecordNotWritten, RunRecord, now_iso, write_record
 from lorakit.util.files import disk_full_text, is_disk_full
 from lorakit.watch.events import (
     Event,
@@ -45,13 +46,12 @@ from lorakit.watch.events import (
     LogMessage,
     Mismatch,
     Problem,
-    Progress,
     Started,
-    Step,
     TrainingSummary,
 )
 from lorakit.watch.gpumon import Monitor, open_monitor, watched_gpus
 from lorakit.watch.parse import StreamParser
+from lorakit.watch.resumed import ResumedSteps
 from lorakit.watch.tally import RunTally
 
 if TYPE_CHECKING:
@@ -164,14 +164,19 @@ def _refuse_paths_left_behind(plan: Plan) -> None:
 
 def run_plan(plan_dir: Path, options: LaunchOptions | None = None, on_event: Callable[[Event], None] | None = None,
              env: dict[str, str] | None = None, stopper: Stopper | None = None,
-             monitor: Monitor | None = None) -> RunRecord:
-    """Launch the plan and watch it to the end; returns the final run record (also in run.json)."""
+             monitor: Monitor | None = None, *, attempts: list[Attempt] | None = None) -> RunRecord:
+    """Launch the plan and watch it to the end; returns the final run record (also in run.json).
+
+    `attempts` (lorakit.run.recover) are the run's earlier attempts and this one, last: the caller holds the
+    plan lock, and for a later attempt it has dealt with the earlier attempt's outputs already.
+    """
     from lorakit.models.fetch import ensure_local
 
     options = options or LaunchOptions()
     folder = Path(load_plan(Path(plan_dir)).plan_dir)  # a folder that is not a plan gets no lock file
-    with plan_lock(folder):  # before --fresh or --resume move anything, and until the record is closed
-        setup = prepare_launch(folder, options, env)
+    # the lock: before --fresh or --resume move anything, and until the record is closed
+    with plan_lock(folder) if attempts is None else nullcontext():
+        setup = prepare_launch(folder, options, env, check_outputs=attempts is None or len(attempts) == 1)
         # Models last: Gate 4 has passed, so a download is never wasted on a run that cannot start.
         setup.models = ensure_local(setup.models_here or relocate(setup.plan.model), setup.plan_dir)
         setup.command += setup.models.trainer_args(setup.plan.model)
@@ -179,7 +184,7 @@ def run_plan(plan_dir: Path, options: LaunchOptions | None = None, on_event: Cal
         if stopper.stopped.is_set():
             raise Interrupted("stopped before the trainer started; nothing was trained.")
         with stopper.training():
-            return Launch(setup, options, on_event, stopper, monitor).run()
+            return Launch(setup, options, on_event, stopper, monitor, attempts or [Attempt(number=1)]).run()
 
 
 
@@ -187,13 +192,14 @@ class Launch:
     """One running trainer: its process group, readers, parsers, consumers and record."""
 
     def __init__(self, setup: LaunchSetup, options: LaunchOptions, on_event: Callable[[Event], None] | None,
-                 stopper: Stopper, monitor: Monitor | None):
+                 stopper: Stopper, monitor: Monitor | None, attempts: list[Attempt]):
         self.setup, self.options, self.stopper = setup, options, stopper
+        self.attempts = attempts  # the earlier attempts of this run, and this one last
         self.plan = setup.plan
         self.on_event = on_event
         # sd-scripts' bar counts only the steps of this start; everything lorakit shows counts from the plan's step 0
         self.step_offset = (saved_step(setup.resume_from) or 0) if setup.resume_from is not None else 0
-        self.trainer_total: int | None = None  # max_train_steps as the trainer's summary says it
+        self.true_steps = ResumedSteps(self.step_offset)
         self.tally = RunTally(start_step=self.step_offset)
         self.monitor = monitor
         self.stop_reason: str | None = None
@@ -210,6 +216,7 @@ class Launch:
             gpu=_gpu_description(setup, options), base_model=setup.base_model, models=setup.models,
             resumed_from=str(setup.resume_from) if setup.resume_from else None,
             warnings=list(setup.warnings), log=str(setup.plan_dir / LOG_FILE), lorakit_version=__version__,
+            attempts=attempts,
         )
 
     def run(self) -> RunRecord:
@@ -322,7 +329,7 @@ class Launch:
         self._signal_group(signal.SIGINT, at)
 
     def _emit(self, event: Event, at: float) -> None:
-        event = self._true_steps(event)
+        event = self.true_steps(event)
         self.tally.add(event, at)
         if isinstance(event, TrainingSummary):
             mismatch = self._compare_with_plan(event)
@@ -336,21 +343,6 @@ class Launch:
             self.tensorboard(event)
         if self.on_event is not None:
             self.on_event(event)
-
-    def _true_steps(self, event: Event) -> Event:
-        """A resumed bar's step and total, moved onto the plan's steps (the tally, TensorBoard and display see these).
-
-        The bar's step is the steps done since this start, so the true step is the saved one plus it. Its total
-        is not always the remaining steps: past the first epoch sd-scripts subtracts only the part of the
-        saved step inside its epoch (docs/sd-scripts.md §8), so the true total is its summary's
-        max_train_steps when it printed one.
-        """
-        if isinstance(event, TrainingSummary):
-            self.trainer_total = event.total_steps
-        if not self.step_offset or not isinstance(event, (Progress, Step)):
-            return event
-        return replace(event, step=event.step + self.step_offset,
-                       total=self.trainer_total or event.total + self.step_offset)
 
     def _compare_with_plan(self, summary: TrainingSummary) -> str | None:
         if self.setup.resume_from is not None:
@@ -433,6 +425,8 @@ class Launch:
         record.peak_vram_gib = round(tally.peak_vram_gib, 2) if tally.peak_vram_gib is not None else None
         record.seconds_per_step = tally.seconds_per_step
         record.it_per_s = tally.it_per_s
+        self.attempts[-1].follow(record)
+        record.attempts = self.attempts
         failure = self._write_record()
         if failure is not None:
             self._disk_full(failure, self.setup.plan_dir / RUN_FILE, time.monotonic())

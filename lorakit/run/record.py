@@ -11,7 +11,7 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_serializer
 
@@ -28,6 +28,49 @@ RunState = Literal["running", "succeeded", "failed", "interrupted"]
 FINAL_STATES = ("succeeded", "failed", "interrupted")
 # folders of a plan that never hold run records, skipped when looking for runs
 _NOT_RUNS = {"output", "tensorboard", "logs", ".lorakit-history", "sample"}
+
+
+class Change(BaseModel):
+    """One value an out-of-memory recovery changed (lorakit.run.recover): the plan's value before and after."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    old: Any = None
+    new: Any = None
+
+
+class Attempt(BaseModel):
+    """One start of the trainer within a run: the first, or one after an out-of-memory recovery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int
+    changes: list[Change] = []  # what the recovery before it changed in the plan (none for the first)
+    why: str | None = None  # how it started: resumed from which state, or started again and why
+    quality: bool = False  # a recovery that gave up quality (--recover quality): rank, resolution or precision
+    plan_files: str | None = None  # where the plan files it trained with are kept, once a recovery replaced them
+    state: RunState = "running"
+    problem: str | None = None
+    steps_done: int = 0
+    peak_vram_gib: float | None = None
+    resumed_from: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    duration_s: float | None = None
+
+    def follow(self, record: RunRecord) -> None:
+        """Take this attempt's outcome from the record its launch keeps."""
+        self.state, self.problem, self.steps_done = record.state, record.problem, record.steps_done
+        self.peak_vram_gib, self.resumed_from = record.peak_vram_gib, record.resumed_from
+        self.started, self.ended, self.duration_s = record.started, record.ended, record.duration_s
+
+    def changes_text(self) -> str:
+        return ", ".join(f"{c.key} {_short(c.old)} → {_short(c.new)}" for c in self.changes) or "the plan as made"
+
+
+def _short(value: Any) -> str:
+    return "unset" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class RunRecord(BaseModel):
@@ -73,6 +116,22 @@ class RunRecord(BaseModel):
     log: str | None = None
     tensorboard: str | None = None
     lorakit_version: str | None = None
+    # every start of the trainer in this run (lorakit.run.recover): state and steps_done above are the whole run's
+    attempts: list[Attempt] = []
+
+    @property
+    def attempts_note(self) -> str:
+        """` (2 attempts)` for a run an out-of-memory recovery restarted; empty for a run of one attempt."""
+        return f" ({len(self.attempts)} attempts)" if len(self.attempts) > 1 else ""
+
+    def attempt_lines(self) -> list[str]:
+        """One line per attempt, for people (only when there were several)."""
+        if len(self.attempts) < 2:
+            return []
+        return [f"attempt {a.number}: {a.changes_text()}{' [QUALITY LOWERED]' if a.quality else ''} — {a.state}"
+                f"{' (' + a.problem + ')' if a.problem else ''}, {a.steps_done} steps"
+                f"{f', peak {a.peak_vram_gib:.1f} GiB' if a.peak_vram_gib is not None else ''}"
+                f"{'; ' + a.why if a.why else ''}" for a in self.attempts]
 
 
 def shown_state(record: RunRecord) -> str:

@@ -120,6 +120,13 @@ class StateSaved:
 
 
 @dataclass(slots=True)
+class Resumed:
+    """`skipping N steps`: a start with --resume and --skip_until_initial_step continues after the saved step N."""
+
+    step: int
+
+
+@dataclass(slots=True)
 class SampleStarted:
     step: int
 
@@ -173,5 +180,5 @@ class Exited:
 
 Event = (
     Progress | Step | Epoch | TrainingSummary | CheckpointSaved | CheckpointRemoved | StateSaved | SampleStarted
-    | ModelSaved | LogMessage | Problem | Started | GpuSample | Mismatch | Exited
+    | Resumed | ModelSaved | LogMessage | Problem | Started | GpuSample | Mismatch | Exited
 )

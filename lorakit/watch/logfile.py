@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from lorakit.errors import UserError
 from lorakit.watch.events import Problem
 from lorakit.watch.parse import StreamParser
+from lorakit.watch.resumed import ResumedSteps
 from lorakit.watch.tally import RunTally
 
 BLOCK = 1 << 20
@@ -58,8 +59,10 @@ def read_log(path: Path, tensorboard: Path | None = None) -> LogReport:
     tally = RunTally()
     count = 0
     consumer = writer if writer is not None else (lambda event: None)
+    true_steps = ResumedSteps(from_log=True)  # a resumed start's steps continue from its saved step, as in `launch`
     try:
         for event in read_events(path):
+            event = true_steps(event)
             count += 1
             tally.add(event)
             consumer(event)

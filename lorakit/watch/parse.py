@@ -27,6 +27,7 @@ from lorakit.watch.events import (
     ModelSaved,
     Problem,
     Progress,
+    Resumed,
     SampleStarted,
     StateSaved,
     Step,
@@ -58,6 +59,7 @@ _SUMMARY_KEYS = {
 }
 _STATE = re.compile(r"saving (?:last )?state(?: at (step|epoch) (\d+))?")
 _SAMPLE = re.compile(r"generating sample images at step[^:]*:\s*(\d+)")
+_SKIPPING = re.compile(r"skipping (\d+) steps")  # not "skipping epoch N because ...": that one repeats per epoch
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 _SD_SCRIPTS_IMPORT = re.compile(r"ImportError: No (\w+) /")
 _DIED = re.compile(r"died with <Signals\.(\w+): (\d+)>")
@@ -280,6 +282,10 @@ class StreamParser:
             found = _SAMPLE.match(message)
             if found:
                 self._events.append(SampleStarted(int(found.group(1))))
+        elif message.startswith("skipping "):
+            found = _SKIPPING.match(message)
+            if found:
+                self._events.append(Resumed(int(found.group(1))))
         elif message.startswith("No data found"):
             self._problem("no-data", message.split(" / ")[0])
         elif message.startswith("model is not found as a file"):

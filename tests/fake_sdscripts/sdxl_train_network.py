@@ -12,6 +12,8 @@ a LoRA `.safetensors` with `ss_*` metadata (written by hand: no torch needed).
 Told what to do through the environment:
   FAKE_SDSCRIPTS_STEP_SECONDS   seconds per step (default 0.002)
   FAKE_SDSCRIPTS_FAIL           oom | crash | nan | killed | disk-full, at step FAKE_SDSCRIPTS_FAIL_AT (default 2)
+  FAKE_SDSCRIPTS_OOM_ABOVE_BATCH N: a GPU that holds batch N: a larger batch per device dies of CUDA
+                                out-of-memory at step FAKE_SDSCRIPTS_FAIL_AT, as the oom failure does
   FAKE_SDSCRIPTS_NO_OUTPUT      1: finish and exit 0 without writing the LoRA
   FAKE_SDSCRIPTS_EXTRA_STEPS    train this many more steps than the dataset gives (a miscounting sd-scripts)
   FAKE_SDSCRIPTS_DROP_ARGS      comma-separated arguments this "older sd-scripts" does not know
@@ -341,6 +343,8 @@ def main() -> None:
     ext = "." + (args.save_model_as or "safetensors")
     started_at = time.time()
     fail, fail_at = env("FAKE_SDSCRIPTS_FAIL", ""), int(env("FAKE_SDSCRIPTS_FAIL_AT", "2"))
+    if env("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH") and batch > int(env("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "0")):
+        fail = "oom"  # torch raises it from the first forward pass that needs more than the card has
     step_seconds = float(env("FAKE_SDSCRIPTS_STEP_SECONDS", "0.002"))
 
     def save(file: str, step: int, epoch: int) -> None:
