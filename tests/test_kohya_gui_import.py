@@ -130,8 +130,10 @@ BAD_FILES = {
     "null": (b'{"sdxl": true, "network_dim": null, "seed": null}', "network_dim is null"),
     "types": (b'{"sdxl": "yes", "network_dim": "32", "network_alpha": [1], "optimizer": 5}',
               "4 problem(s) in the Kohya GUI config"),
-    "flux": (b'{"sdxl": false, "flux1_checkbox": true}', "is not an SDXL LoRA config (flux1_checkbox)"),
-    "sd15": (b'{"sdxl": false}', "is not an SDXL LoRA config (sdxl false)"),
+    "flux-standard": (b'{"sdxl": false, "flux1_checkbox": true}', "trains a FLUX.1 [dev] LoRA with LoRA_type 'Standard'"),
+    "sd3": (b'{"sdxl": false, "sd3_checkbox": true}', "is a LoRA config for sd3_train_network.py; lorakit plans"),
+    "sd2": (b'{"pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1"}', "is a LoRA config for SD 2.x"),
+    "sdxl-flux-network": (b'{"sdxl": true, "LoRA_type": "Flux1"}', "trains a SDXL LoRA with LoRA_type 'Flux1'"),
 }
 
 
