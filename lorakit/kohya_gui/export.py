@@ -158,6 +158,8 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
                if gui not in present and values.is_set(arg) and config[gui] != _off(keys[gui])}
     for name in set(keys) - present:  # an older GUI has no such field: it never reaches its TOML
         config[name] = _off(keys[name])
+    # What a GUI showing "flux" sets when it loads a Chroma config; the plan's own values then travel below.
+    config, _ = loaded_with_events(config)
     tokens = _carry_the_rest(config, plan, findings)
     config["additional_parameters"] = " ".join(tokens)
     findings += _missing_fields(lacking, {t[2:] for t in tokens if t.startswith("--")}, version)
@@ -381,7 +383,7 @@ def _rule_findings(config: dict, version: str) -> list[Finding]:
 
 
 def _planning_only(plan: Plan) -> list[Finding]:
-    specs = registry()
+    specs = registry(plan.family)
     planning = sorted(k for k, v in plan.values.items()
                       if specs[k].target == "lorakit" and v.value is not None and k not in ACCELERATE_KEYS)
     if not planning:

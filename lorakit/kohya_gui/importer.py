@@ -38,11 +38,14 @@ ORIGIN = {
     "lr_warmup_steps": "lr_warmup / lr_warmup_steps", "max_train_steps": "max_train_steps / epoch",
     "max_train_epochs": "max_train_epochs / epoch", "sdpa": "xformers", "xformers": "xformers",
 }
-# Base models for which the GUI sets its model checkboxes when they are loaded (common_gui's V1/V2 model lists,
-# docs/kohya-gui.md §8.3): SD 1.x ids untick everything (train_network.py), SD 2.x ids tick v2.
-SD1_MODELS = frozenset({"CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5"})
-SD2_MODELS = frozenset({"stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
-                        "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"})
+# Base models for which the GUI sets its model checkboxes when they are loaded (common_gui's model lists,
+# docs/kohya-gui.md §8.3): SDXL ids tick sdxl, SD 2.x ids tick v2, SD 1.x ids untick everything (train_network.py).
+KNOWN_MODELS = {
+    **dict.fromkeys(("stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/stable-diffusion-xl-refiner-1.0"), "sdxl"),
+    **dict.fromkeys(("stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
+                     "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"), "v2"),
+    **dict.fromkeys(("CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5"), None),
+}
 # The model files a family's plan needs besides the base model; a GUI config that names none gets the base preset's.
 MODEL_FILES = ("ae", "clip_l", "t5xxl")
 # lorakit keys made from other GUI fields than the one of the same name (or the export's renames), for telling
@@ -155,14 +158,17 @@ def _family(config: GuiConfig, findings: list[Finding]) -> str:
     """The family the GUI trains with this config (its model checkboxes), or a UserError for one lorakit does not plan."""
     c, given = config.values, config.given
     model = c["pretrained_model_name_or_path"] if "pretrained_model_name_or_path" in given else ""
-    if model in SD1_MODELS | SD2_MODELS:  # loading the model sets the checkboxes (docs/kohya-gui.md §8.3)
-        c.update(dict.fromkeys(MODEL_FLAGS, False), v2=model in SD2_MODELS)
-    elif not given & {"sdxl", "flux1_checkbox"}:
-        c["sdxl"] = True
-        findings.append(finding("gui/sdxl-assumed", "warning", GATE,
-                                "the config does not say whether SDXL is ticked (a partial preset); lorakit assumed "
-                                "SDXL, while the GUI keeps the checkbox as it is.",
-                                "tick SDXL in the GUI when you apply this config there"))
+    if model in KNOWN_MODELS:  # loading the model sets the checkboxes (docs/kohya-gui.md §8.3)
+        c.update(dict.fromkeys(MODEL_FLAGS, False))
+        if KNOWN_MODELS[model]:
+            c[KNOWN_MODELS[model]] = True
+    elif not given & set(MODEL_FLAGS) - {"v2", "v_parameterization"}:
+        findings.append(finding("gui/family-assumed", "warning", GATE,
+                                "the config does not say which model it trains (no sdxl or flux1_checkbox: a partial "
+                                "preset); the GUI keeps its checkboxes as they are, and lorakit assumed a fresh GUI's, "
+                                "none ticked: an SD 1.5 LoRA, trained by train_network.py.",
+                                'add "sdxl": true or "flux1_checkbox": true to the file for an SDXL or FLUX.1 config, '
+                                "and tick the same box in the GUI when you apply it there"))
     family = gui_family(c)
     if family is None:
         what = "SD 2.x (v2 ticked)" if gui_script(c) == "train_network.py" else gui_script(c)
