@@ -198,7 +198,7 @@ def _network(config: dict, values: Values, family: str) -> None:
         kind = next((k for k, a in LYCORIS_ALGOS.items() if a == algo), "LyCORIS/LoCon")
     config["LoRA_type"] = kind or "Standard"
     keys = gui_keys()
-    fields = NETWORK_FIELDS
+    fields: tuple[str, ...] = NETWORK_FIELDS
     if kind == "Flux1":
         fields = (*NETWORK_FIELDS, *FLUX_NETWORK_ARGS)
         for name in FLUX_NETWORK_FIELDS:  # "all" (the GUI's default) is written into network_args; empty is not

@@ -160,8 +160,9 @@ def _family(config: GuiConfig, findings: list[Finding]) -> str:
     model = c["pretrained_model_name_or_path"] if "pretrained_model_name_or_path" in given else ""
     if model in KNOWN_MODELS:  # loading the model sets the checkboxes (docs/kohya-gui.md §8.3)
         c.update(dict.fromkeys(MODEL_FLAGS, False))
-        if KNOWN_MODELS[model]:
-            c[KNOWN_MODELS[model]] = True
+        flag = KNOWN_MODELS[model]
+        if flag:
+            c[flag] = True
     elif not given & set(MODEL_FLAGS) - {"v2", "v_parameterization"}:
         findings.append(finding("gui/family-assumed", "warning", GATE,
                                 "the config does not say which model it trains (no sdxl or flux1_checkbox: a partial "
