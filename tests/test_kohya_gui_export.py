@@ -294,6 +294,7 @@ GOLDEN_CASES = {
     "character-rtx4090-master": (["character"], "rtx4090", "master"),
     "kohya-example-a100-v24": (["kohya-example"], "a100-80gb", "v24"),
     "style-lowvram-rtx3070-v25": (["style"], "rtx3070-8gb", "v25"),
+    "sd15-character-rtx4090-master": (["sd15", "character"], "rtx4090", "master"),
 }
 
 
