@@ -12,10 +12,13 @@ from kohya_gui_rules import export_problems, launched_script
 from test_kohya_gui_export import planned
 
 from lorakit.cli.main import cli
+from lorakit.config.schema import PATH_KEYS, registry
+from lorakit.config.values import ResolvedValue
 from lorakit.errors import UserError
 from lorakit.kohya_gui.arguments import effective
-from lorakit.kohya_gui.export import export_plan, gui_arguments
+from lorakit.kohya_gui.export import direct_keys, export_plan, gui_arguments, gui_value
 from lorakit.kohya_gui.importer import import_gui_config
+from lorakit.kohya_gui.keys import gui_keys
 from lorakit.plan.build import PlanRequest, make_plan
 
 FAMILY_PRESETS = REPO / "tests" / "fixtures" / "kohya_gui_presets" / "families"
@@ -162,3 +165,38 @@ def test_import_cli_names_the_family_base(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "differ from flux1-dev" in result.output
     assert 'extends = ["flux1-dev"]' in (tmp_path / "flux.toml").read_text(encoding="utf-8")
+
+
+FLUX_ROWS = sorted(set(direct_keys("flux1")) - set(direct_keys("sdxl")))
+
+
+@pytest.fixture(scope="module")
+def flux_plan(dataset, tmp_path_factory):
+    return planned(dataset, tmp_path_factory.mktemp("flux") / "p", ["flux1-dev"]).plan
+
+
+def _flux_value(arg: str):
+    """A value for `arg` that flux1-dev does not use, of the type flux_train_network.py wants."""
+    spec = registry("flux1")[arg]
+    if spec.choices:
+        return next(c for c in reversed(spec.choices) if c not in (None, spec.default, "shift", "raw"))
+    if arg in PATH_KEYS or arg in ("ae", "clip_l", "t5xxl"):
+        return "/x-value.safetensors"
+    return {"bool": True, "int": 7, "float": 2.25}.get(spec.kind, "x-value")
+
+
+@pytest.mark.parametrize("gui_key", FLUX_ROWS)
+def test_flux_mapping_rows_both_ways(flux_plan, tmp_path, gui_key):
+    """plan value → FLUX field → the GUI's TOML gives sd-scripts the value; the field → import gives it back."""
+    arg = direct_keys("flux1")[gui_key]
+    value = _flux_value(arg)
+    values = {**flux_plan.values, arg: ResolvedValue(value=value, source="set")}
+    exported = export_plan(flux_plan.model_copy(update={"values": values}))
+    if arg != "cache_text_encoder_outputs":  # the plan caches already; _to_disk is the distinct one
+        assert exported.config[gui_key] == gui_value(gui_keys()[gui_key], value)
+    assert exported.config["additional_parameters"] == ""
+    gui_args, _ = gui_arguments(exported.config)
+    assert effective(gui_args, "flux1")[arg] == effective({arg: value}, "flux1")[arg]
+    path = tmp_path / "gui.json"
+    path.write_text(exported.text(), encoding="utf-8")
+    assert effective(import_gui_config(path).values, "flux1")[arg] == effective({arg: value}, "flux1")[arg]

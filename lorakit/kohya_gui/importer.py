@@ -22,7 +22,7 @@ from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
 from lorakit.kohya_gui.export import direct_keys
-from lorakit.kohya_gui.families import MODEL_FLAGS, allowed_lora_type, gui_family, gui_script, loaded_with_events
+from lorakit.kohya_gui.families import FLUX_NETWORK_FIELDS, MODEL_FLAGS, allowed_lora_type, gui_family, gui_script, loaded_with_events
 from lorakit.kohya_gui.gui_toml import BLOCK_ARGS, LORAPLUS_ARGS, gui_run
 from lorakit.kohya_gui.keys import value_problems
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config, secret_findings
@@ -53,7 +53,9 @@ MODEL_FILES = ("ae", "clip_l", "t5xxl")
 MADE_FROM: dict[str, tuple[str, ...]] = {
     "network_module": ("LoRA_type",),
     "network_args": ("LoRA_type", "conv_dim", "conv_alpha", "rank_dropout", "module_dropout", *BLOCK_ARGS,
-                     *LORAPLUS_ARGS),
+                     *LORAPLUS_ARGS, *FLUX_NETWORK_FIELDS, "split_mode", "split_qkv", "train_t5xxl", "enable_all_linear"),
+    "apply_t5_attn_mask": ("apply_t5_attn_mask", "model_type"), "guidance_scale": ("guidance_scale", "model_type"),
+    "timestep_sampling": ("timestep_sampling", "model_type"),
     "network_train_unet_only": ("text_encoder_lr",), "network_train_text_encoder_only": ("unet_lr",),
     "lr_warmup_steps": ("lr_warmup", "lr_warmup_steps"),
     "max_train_steps": ("max_train_steps", "max_train_epochs", "epoch"),
