@@ -189,7 +189,7 @@ def test_status_formats_and_the_best_run(runner, tmp_path, fake_trainer):
     assert rows[0]["final_loss"] < rows[1]["final_loss"]
     assert rows[0]["output"].endswith("dogs-02-network_dim=32.safetensors") or rows[0]["output"].endswith(".safetensors")
     csv_text = runner.invoke(cli, ["batch", "status", str(out), "--csv"]).output
-    assert csv_text.splitlines()[0].startswith("best,id,presets,sweep,state,steps,final_loss")
+    assert csv_text.splitlines()[0].startswith("best,id,family,presets,sweep,state,steps,final_loss")
     assert "network_dim=32" in csv_text.splitlines()[1] and csv_text.splitlines()[1].startswith("★")
     markdown = runner.invoke(cli, ["batch", "status", str(out), "--markdown"]).output
     assert markdown.splitlines()[1].startswith("|---|") and "| ★ | 02-network_dim=32 |" in markdown
@@ -447,3 +447,35 @@ def test_batch_status_prints_a_damaged_progress_file_as_a_warning(runner, charac
     assert result.exit_code == 0
     assert "warning: cannot read" in result.stderr and "batch-run.json" in result.stderr
     assert [row["state"] for row in json.loads(result.stdout)] == ["planned", "planned"]
+
+
+def test_a_batch_compares_families_side_by_side(runner, character_dataset, tmp_path):
+    out = tmp_path / "batch"
+    result = batch_plan(runner, character_dataset, out, "--preset", "sdxl-base+character",
+                        "--preset", "flux1-dev+character", "--sweep", "network_dim=16,32")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "batch.json").read_text())
+    assert [(r["id"], r["family"]) for r in manifest["runs"]] == [
+        ("01-sdxl-base+character-network_dim=16", "sdxl"), ("02-sdxl-base+character-network_dim=32", "sdxl"),
+        ("03-flux1-dev+character-network_dim=16", "flux1"), ("04-flux1-dev+character-network_dim=32", "flux1")]
+    scripts = {json.loads((out / r["id"] / "plan.json").read_text())["script"] for r in manifest["runs"]}
+    assert scripts == {"sdxl_train_network.py", "flux_train_network.py"}
+    rows = json.loads(runner.invoke(cli, ["batch", "status", str(out), "--json"]).output)
+    assert sorted(r["family"] for r in rows) == ["flux1", "flux1", "sdxl", "sdxl"]
+    csv_lines = runner.invoke(cli, ["batch", "status", str(out), "--csv"]).output.splitlines()
+    assert ",flux1,flux1-dev+character," in csv_lines[-1] or any(",flux1,flux1-dev+character," in line for line in csv_lines)
+    report = runner.invoke(cli, ["batch", "report", str(out)])
+    assert report.exit_code == 0, report.output
+    html = (out / "report.html").read_text()
+    assert "flux1-dev+character" in html and "sdxl-base+character" in html and ">flux1<" in html
+
+
+def test_a_sweep_of_one_familys_key_is_typed_by_that_family(runner, character_dataset, tmp_path):
+    flux = batch_plan(runner, character_dataset, tmp_path / "flux", "--preset", "flux1-dev+character",
+                      "--sweep", "guidance_scale=1.0,2.0")
+    assert flux.exit_code == 0, flux.output
+    mixed = runner.invoke(cli, ["batch", "plan", str(character_dataset), "--out", str(tmp_path / "mixed"),
+                                "--target-gpu", "rtx4090", "--preset", "sdxl-base", "--preset", "flux1-dev",
+                                "--sweep", "guidance_scale=1.0,2.0"])
+    assert mixed.exit_code == 2 and "not an argument of sdxl_train_network.py" in mixed.output
+    assert not (tmp_path / "mixed").exists()

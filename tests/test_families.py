@@ -131,6 +131,7 @@ def test_a_family_table_replaces_values_for_that_family_only(tmp_path):
     ('[preset]\nkind = "user"\n\n[family.flux1]\nnot_a_key = 8\n', "[family.flux1] unknown key 'not_a_key'"),
     ('[preset]\nkind = "task"\nfamily = "flux1"\n', "only a base preset picks the family"),
     ('[preset]\nkind = "user"\nfamilies = ["sdxl3"]\n', "'sdxl3' is not a model family"),
+    ('family = "flux1"\n[preset]\nkind = "user"\n', "write one table per family"),
 ])
 def test_a_broken_family_table_is_reported_with_the_others(tmp_path, text, problem):
     path = tmp_path / "mine.toml"

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -209,3 +210,10 @@ def test_a_dataset_changed_after_planning_is_a_step_math_mismatch(runner, tmp_pa
     assert code == 1
     [mismatch] = [f for f in report["findings"] if f["code"] == "env/step-math-mismatch"]
     assert "num_train_images 25 (plan.json: 20)" in mismatch["message"]
+
+
+def test_the_shipped_argument_tables_are_the_real_parsers_of_their_scripts():
+    assert PYTHON is not None and SD_SCRIPTS is not None
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "derive_arguments.py"), "--python", PYTHON,
+                           "--sd-scripts", str(SD_SCRIPTS), "--check"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

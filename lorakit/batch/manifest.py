@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from lorakit import __version__
+from lorakit.config.family import DEFAULT_FAMILY
 from lorakit.config.keyvalue import SWEEP, split_key_value, typed_value
 from lorakit.config.schema import ValueProblem
 from lorakit.errors import ConfigError, UserError
@@ -42,6 +43,7 @@ class BatchRun(BaseModel):
     id: str
     plan_dir: str  # where it was planned; load_batch sets where the batch folder is now
     presets: list[str]
+    family: str = DEFAULT_FAMILY  # the model family its base preset picks (batches made before families: SDXL)
     sweep: dict[str, str]  # key -> the value as given on the command line
     status: Literal["planned", "skipped"]
     findings: list[Finding] = []
@@ -90,7 +92,7 @@ def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
                 raise ValueProblem(f"--sweep {key}: given twice; put all its values in one --sweep")
             values = [v.strip() for v in text.split("|" if "|" in text else ",")]
             for value in values:
-                typed_value(key, value, SWEEP)
+                typed_value(key, value, SWEEP, None)  # any family's key: each run's plan types it again by its own
             if len(set(values)) != len(values):
                 raise ValueProblem(f"--sweep {key}: a value is repeated; give each value once")
         except ValueProblem as exc:
@@ -153,8 +155,8 @@ def plan_batch(request: BatchRequest) -> BatchManifest:
         errors = has_errors(result.plan.findings)
         status = "skipped" if errors and not shared.force else "planned"
         shown = [f for f in result.plan.findings if f.level == "error"] if status == "skipped" else []
-        runs.append(BatchRun(id=rid, plan_dir=str(out / rid), presets=plan_request.presets, sweep=sweep,
-                             status=status, findings=shown))
+        runs.append(BatchRun(id=rid, plan_dir=str(out / rid), presets=plan_request.presets, family=result.plan.family,
+                             sweep=sweep, status=status, findings=shown))
         results.append(result)
     manifest = BatchManifest(
         lorakit_version=__version__,

@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit.batch.manifest import BatchManifest, load_batch
 from lorakit.batch.run import read_progress
+from lorakit.config.family import DEFAULT_FAMILY
 from lorakit.run.record import RUN_FILE, RunRecord, read_record
 
 # Finished runs first, then what is left to do; within a state the lowest final loss first.
 STATE_ORDER = {"succeeded": 0, "running": 1, "interrupted": 2, "failed": 3, "not-started": 4, "planned": 5, "skipped": 6}
-COLUMNS = ("best", "id", "presets", "sweep", "state", "steps", "final_loss", "min_loss", "time", "it_per_s",
+COLUMNS = ("best", "id", "family", "presets", "sweep", "state", "steps", "final_loss", "min_loss", "time", "it_per_s",
            "peak_vram_gib", "output", "why")
 
 
@@ -25,6 +26,7 @@ class BatchRow(BaseModel):
     id: str
     plan_dir: str
     presets: list[str]
+    family: str = DEFAULT_FAMILY
     sweep: dict[str, str]
     state: str
     steps_done: int = 0
@@ -36,7 +38,7 @@ class BatchRow(BaseModel):
     peak_vram_gib: float | None = None
     output: str | None = None  # the final LoRA file
     why: str | None = None  # diagnosis of a failure, the reason a run did not start, or the gate errors
-    best: bool = False
+    best: bool = False  # the lowest final loss of its family (losses of different families do not compare)
 
 
 @dataclass
@@ -56,7 +58,8 @@ def batch_status(batch_dir: Path, manifest: BatchManifest | None = None) -> Batc
     progress = data["runs"]
     rows = []
     for run in manifest.runs:
-        row = BatchRow(id=run.id, plan_dir=run.plan_dir, presets=run.presets, sweep=run.sweep, state=run.status)
+        row = BatchRow(id=run.id, plan_dir=run.plan_dir, presets=run.presets, family=run.family, sweep=run.sweep,
+                       state=run.status)
         if run.status == "skipped":
             row.why = "; ".join(f"{f.code}: {f.message}" for f in run.findings)
         else:
@@ -67,9 +70,10 @@ def batch_status(batch_dir: Path, manifest: BatchManifest | None = None) -> Batc
             elif attempt.get("error"):
                 row.state, row.why = "not-started", attempt["error"]
         rows.append(row)
-    finished = [r for r in rows if r.state == "succeeded" and r.final_loss is not None]
-    if finished:
-        min(finished, key=lambda r: r.final_loss or 0.0).best = True
+    for family in {r.family for r in rows}:
+        finished = [r for r in rows if r.family == family and r.state == "succeeded" and r.final_loss is not None]
+        if finished:
+            min(finished, key=lambda r: r.final_loss or 0.0).best = True
     rows.sort(key=lambda r: (STATE_ORDER.get(r.state, 9), r.final_loss if r.final_loss is not None else 1e9, r.id))
     return BatchStatus(rows, [problem] if problem else [])
 
@@ -100,6 +104,7 @@ def cells(row: BatchRow) -> dict[str, str]:
     return {
         "best": "★" if row.best else "",
         "id": row.id,
+        "family": row.family,
         "presets": "+".join(row.presets),
         "sweep": " ".join(f"{k}={v}" for k, v in row.sweep.items()),
         "state": row.state,

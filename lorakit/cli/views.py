@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorakit.config.family import FAMILIES
 from lorakit.config.values import HEADLINE_KEYS
 from lorakit.findings import EXAMPLES, Finding
 from lorakit.util.text import duration_text, gib_text, hours_text, loss_text, show
@@ -197,7 +198,9 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
 
     values = plan.value_set
     target = plan.target
-    out.print(f"[bold]Plan {escape(plan.name)}[/] — presets: {', '.join(plan.presets)}")
+    family = FAMILIES.get(plan.family)
+    trains = f"{escape(family.title)} ({plan.script}), " if family else ""
+    out.print(f"[bold]Plan {escape(plan.name)}[/] — {trains}presets: {', '.join(plan.presets)}")
     if target.device == "cpu":
         out.print(f"Device: {escape(target.name)}: trains on the CPU (accelerate --cpu), RAM budget "
                   f"{target.budget_gib:.1f} GiB (80%)")

@@ -30,6 +30,7 @@ class Family:
     transformer: bool  # a DiT (no U-Net, no CLIP skip, flow matching)
     default_model: str
     model_source: str  # where the default model is explained
+    tokenizers: tuple[str, ...]  # the Hub repos sd-scripts loads tokenizers from when it starts
 
     @property
     def script_stem(self) -> str:
@@ -41,16 +42,19 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family("sdxl", "SDXL", "sdxl_train_network.py", "sdxl-base", ("sdxl",), 1024, 32,
                ("pretrained_model_name_or_path", "vae"), "sdxl", False,
-               "stabilityai/stable-diffusion-xl-base-1.0", "docs/recommendations.md §1 Base model"),
+               "stabilityai/stable-diffusion-xl-base-1.0", "docs/recommendations.md §1 Base model",
+               ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")),
         Family("flux1", "FLUX.1 [dev]", "flux_train_network.py", "flux1-dev", ("flux1",), 1024, 32,
                ("pretrained_model_name_or_path", "ae", "clip_l", "t5xxl"), "flux1_checkbox", True,
-               "black-forest-labs/FLUX.1-dev:flux1-dev.safetensors", "docs/families.md §2"),
+               "black-forest-labs/FLUX.1-dev:flux1-dev.safetensors", "docs/families.md §2",
+               ("openai/clip-vit-large-patch14", "google/t5-v1_1-xxl")),
         Family("chroma", "Chroma", "flux_train_network.py", "chroma", ("flux1", "chroma"), 1024, 32,
                ("pretrained_model_name_or_path", "ae", "t5xxl"), "flux1_checkbox", True,
-               "lodestones/Chroma1-Base:Chroma.safetensors", "docs/families.md §3"),
+               "lodestones/Chroma1-Base:Chroma.safetensors", "docs/families.md §3",
+               ("openai/clip-vit-large-patch14", "google/t5-v1_1-xxl")),  # FLUX's tokenizer strategy loads both
         Family("sd15", "SD 1.5", "train_network.py", "sd15", ("sd15",), 512, 64,
                ("pretrained_model_name_or_path", "vae"), None, False,
-               "stable-diffusion-v1-5/stable-diffusion-v1-5", "docs/families.md §4"),
+               "stable-diffusion-v1-5/stable-diffusion-v1-5", "docs/families.md §4", ("openai/clip-vit-large-patch14",)),
     )
 }
 DEFAULT_FAMILY = "sdxl"

@@ -283,7 +283,10 @@ def load_preset(path: Path, *, builtin: bool = False) -> Preset:
     values = _read_values(data.get("values", {}), None, problems)
     by_family: dict[str, dict[str, PresetEntry]] = {}
     tables = data.get("family", {})
-    for name, table in (tables.items() if isinstance(tables, dict) else []):
+    if not isinstance(tables, dict):
+        problems.append("family: write one table per family, [family.flux1], [family.sd15], ...")
+        tables = {}
+    for name, table in tables.items():
         if name not in FAMILIES or not isinstance(table, dict):
             problems.append(f"[family.{name}]: not a model family; lorakit plans {', '.join(FAMILIES)}")
             continue
