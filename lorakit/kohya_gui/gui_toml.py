@@ -50,7 +50,6 @@ class GuiRun:
     sample_prompts_text: str
     refusals: dict[str, str] = field(default_factory=dict)  # field → why the GUI would not start this run
     steps_from_folders: bool = False  # max_train_steps is computed from train_data_dir's folders × epoch
-    script: str = "sdxl_train_network.py"  # what the GUI launches
 
 
 def _network(c: dict[str, Any]) -> tuple[str | None, str]:
@@ -358,7 +357,7 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         toml["guidance_scale"] = float(c["guidance_scale"])
     return GuiRun(toml=dict(sorted(toml.items())), extra_args=_split(c["additional_parameters"]),
                   sample_prompts_text=str(c["sample_prompts"]), refusals=refusals,
-                  steps_from_folders=steps_from_folders, script=gui_script(c))
+                  steps_from_folders=steps_from_folders)
 
 
 def _flux_toml(c: dict[str, Any]) -> dict[str, Any]:
