@@ -16,8 +16,26 @@ if not KEYS_FILE.is_file():  # a checkout without ../shared: the trimmed copy lo
 TABLE = json.loads(KEYS_FILE.read_text(encoding="utf-8"))
 KEYS = TABLE["keys"]
 RELEASES = {"master": None, "v26": "v26.0.0", "v25": "v25.2.2", "v24": "v24.1.7"}
-MODEL_FLAGS_OFF = ("v2", "v_parameterization", "flux1_checkbox", "sd3_checkbox", "hunyuan_image_checkbox",
-                   "anima_checkbox", "lumina_checkbox")
+MODEL_FLAGS = ("v2", "v_parameterization", "sdxl", "flux1_checkbox", "sd3_checkbox", "hunyuan_image_checkbox",
+               "anima_checkbox", "lumina_checkbox")
+# The checkbox that makes the GUI train each family (docs/kohya-gui.md §2.3, §9.1); SD 1.5 has none ticked.
+FAMILY_FLAG = {"sdxl": "sdxl", "flux1": "flux1_checkbox", "chroma": "flux1_checkbox", "sd15": None}
+# lora_gui.train_model: the first ticked checkbox picks the script, none ticked train_network.py.
+SCRIPT_ORDER = (("sdxl", "sdxl_train_network.py"), ("flux1_checkbox", "flux_train_network.py"),
+                ("sd3_checkbox", "sd3_train_network.py"), ("hunyuan_image_checkbox", "hunyuan_image_train_network.py"),
+                ("anima_checkbox", "anima_train_network.py"), ("lumina_checkbox", "lumina_train_network.py"))
+OTHER_FAMILY_TYPES = ("Flux1", "Flux1 OFT", "HunyuanImage-2.1", "Anima", "Lumina")
+
+
+def launched_script(data: dict) -> str:
+    """The script the GUI's Train button runs for a loaded config."""
+    return next((script for flag, script in SCRIPT_ORDER if data.get(flag)), "train_network.py")
+
+
+def family_keys(family: str) -> set[str]:
+    """The fields a GUI needs to express the family: FLUX.1's checkbox (GUI v25 on), Chroma's model type (master)."""
+    flag = FAMILY_FLAG[family]
+    return ({flag} if flag else set()) | ({"model_type"} if family == "chroma" else set())
 KV_STRING = re.compile(r"^(\S+=\S+)( \S+=\S+)*$|^$")
 ZERO_DROPPED_DEFAULTS = ("max_grad_norm", "prior_loss_weight", "huber_c", "huber_scale", "lr_scheduler_power")
 PATH_KEYS = ("pretrained_model_name_or_path", "dataset_config", "train_data_dir", "output_dir", "logging_dir")
@@ -38,8 +56,8 @@ def _type_ok(kind: str, value) -> bool:
     return kind == "float" or isinstance(value, int)
 
 
-def export_problems(raw: bytes, version: str) -> list[str]:
-    """Everything docs/kohya-gui.md §2 asks of an exported SDXL LoRA config, for GUI `version`."""
+def export_problems(raw: bytes, version: str, family: str = "sdxl") -> list[str]:
+    """Everything docs/kohya-gui.md §2 and §9 ask of an exported LoRA config of `family`, for GUI `version`."""
     problems = []
     if raw.startswith(b"\xef\xbb\xbf"):
         problems.append("starts with a BOM")
@@ -72,9 +90,7 @@ def export_problems(raw: bytes, version: str) -> list[str]:
                 problems.append(f"{key} = {value} below {spec['min']}")
             if high is not None and value > high:
                 problems.append(f"{key} = {value} above {high}")
-    if data.get("sdxl") is not True:
-        problems.append("sdxl is not true")
-    problems += [f"{flag} is not false" for flag in MODEL_FLAGS_OFF if flag in data and data[flag] is not False]
+    problems += _family_problems(data, family)
     if not re.fullmatch(r"[1-9]\d*,[1-9]\d*", str(data.get("max_resolution"))):
         problems.append(f"max_resolution {data.get('max_resolution')!r} is not 'W,H'")
     for key in ("optimizer_args", "lr_scheduler_args"):
@@ -94,4 +110,35 @@ def export_problems(raw: bytes, version: str) -> list[str]:
             problems.append(f"{key} is not written")
     if "t5xxl_lr" in version_keys(version) and data.get("t5xxl_lr") != 0:
         problems.append("t5xxl_lr is not 0")
+    return problems
+
+
+def _family_problems(data: dict, family: str) -> list[str]:
+    """The GUI loads the config as `family` and its Train button would start that family's script."""
+    flag = FAMILY_FLAG[family]
+    problems = [f"{name} is not {name == flag}".lower() for name in MODEL_FLAGS
+                if name in data and data[name] is not (name == flag)]
+    if flag and data.get(flag) is not True:
+        problems.append(f"{flag} is missing")
+    script = {"sdxl": "sdxl_train_network.py", "flux1": "flux_train_network.py", "chroma": "flux_train_network.py",
+              "sd15": "train_network.py"}[family]
+    if launched_script(data) != script:
+        problems.append(f"the GUI would launch {launched_script(data)}, not {script}")
+    kind = data.get("LoRA_type")
+    if family in ("flux1", "chroma"):
+        if kind not in ("Flux1", "Flux1 OFT") and "LyCORIS" not in str(kind):
+            problems.append(f"LoRA_type {kind!r} is refused with FLUX.1 ticked")
+        if "model_type" in data and data["model_type"] != ("chroma" if family == "chroma" else "flux"):
+            problems.append(f"model_type {data['model_type']!r} is not {family}'s")
+        for key in ("ae", "t5xxl", *(("clip_l",) if family == "flux1" else ())):
+            if not data.get(key):
+                problems.append(f"{key} is empty: flux_train_network.py needs the file")
+        if family == "chroma" and (data.get("guidance_scale"), data.get("apply_t5_attn_mask"),
+                                   data.get("timestep_sampling")) != (0, True, "sigmoid"):
+            problems.append("a Chroma config loaded into a GUI showing 'flux' gets guidance 0, the T5 mask and "
+                            "sigmoid sampling from the switch; the file must say the same")
+    elif kind in OTHER_FAMILY_TYPES:
+        problems.append(f"LoRA_type {kind!r} is a network of another model family")
+    elif kind in ("Kohya LoHa", "Kohya LoKr") and family != "sdxl":
+        problems.append(f"LoRA_type {kind!r} is refused without SDXL ticked")
     return problems

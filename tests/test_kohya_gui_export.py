@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import REPO, make_folder
+from conftest import REPO, builtin_preset_cases, make_folder
 from hubgen import SDXL, cache_files, diffusers_files, fake_checkpoint, safetensors_bytes
-from kohya_gui_rules import KEYS, export_problems
+from kohya_gui_rules import KEYS, export_problems, family_keys, version_keys
 
 from lorakit.cli.main import cli
-from lorakit.config.presets import PresetRegistry
 from lorakit.config.schema import PATH_KEYS, registry
 from lorakit.config.values import ResolvedValue
+from lorakit.errors import UserError
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import direct_keys, export_plan, fits_choices, gui_arguments, gui_value
 from lorakit.kohya_gui.keys import gui_keys
@@ -27,9 +27,8 @@ VERSIONS = ["master", "v26", "v25", "v24"]
 
 
 def builtin_presets() -> list[str]:
-    """The built-in SDXL presets (the GUI export of the other families is issue 15's GUI part)."""
-    reg = PresetRegistry(include_user_dir=False)
-    return [name for name in reg.names() if reg.get(name).builtin and reg.get(name).family == "sdxl"]
+    """Every built-in preset of every family: `character` on SDXL, `flux1-dev+character` on FLUX.1, ..."""
+    return builtin_preset_cases()
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +39,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def planned(dataset: Path, out: Path, presets: list[str], gpu: str = "rtx4090", overrides: list[str] = ()):
+    presets = [name for preset in presets for name in preset.split("+")]  # a builtin_preset_cases() name
     result = make_plan(PlanRequest(dataset=dataset, presets=presets, target_gpu=gpu, out=out, overrides=list(overrides),
                                    sd_scripts="/opt/sd-scripts", python="/opt/venv/bin/python"))
     write_plan(result, force=True)
@@ -71,8 +71,13 @@ def prompt_lines(text: str) -> list[str]:
 @pytest.mark.parametrize("preset", builtin_presets())
 def test_every_export_follows_the_guis_key_and_format_rules(dataset, tmp_path, preset, version):
     result = planned(dataset, tmp_path / "p", [preset], overrides=["pretrained_model_name_or_path=/models/m.safetensors"])
+    family = result.plan.family
+    if family_keys(family) - version_keys(version):
+        with pytest.raises(UserError, match=f"cannot export this plan for --gui-version {version}"):
+            export_plan(result.plan, version)
+        return
     exported = export_plan(result.plan, version)
-    assert export_problems(exported.text().encode("utf-8"), version) == []
+    assert export_problems(exported.text().encode("utf-8"), version, family) == []
     assert not [f for f in exported.findings if f.level == "error"]
 
 
@@ -84,10 +89,13 @@ def test_the_gui_run_trains_what_lorakit_launch_trains(dataset, tmp_path, preset
     gui_args, prompts = gui_arguments(exported.config)
     ours = from_plan_folder(plan_arguments(result.files), tmp_path / "p")
     gui_args = {**gui_args, **tomllib.loads(result.files["dataset.toml"])["general"], "resolution": ours["resolution"]}
-    mine, theirs = effective(ours), effective(gui_args)
+    mine, theirs = effective(ours, result.plan.family), effective(gui_args, result.plan.family)
     mine.pop("sample_prompts"), theirs.pop("sample_prompts")
     assert {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]} == {}
-    assert exported.config["additional_parameters"] == "", "built-in presets need no extra command-line arguments"
+    # Built-in presets need no extra command-line arguments, except a gradient clipping of 0 (the FLUX Adafactor
+    # recipe): the GUI drops a 0 from its TOML, so the export passes it on the command line (docs/kohya-gui.md §2.8).
+    expected = "--max_grad_norm 0.0" if ours.get("max_grad_norm") == 0 else ""
+    assert exported.config["additional_parameters"] == expected
     if "sample_prompts.txt" in result.files:
         assert prompts.splitlines() == prompt_lines(result.files["sample_prompts.txt"])
 
@@ -286,6 +294,7 @@ GOLDEN_CASES = {
     "character-rtx4090-master": (["character"], "rtx4090", "master"),
     "kohya-example-a100-v24": (["kohya-example"], "a100-80gb", "v24"),
     "style-lowvram-rtx3070-v25": (["style"], "rtx3070-8gb", "v25"),
+    "sd15-character-rtx4090-master": (["sd15", "character"], "rtx4090", "master"),
 }
 
 

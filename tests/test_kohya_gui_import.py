@@ -12,6 +12,7 @@ from conftest import REPO, make_folder
 from test_kohya_gui_export import builtin_presets, plan_arguments, planned
 
 from lorakit.cli.main import cli
+from lorakit.config.family import FAMILIES
 from lorakit.config.presets import PresetRegistry, load_preset
 from lorakit.errors import ConfigError, UserError
 from lorakit.kohya_gui.arguments import effective
@@ -113,12 +114,21 @@ def test_legacy_forms_are_converted_like_the_gui_does(tmp_path):
     assert "lora_network_weights" in found["gui/legacy-keys"].message
 
 
-def test_a_config_without_the_sdxl_key_is_assumed_sdxl(tmp_path):
+def test_a_config_without_a_model_checkbox_is_what_a_fresh_gui_trains_sd15(tmp_path):
     path = tmp_path / "partial.json"
     path.write_text(json.dumps({"network_dim": 8, "max_train_epochs": 4}), encoding="utf-8")
     imported = import_gui_config(path)
-    assert codes(imported.findings)["gui/sdxl-assumed"] == "warning"
-    assert imported.values["network_dim"] == 8
+    assert codes(imported.findings)["gui/family-assumed"] == "warning"
+    assert imported.family == "sd15" and imported.values["network_dim"] == 8
+
+
+@pytest.mark.parametrize(("model", "family"), [("stabilityai/stable-diffusion-xl-base-1.0", "sdxl"),
+                                               ("runwayml/stable-diffusion-v1-5", "sd15")])
+def test_a_built_in_model_id_ticks_the_guis_checkboxes_on_load(tmp_path, model, family):
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps({"pretrained_model_name_or_path": model, "flux1_checkbox": True}), encoding="utf-8")
+    imported = import_gui_config(path)
+    assert imported.family == family and "gui/family-assumed" not in codes(imported.findings)
 
 
 BAD_FILES = {
@@ -130,8 +140,10 @@ BAD_FILES = {
     "null": (b'{"sdxl": true, "network_dim": null, "seed": null}', "network_dim is null"),
     "types": (b'{"sdxl": "yes", "network_dim": "32", "network_alpha": [1], "optimizer": 5}',
               "4 problem(s) in the Kohya GUI config"),
-    "flux": (b'{"sdxl": false, "flux1_checkbox": true}', "is not an SDXL LoRA config (flux1_checkbox)"),
-    "sd15": (b'{"sdxl": false}', "is not an SDXL LoRA config (sdxl false)"),
+    "flux-standard": (b'{"sdxl": false, "flux1_checkbox": true}', "trains a FLUX.1 [dev] LoRA with LoRA_type 'Standard'"),
+    "sd3": (b'{"sdxl": false, "sd3_checkbox": true}', "is a LoRA config for sd3_train_network.py; lorakit plans"),
+    "sd2": (b'{"pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1"}', "is a LoRA config for SD 2.x"),
+    "sdxl-flux-network": (b'{"sdxl": true, "LoRA_type": "Flux1"}', "trains a SDXL LoRA with LoRA_type 'Flux1'"),
 }
 
 
@@ -214,7 +226,9 @@ def test_round_trip_plan_export_import_plan_gives_the_same_run(dataset, tmp_path
     path = tmp_path / "gui.json"
     path.write_text(export_plan(first.plan).text(), encoding="utf-8")
     second = plan_from_gui(dataset, tmp_path / "p", path, gpu)
-    assert effective(plan_arguments(second.files)) == effective(plan_arguments(first.files))
+    family = first.plan.family
+    assert second.plan.family == family and FAMILIES[family].base_preset in second.plan.presets
+    assert effective(plan_arguments(second.files), family) == effective(plan_arguments(first.files), family)
     assert tomllib.loads(second.files["dataset.toml"])["datasets"] == tomllib.loads(first.files["dataset.toml"])["datasets"]
     assert second.files.get("sample_prompts.txt") == first.files.get("sample_prompts.txt")
     assert (second.plan.total_steps, second.plan.epochs) == (first.plan.total_steps, first.plan.epochs)
@@ -222,7 +236,7 @@ def test_round_trip_plan_export_import_plan_gives_the_same_run(dataset, tmp_path
     # presets that spell out unet_lr = learning_rate (the GUI always writes unet_lr), and lowvram-8gb, whose
     # batch-scaled text_encoder_lr has no effect since only the U-Net trains (see
     # test_round_trip_keeps_the_text_of_config_toml_apart_from_comments).
-    if preset not in ("kohya-example", "adafactor", "prodigy", "lowvram-8gb"):
+    if preset.split("+")[-1] not in ("kohya-example", "adafactor", "prodigy", "lowvram-8gb"):
         assert plan_arguments(second.files) == plan_arguments(first.files)
 
 

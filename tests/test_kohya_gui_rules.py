@@ -134,3 +134,25 @@ def test_lorakit_predicts_the_toml_the_real_gui_printed(tmp_path, name):
     config.write_text(json.dumps(data), encoding="utf-8")
     predicted = json.loads(json.dumps(gui_run(load_gui_config(config).values).toml).replace(str(tmp_path), "<WORK>"))
     assert predicted == json.loads(PRINTED.read_text(encoding="utf-8"))[name]
+
+
+FAMILY_PRINTED = REPO / "tests" / "fixtures" / "kohya_gui_printed" / "family-presets.json"
+
+
+@pytest.mark.parametrize("name", sorted(json.loads(FAMILY_PRINTED.read_text(encoding="utf-8"))))
+def test_lorakit_predicts_the_toml_the_real_gui_printed_for_flux_and_sd15(tmp_path, name):
+    """The real GUI's Print for its shipped FLUX.1 and SD 1.5 presets (see the fixture's README)."""
+    from lorakit.kohya_gui.families import gui_script
+    from lorakit.kohya_gui.load import load_gui_config
+
+    make_folder(tmp_path / "dogs" / "10_sks dog", [(64, 64)] * 10)
+    data = json.loads((PRESETS / "families" / name).read_text(encoding="utf-8"))
+    flux = data.get("flux1_checkbox") is True
+    data.update(output_dir=f"{tmp_path}/pout", train_data_dir=f"{tmp_path}/dogs",
+                pretrained_model_name_or_path=f"{tmp_path}/flux1-dev.safetensors" if flux else "runwayml/stable-diffusion-v1-5")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(data), encoding="utf-8")
+    values = load_gui_config(config).values
+    predicted = json.loads(json.dumps(gui_run(values).toml).replace(str(tmp_path), "<WORK>"))
+    assert predicted == json.loads(FAMILY_PRINTED.read_text(encoding="utf-8"))[name]
+    assert gui_script(values) == ("flux_train_network.py" if flux else "train_network.py")

@@ -92,7 +92,8 @@ def make_datasets(root: Path) -> dict[str, dict]:
 PRESET_CASES = [f"{preset}/{data}/{gpu}/fit-{fit}" for preset in builtin_presets()
                 for data in (("mixed", "upscaled") if other_family(preset) else ("mixed", "reg", "upscaled", "flat-token"))
                 for gpu in GPUS for fit in (("speed",) if other_family(preset) else FITS)]
-GUI_CASES = [f"gui:{p.stem}" for p in sorted(GUI_PRESETS.glob("*.json"))]
+GUI_CASES = [f"gui:{p.relative_to(GUI_PRESETS).with_suffix('')}" for p in sorted(GUI_PRESETS.glob("*.json"))
+             + sorted(GUI_PRESETS.glob("families/*.json"))]  # the GUI's SDXL, then its FLUX.1 and SD 1.5 presets
 
 
 def request_for(case: str, datasets: dict[str, dict], out: Path) -> PlanRequest:

@@ -51,5 +51,6 @@ def import_kohya_gui(file: Path, output: Path | None) -> None:
     imported = import_gui_config(file)
     path = write_preset(imported, output or default_preset_path(file))
     print_findings(console(), imported.findings)
-    click.echo(f"Wrote {path}: {len(imported.entries)} value(s) that differ from sdxl-base.")
+    click.echo(f"Wrote {path}: {len(imported.entries)} value(s) that differ from {imported.base} "
+               f"(a {imported.family} LoRA config).")
     click.echo(f"Next: lorakit plan DATASET --preset {path.stem}" + ("" if output is None else f" --presets-dir {path.parent}"))

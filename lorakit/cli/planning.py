@@ -113,7 +113,7 @@ def keys(pattern: str, as_json: bool, family: str) -> None:
 @options.sd_scripts()
 @options.python()
 @click.option("--from-kohya-gui", "from_kohya_gui", type=PATH, metavar="FILE",
-              help="Start from a Kohya SS GUI LoRA config (JSON), applied right after the SDXL base.")
+              help="Start from a Kohya SS GUI LoRA config (JSON), applied right after the base preset of its model family.")
 @options.presets_dirs()
 def plan(as_json: bool, explain: bool, fit_mode: str, explain_vram: bool, from_kohya_gui: Path | None, **shared) -> None:
     """Check DATASET, resolve presets and overrides, fit the GPU, and write a plan folder for sd-scripts."""

@@ -126,6 +126,7 @@ class ImportedPreset:
     preset: Preset
     findings: list[Finding] = field(default_factory=list)
     owned: dict[str, PresetEntry] = field(default_factory=dict)
+    family: str = DEFAULT_FAMILY  # the model family the config trains: the plan builds on that family's base preset
 
 
 def user_presets_dir() -> Path:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lorakit.config.family import DEFAULT_FAMILY, family_named
 from lorakit.config.keyvalue import SET, split_key_value, typed_value
-from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetRegistry
+from lorakit.config.presets import ImportedPreset, Preset, PresetEntry, PresetRegistry
 from lorakit.config.schema import ValueProblem
 from lorakit.config.schema import registry as keys_of
 from lorakit.config.values import IMPORT_SOURCE, USER_SOURCE, Values
@@ -84,18 +84,28 @@ def parse_overrides(items: Sequence[str], family: str = DEFAULT_FAMILY) -> tuple
     return values, problems
 
 
+def _chain_for_import(registry: PresetRegistry, names: list[str], imported: Sequence[ImportedPreset]) -> list[Preset]:
+    """The presets with the imported configs right after the base lineage of their family (flux1-dev, chroma)."""
+    base = family_named(imported[0].family).base_preset
+    named = [n for n in names if registry.get(n).header.kind == "base"]
+    presets = registry.chain(names if named else [base, *names])
+    if based_on(presets).name != base:
+        raise ConfigError([f"an imported config builds on {base}; it cannot be combined with the base "
+                           f"preset {based_on(presets).name}"], context="the presets")
+    bases = len(registry.lineage(based_on(presets)))
+    return [*presets[:bases], *(i.preset for i in imported), *presets[bases:]]
+
+
 def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Sequence[str],
             imported: Sequence[ImportedPreset] = ()) -> Resolution:
     """`imported` configs (e.g. a Kohya GUI file) come right after the base: first what they leave to their
     tool's defaults, as a preset, then the values they set themselves, as the user's (source `import:NAME`)."""
-    presets = registry.chain(list(preset_names))
     owned: dict[str, dict[str, PresetEntry]] = {}
     if imported:
-        if presets[0].name != BASE_PRESET:
-            raise ConfigError([f"an imported config builds on {BASE_PRESET}; it cannot be combined with the base "
-                               f"preset {presets[0].name}"], context="the presets")
-        presets = [presets[0], *(i.preset for i in imported), *presets[1:]]
+        presets = _chain_for_import(registry, list(preset_names), imported)
         owned = {i.preset.name: i.owned for i in imported}
+    else:
+        presets = registry.chain(list(preset_names))
     family = family_of(presets)
     parsed, problems = parse_overrides(overrides, family)
     if problems:

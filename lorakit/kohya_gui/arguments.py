@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorakit.config.family import DEFAULT_FAMILY, family_named
 from lorakit.config.schema import KeySpec, ValueProblem, coerce, normalize_resolution, parse_text, registry
 
 # Arguments that only matter together with another one: dropped when that one is off.
@@ -29,9 +30,9 @@ _SAME_AS_UNSET = {**UNSET_SPELLINGS, "save_precision": "float"}
 _KV_LISTS = ("network_args", "optimizer_args", "lr_scheduler_args")
 
 
-def sd_scripts_keys() -> list[str]:
-    """Every argument of sdxl_train_network.py lorakit knows (its own planning keys excluded)."""
-    return [name for name, spec in registry().items() if spec.target != "lorakit"]
+def sd_scripts_keys(family: str = DEFAULT_FAMILY) -> list[str]:
+    """Every argument of the family's script lorakit knows (its own planning keys excluded)."""
+    return [name for name, spec in registry(family).items() if spec.target != "lorakit"]
 
 
 def _kv_item(item: str) -> str:
@@ -48,11 +49,11 @@ def _kv_item(item: str) -> str:
     return f"{key.strip()}={text}"
 
 
-def effective(args: dict[str, Any]) -> dict[str, Any]:
-    """The value of every sd-scripts argument as sd-scripts will act on it (defaults filled in)."""
-    specs = registry()
+def effective(args: dict[str, Any], family: str = DEFAULT_FAMILY) -> dict[str, Any]:
+    """The value of every sd-scripts argument of the family's script as sd-scripts will act on it (defaults filled in)."""
+    specs = registry(family)
     out: dict[str, Any] = {}
-    for name in sd_scripts_keys():
+    for name in sd_scripts_keys(family):
         value = args.get(name)
         if value is None:
             value = specs[name].default
@@ -79,7 +80,7 @@ def effective(args: dict[str, Any]) -> dict[str, Any]:
     if out["mem_eff_attn"]:
         out["xformers"] = False
     for name, needed in _ONLY_WITH.items():
-        if not needed(out):
+        if name in out and not needed(out):
             out[name] = None
     for name, value in out.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -88,9 +89,10 @@ def effective(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def differences(a: dict[str, Any], b: dict[str, Any], keys: list[str] | None = None) -> list[str]:
-    """The sd-scripts arguments on which two runs differ."""
-    ea, eb = effective(a), effective(b)
+def differences(a: dict[str, Any], b: dict[str, Any], keys: list[str] | None = None,
+                family: str = DEFAULT_FAMILY) -> list[str]:
+    """The sd-scripts arguments on which two runs of the family's script differ."""
+    ea, eb = effective(a, family), effective(b, family)
     return [k for k in (keys or list(ea)) if ea.get(k) != eb.get(k)]
 
 
@@ -109,7 +111,7 @@ def to_lorakit(spec: KeySpec, value: Any) -> Any:
     return coerce(spec, value)
 
 
-def command_line_values(tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
+def command_line_values(tokens: list[str], family: str = DEFAULT_FAMILY) -> tuple[dict[str, Any], list[str]]:
     """sd-scripts arguments from command-line tokens (the GUI's additional_parameters), and the problems."""
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -125,9 +127,9 @@ def command_line_values(tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
         while not sep and index < len(tokens) and not tokens[index].startswith("--"):
             items.append(tokens[index])
             index += 1
-        spec = registry().get(name)
+        spec = registry(family).get(name)
         if spec is None or spec.target == "lorakit":
-            problems.append(f"--{name} is not an argument of sdxl_train_network.py")
+            problems.append(f"--{name} is not an argument of {family_named(family).script}")
             continue
         try:
             values[name] = _parse_items(spec, items)

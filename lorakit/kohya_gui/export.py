@@ -13,42 +13,47 @@ arguments after `--config_file` win over the TOML), and what cannot go there eit
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.family import DEFAULT_FAMILY
 from lorakit.config.schema import SECRET_KEYS, registry
 from lorakit.config.values import Values
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import command_line_tokens, command_line_values, differences, sd_scripts_keys
+from lorakit.kohya_gui.families import (
+    FLUX_NETWORK_FIELDS,
+    GGPO_FIELDS,
+    family_flags,
+    gui_family,
+    loaded_with_events,
+    passed_fields,
+    version_refusal,
+    withheld_fields,
+)
 from lorakit.kohya_gui.gui_toml import BLOCK_ARGS, LORAPLUS_ARGS, LYCORIS_ALGOS, gui_run
-from lorakit.kohya_gui.keys import NEWEST, OTHER_MODEL_FLAGS, SDXL_FLAG, VERSIONS, GuiKey, gui_keys, value_problems, version_keys
+from lorakit.kohya_gui.keys import NEWEST, VERSIONS, GuiKey, gui_keys, value_problems, version_keys
 from lorakit.kohya_gui.load import migrate
-from lorakit.models.source import ModelSource, fetch_fix
+from lorakit.kohya_gui.model_paths import gui_model, kept_hub_id, model_sources, trained_path
 from lorakit.plan.build import Plan
 from lorakit.util.files import check_output_file, write_text_atomic
 
 GATE = 2
 EXPORT_FILE = "kohya_gui.json"
-# A Hub id the GUI lets through to sd-scripts without a local file or folder (validate_model_path, docs/kohya-gui.md §5.5).
-GUI_HUB_ID = re.compile(r"^[\w-]+/[\w-]+$")
-# The GUI's built-in SDXL base id: loading it ticks SDXL, where a missing file unticks it (docs/kohya-gui.md §2.7, §8.3).
-SDXL_BASE_ID = "stabilityai/stable-diffusion-xl-base-1.0"
-
 # GUI key → the sd-scripts argument of the same meaning (same name unless listed here).
-RENAMED = {"max_resolution": "resolution", "optimizer": "optimizer_type", "sdxl_no_half_vae": "no_half_vae",
-           "sdxl_cache_text_encoder_outputs": "cache_text_encoder_outputs"}
+RENAMED = {"max_resolution": "resolution", "optimizer": "optimizer_type"}
 # GUI keys with the same name as an sd-scripts argument that are written by a rule below, not copied.
 BY_RULE = frozenset({
     "text_encoder_lr", "unet_lr", "lr_warmup_steps", "max_train_steps", "max_train_epochs", "sample_prompts",
     "optimizer_args", "lr_scheduler_args", "dataset_config", "train_data_dir", "reg_data_dir", "xformers",
-    "pretrained_model_name_or_path", "caption_extension", "dynamo_backend", "cpu_offload_checkpointing",
-    "fp8_base_unet", "v2", "v_parameterization", "vae",
+    "pretrained_model_name_or_path", "caption_extension", "dynamo_backend", "v2", "v_parameterization", "vae",
+    "model_type",
 })
 # What the GUI field must hold for "unset" when an off value (0, "", false) would not mean that.
-UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "network_dim": 4}
+UNSET = {"save_precision": "float", "max_token_length": 75, "max_timestep": 1000, "network_dim": 4,
+         "discrete_flow_shift": 3, "guidance_scale": 3.5}  # the last two: sd-scripts' FLUX defaults
 # The GUI drops these from its TOML when 0, so sd-scripts would use its own default (docs/kohya-gui.md §2.8).
 ZERO_DROPPED = frozenset({"max_grad_norm", "prior_loss_weight", "huber_c", "huber_scale", "lr_scheduler_power"})
 # Planning keys of lorakit that are carried by GUI fields (the accelerate launch section).
@@ -66,14 +71,16 @@ class GuiExport:
         return json.dumps(self.config, indent=2) + "\n"
 
 
-def direct_keys() -> dict[str, str]:
-    """GUI key → sd-scripts argument for every field copied as it is (the mapping table's plain rows)."""
-    arguments = set(sd_scripts_keys())
-    table = {gui: arg for gui, arg in RENAMED.items()}
-    for name in gui_keys():
-        if name in arguments and name not in BY_RULE and name not in SECRET_KEYS:  # secrets travel in neither direction
+def direct_keys(family: str = DEFAULT_FAMILY) -> dict[str, str]:
+    """GUI key → sd-scripts argument for every field copied as it is (the mapping table's plain rows), for a family."""
+    arguments = set(sd_scripts_keys(family))
+    table = {**RENAMED, **passed_fields(family)}
+    withheld = withheld_fields(family)
+    for name, key in gui_keys().items():
+        # secrets travel in neither direction; fields of other model families are not passed for this one
+        if name in arguments and name not in BY_RULE | withheld and name not in SECRET_KEYS and key.sdxl_lora:
             table[name] = name
-    return table
+    return {gui: arg for gui, arg in table.items() if arg in arguments and gui not in BY_RULE}
 
 
 def _off(key: GuiKey) -> Any:
@@ -104,7 +111,7 @@ def fits_choices(key: GuiKey, value: Any) -> bool:
 
 def plan_arguments(plan: Plan) -> dict[str, Any]:
     """The sd-scripts arguments the plan gives sd-scripts: config.toml and dataset.toml's [general]."""
-    specs = registry()
+    specs = registry(plan.family)
     # value_set: the plan folder's paths made absolute from where the plan is now (the GUI runs elsewhere)
     args = {k: v.value for k, v in plan.value_set.items()
             if specs[k].target != "lorakit" and v.value is not None and k not in SECRET_KEYS}
@@ -114,44 +121,28 @@ def plan_arguments(plan: Plan) -> dict[str, Any]:
     return args
 
 
-def model_sources(plan: Plan) -> list[ModelSource]:
-    """The base model and the VAE, where the plan names them."""
-    return [s for s in (plan.model.base, plan.model.vae) if s is not None and s.key and s.value.strip()]
-
-
-def trained_path(source: ModelSource) -> str:
-    """The absolute path config.toml gives sd-scripts for a model (lorakit's link for a Hub file or folder)."""
-    return source.trainer_path or source.path or source.value
-
-
-def kept_hub_id(source: ModelSource) -> str | None:
-    """The plain Hub id the GUI gets instead of a path, where sd-scripts loading that id itself takes the same model."""
-    if source.kind != "hub" or source.value != source.repo_id:
-        return None  # a revision or a file was asked for: only lorakit's path gives sd-scripts exactly that
-    if source.role == "base" and source.repo_id == SDXL_BASE_ID:
-        return SDXL_BASE_ID
-    if source.layout != "checkpoint" and GUI_HUB_ID.match(source.repo_id or ""):
-        return source.repo_id  # a diffusers repo at its default branch, which sd-scripts downloads itself
-    return None
-
-
 def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     if version not in VERSIONS:
         raise UserError(f"unknown GUI version {version!r}.", fix=f"use one of {', '.join(VERSIONS)}")
+    refusal = version_refusal(plan.family, version)
+    if refusal:
+        raise UserError(f"cannot export this plan for --gui-version {version}: {refusal}.",
+                        fix="export for a newer GUI: --gui-version master")
     # A plan made before secrets were refused may hold one: the export never carries it.
     values = Values({k: v for k, v in plan.value_set.items() if k not in SECRET_KEYS})
     keys = gui_keys()
     present = set(version_keys(version))
     findings: list[Finding] = []
     config = {name: key.default for name, key in keys.items()}
-    for gui, arg in direct_keys().items():
+    table = direct_keys(plan.family)
+    for gui, arg in table.items():
         config[gui] = gui_value(keys[gui], values[arg])
         if not fits_choices(keys[gui], config[gui]):
             config[gui] = keys[gui].default  # the GUI would refuse it; the value travels in additional_parameters
         if gui in ZERO_DROPPED and config[gui] == 0:
-            config[gui] = gui_value(keys[gui], registry()[arg].default)  # the GUI drops 0 (docs/kohya-gui.md §2.8): carried too
+            config[gui] = gui_value(keys[gui], registry(plan.family)[arg].default)  # the GUI drops 0 (docs/kohya-gui.md §2.8): carried too
     _models(config, plan, findings)
-    _network(config, values)
+    _network(config, values, plan.family)
     _learning_rates(config, values)
     _training_length(config, plan, values)
     _paths(config, plan)
@@ -163,10 +154,12 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
     config["stop_text_encoder_training"] = 0
     config["t5xxl_lr"] = 0
     config["save_as_bool"] = False
-    lacking = {arg: gui for gui, arg in direct_keys().items()
+    lacking = {arg: gui for gui, arg in table.items()
                if gui not in present and values.is_set(arg) and config[gui] != _off(keys[gui])}
     for name in set(keys) - present:  # an older GUI has no such field: it never reaches its TOML
         config[name] = _off(keys[name])
+    # What a GUI showing "flux" sets when it loads a Chroma config; the plan's own values then travel below.
+    config, _ = loaded_with_events(config)
     tokens = _carry_the_rest(config, plan, findings)
     config["additional_parameters"] = " ".join(tokens)
     findings += _missing_fields(lacking, {t[2:] for t in tokens if t.startswith("--")}, version)
@@ -176,80 +169,48 @@ def export_plan(plan: Plan, version: str = NEWEST) -> GuiExport:
 
 
 def _models(config: dict, plan: Plan, findings: list[Finding]) -> None:
-    base, vae = plan.model.base, plan.model.vae
-    config["pretrained_model_name_or_path"] = _gui_model(base, plan, findings) if base.value.strip() else ""
-    config["vae"] = _gui_model(vae, plan, findings) if vae and vae.value.strip() else ""
+    """The family's model checkboxes, and each model file as a path (or a Hub id) the GUI can hand sd-scripts."""
+    config.update(family_flags(plan.family))
     config["model_list"] = "custom"
-    config[SDXL_FLAG] = True
-    for flag in OTHER_MODEL_FLAGS:
-        config[flag] = False
-
-
-def _gui_model(source: ModelSource, plan: Plan, findings: list[Finding]) -> str:
-    kept = kept_hub_id(source)
-    if kept == SDXL_BASE_ID:
-        findings.append(finding(
-            "gui/model-hub-id", "info", GATE,
-            f"the GUI gets the base model as the Hub id {kept}, which it knows as SDXL. sd-scripts started by the GUI "
-            "loads that repo's diffusers copy of SDXL 1.0 base (a download into the GUI machine's Hugging Face cache "
-            f"on first use), where `lorakit launch` loads the repo's single-file checkpoint {source.filename}: "
-            "the same model from other files.", None, key=source.key))
-    if kept:
-        return kept
-    path = trained_path(source)
-    found = _model_path_finding(source, path, plan)
-    if found:
-        findings.append(found)
-    return path
-
-
-def _model_path_finding(source: ModelSource, path: str, plan: Plan) -> Finding | None:
-    """A warning when the GUI gets a model path that exists only on this machine, or not yet, or not at all."""
-    sentences, fixes = [], []
-    if source.kind == "hub":
-        state = "" if source.status == "cached" else " (it exists once the model is downloaded)"
-        sentences.append(f"the GUI gets the {source.label} {source.reference} as {path}, lorakit's link into this "
-                         f"machine's Hugging Face cache{state}; the path exists only on this machine, and the GUI "
-                         "refuses to train with a model path that does not exist")
-        if source.status != "cached":
-            fixes.append(fetch_fix(source, Path(plan.plan_dir)) + " before training in the GUI")
-        fixes.append("for a GUI on another machine, make and export the plan on that machine")
-    elif source.status == "missing":
-        sentences.append(f"the {source.label} {path} does not exist on this machine, and the GUI refuses to train "
-                         "with a model path that does not exist")
-        fixes.append(f"put the {source.label} there, or make the plan again with its path")
-    if source.role == "base" and path.lower().endswith(".safetensors"):
-        which = "the file" if sentences else f"the base model file {path}"
-        sentences.append(f"on load the GUI opens {which} to detect the model type, and if the file is missing on the "
-                         "GUI's machine it unticks SDXL (and trains an SD 1.5 LoRA)")
-        fixes += [] if fixes else ["make sure the file exists at that path on the GUI's machine"]
-        fixes.append("check that 'SDXL' is ticked after loading")
-    if not sentences:
-        return None
-    return finding("gui/model-path", "warning", GATE, "; ".join(sentences) + ".", "; ".join(fixes), key=source.key)
+    for source in model_sources(plan):
+        if source.key in config:
+            config[source.key] = gui_model(source, plan, findings)
 
 
 def _kv(items: list[str] | None) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items or [] if "=" in item)
 
 
-def _network(config: dict, values: Values) -> None:
+# network_args the GUI builds from a field of another name, or from fields of its own
+NETWORK_FIELDS = (*BLOCK_ARGS, *LORAPLUS_ARGS, "rank_dropout", "module_dropout", "conv_dim", "conv_alpha", "unit",
+                  "constrain", "LyCORIS_preset", "factor", "use_tucker", "use_scalar", "use_cp", "dora_wd", "bypass_mode",
+                  "rank_dropout_scale", "rescaled", "train_norm", "decompose_both", "train_on_input")
+FLUX_NETWORK_ARGS = (*FLUX_NETWORK_FIELDS, *GGPO_FIELDS, "split_qkv", "train_t5xxl", "enable_all_linear")
+
+
+def _network(config: dict, values: Values, family: str) -> None:
     module, args = values["network_module"], _kv(values["network_args"])
     algo = args.get("algo", "").strip("'\"")
     kind = {"networks.lora": "Kohya LoCon" if "conv_dim" in args else "Standard", "networks.lora_fa": "LoRA-FA",
-            "networks.dylora": "Kohya DyLoRA", "networks.loha": "Kohya LoHa", "networks.lokr": "Kohya LoKr"}.get(module)
+            "networks.dylora": "Kohya DyLoRA", "networks.loha": "Kohya LoHa", "networks.lokr": "Kohya LoKr",
+            "networks.lora_flux": "Flux1", "networks.oft_flux": "Flux1 OFT"}.get(module)
     if module == "lycoris.kohya":
         kind = next((k for k, a in LYCORIS_ALGOS.items() if a == algo), "LyCORIS/LoCon")
     config["LoRA_type"] = kind or "Standard"
     keys = gui_keys()
+    fields: tuple[str, ...] = NETWORK_FIELDS
+    if kind == "Flux1":
+        fields = (*NETWORK_FIELDS, *FLUX_NETWORK_ARGS)
+        for name in FLUX_NETWORK_FIELDS:  # "all" (the GUI's default) is written into network_args; empty is not
+            config[name] = ""
+        config["train_lora_ggpo"] = any(name in args for name in GGPO_FIELDS)
+    elif kind == "Flux1 OFT":
+        fields = (*NETWORK_FIELDS, "enable_all_linear")
     renamed = {"block_size": "unit", "constraint": "constrain", "preset": "LyCORIS_preset"}
     for name, text in args.items():
         gui = renamed.get(name, name)
         key = keys.get(gui)
-        if key is None or gui not in (*BLOCK_ARGS, *LORAPLUS_ARGS, "rank_dropout", "module_dropout", "conv_dim",
-                                      "conv_alpha", "unit", "constrain", "LyCORIS_preset", "factor", "use_tucker",
-                                      "use_scalar", "use_cp", "dora_wd", "bypass_mode", "rank_dropout_scale",
-                                      "rescaled", "train_norm", "decompose_both", "train_on_input"):
+        if key is None or gui not in fields:
             continue  # anything else reaches sd-scripts through additional_parameters (_carry_the_rest)
         text = text.strip("'\"")
         try:
@@ -348,15 +309,16 @@ def _caption_extension(extension: str | None, findings: list[Finding]) -> str:
 
 def gui_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The sd-scripts arguments a GUI config ends up giving (TOML, then additional_parameters) and its prompt text."""
-    loaded, _, _ = migrate(config)  # the GUI loads the file first
+    loaded, _, _ = migrate(config)  # the GUI loads the file first, then its change events run
+    loaded, _ = loaded_with_events(loaded)
     run = gui_run(loaded)
-    extra, _ = command_line_values(run.extra_args)
+    extra, _ = command_line_values(run.extra_args, gui_family(loaded) or DEFAULT_FAMILY)
     return {**run.toml, **extra}, run.sample_prompts_text
 
 
 def _compared(plan: Plan, gui_args: dict[str, Any]) -> dict[str, Any]:
     # dataset.toml's [general] beats the GUI's TOML for the dataset keys the plan sets.
-    specs = registry()
+    specs = registry(plan.family)
     dataset = {k: v for k, v in plan_arguments(plan).items() if specs[k].target == "dataset"}
     return {**gui_args, **dataset, **_models_as_trained(plan, gui_args)}
 
@@ -370,11 +332,11 @@ def _models_as_trained(plan: Plan, gui_args: dict[str, Any]) -> dict[str, str]:
 def _carry_the_rest(config: dict, plan: Plan, findings: list[Finding]) -> list[str]:
     """additional_parameters for every argument on which the GUI's run would differ from the plan's."""
     wanted = plan_arguments(plan)
-    keys = [k for k in sd_scripts_keys() if k != "sample_prompts"]
+    keys = [k for k in sd_scripts_keys(plan.family) if k != "sample_prompts"]
     gui_args, _ = gui_arguments({**config, "additional_parameters": ""})
     tokens: list[str] = []
     carried, lost = [], []
-    for name in differences(_compared(plan, gui_args), wanted, keys):
+    for name in differences(_compared(plan, gui_args), wanted, keys, plan.family):
         value = wanted.get(name)
         extra = command_line_tokens(name, value) if value is not None else None
         if extra is None:
@@ -421,7 +383,7 @@ def _rule_findings(config: dict, version: str) -> list[Finding]:
 
 
 def _planning_only(plan: Plan) -> list[Finding]:
-    specs = registry()
+    specs = registry(plan.family)
     planning = sorted(k for k, v in plan.values.items()
                       if specs[k].target == "lorakit" and v.value is not None and k not in ACCELERATE_KEYS)
     if not planning:

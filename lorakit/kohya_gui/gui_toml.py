@@ -1,10 +1,12 @@
-"""What the Kohya SS GUI hands sd-scripts for a LoRA config (docs/kohya-gui.md §5), for SDXL.
+"""What the Kohya SS GUI hands sd-scripts for a LoRA config (docs/kohya-gui.md §5, §9), for SDXL, FLUX.1, Chroma
+and SD 1.5.
 
 The GUI's Train button writes a training TOML from the config (`train_model` → `config_toml_data`),
-drops every value equal to "", False, None or 0, and runs `sdxl_train_network.py --config_file TOML`
-followed by the tokens of `additional_parameters`, which override the TOML. This module restates that
-for a config whose `sdxl` checkbox is on, so lorakit can tell what a GUI config trains (import) and
-check that an exported plan trains the same thing through the GUI (export).
+drops every value equal to "", False, None or 0, and runs the script its model checkboxes select
+(`sdxl_train_network.py`, `flux_train_network.py`, `train_network.py`, see `families.gui_script`) with
+`--config_file TOML` followed by the tokens of `additional_parameters`, which override the TOML. This
+module restates that, so lorakit can tell what a GUI config trains (import) and check that an exported
+plan trains the same thing through the GUI (export).
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorakit.kohya_gui.keys import ARGS_PATTERN, OTHER_MODEL_FLAGS
+from lorakit.kohya_gui.families import (
+    CHROMA,
+    FLUX_NETWORK_FIELDS,
+    GGPO_FIELDS,
+    SDXL_ONLY_TYPES,
+    allowed_lora_type,
+    gui_family,
+    gui_script,
+)
+from lorakit.kohya_gui.keys import ARGS_PATTERN
 
 SAMPLE_PROMPT_FILE = os.path.join("sample", "prompt.txt")  # under output_dir
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what the GUI counts when it computes steps
@@ -25,7 +36,6 @@ LYCORIS_ALGOS = {
     "LyCORIS/iA3": "ia3", "LyCORIS/LoCon": "locon", "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr",
     "LyCORIS/Native Fine-Tuning": "full",
 }
-NON_SDXL_TYPES = frozenset({"Flux1", "Flux1 OFT", "HunyuanImage-2.1", "Anima", "Lumina"})
 BLOCK_ARGS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold", "block_dims",
               "block_alphas", "conv_block_dims", "conv_block_alphas")
 LORAPLUS_ARGS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
@@ -47,6 +57,10 @@ def _network(c: dict[str, Any]) -> tuple[str | None, str]:
     kind = c["LoRA_type"]
     if kind in LYCORIS_ALGOS:
         return "lycoris.kohya", _lycoris_args(c, LYCORIS_ALGOS[kind])
+    if kind == "Flux1":
+        return "networks.lora_flux", _flux_args(c)
+    if kind == "Flux1 OFT":
+        return "networks.oft_flux", " enable_all_linear=True" if c["enable_all_linear"] else ""
     if kind in ("Kohya LoHa", "Kohya LoKr"):
         return ("networks.lokr" if kind == "Kohya LoKr" else "networks.loha"), _native_loha_lokr_args(c, kind == "Kohya LoKr")
     names = [*BLOCK_ARGS, "rank_dropout", "module_dropout"]
@@ -58,6 +72,20 @@ def _network(c: dict[str, Any]) -> tuple[str | None, str]:
     module = {"Standard": "networks.lora", "Kohya LoCon": "networks.lora", "LoRA-FA": "networks.lora_fa",
               "Kohya DyLoRA": "networks.dylora"}.get(kind)
     return module, args
+
+
+def _flux_args(c: dict[str, Any]) -> str:
+    """network_args of the Flux1 type: its non-empty dimension and block fields, split mode, then dropouts."""
+    names = [*FLUX_NETWORK_FIELDS, *(GGPO_FIELDS if c["train_lora_ggpo"] else ())]
+    args = {name: c[name] for name in names if c[name]}
+    if c["split_mode"]:
+        args["train_blocks"] = "single"  # the GUI forces it, whatever train_blocks says
+    if c["split_qkv"]:
+        args["split_qkv"] = True
+    if c["train_t5xxl"]:
+        args["train_t5xxl"] = True
+    text = "".join(f" {name}={value}" for name, value in args.items())
+    return text + "".join(f" {name}={c[name]}" for name in ("rank_dropout", "module_dropout") if float(c[name]) > 0)
 
 
 def _lycoris_args(c: dict[str, Any], algo: str) -> str:
@@ -145,8 +173,13 @@ def _refusals(c: dict[str, Any]) -> dict[str, str]:
     for key in ("lr_scheduler_args", "optimizer_args"):
         if not ARGS_PATTERN.match(str(c[key])):
             found[key] = f"{key} {c[key]!r} is not a 'k=v k=v' string"
-    if c["LoRA_type"] in NON_SDXL_TYPES:
-        found["LoRA_type"] = f"LoRA_type {c['LoRA_type']!r} is not an SDXL network"
+    family, kind = gui_family(c), c["LoRA_type"]
+    if c["flux1_checkbox"] and not allowed_lora_type("flux1", kind):
+        found["LoRA_type"] = f"LoRA_type {kind!r}: with FLUX.1 ticked it must be 'Flux1', 'Flux1 OFT' or a LyCORIS type"
+    elif kind in SDXL_ONLY_TYPES and not (c["sdxl"] or c["anima_checkbox"]):
+        found["LoRA_type"] = f"LoRA_type {kind!r} requires SDXL (or Anima) ticked"
+    elif family and not allowed_lora_type(family, kind):  # lorakit's own check: the module would not fit the model
+        found["LoRA_type"] = f"LoRA_type {kind!r} is not a network of the model the config trains"
     if int(c["bucket_reso_steps"]) < 1:
         found["bucket_reso_steps"] = "bucket_reso_steps must be at least 1"
     if not 0 <= float(c["noise_offset"]) <= 1:
@@ -159,14 +192,16 @@ def _refusals(c: dict[str, Any]) -> dict[str, str]:
         found["output_dir"] = "output_dir is empty"
     if not c["dataset_config"] and not c["train_data_dir"]:
         found["train_data_dir"] = "train_data_dir is empty and there is no dataset_config"
-    if not c["sdxl"] or any(c[flag] for flag in OTHER_MODEL_FLAGS if flag != "v_parameterization"):
-        found["sdxl"] = "the config does not select sdxl_train_network.py (sdxl off, or another model family on)"
+    if family is None:
+        found["sdxl"] = (f"the config trains with {gui_script(c)}{' and v2 (SD 2.x)' if c['v2'] else ''}, a model "
+                         "family lorakit does not plan")
     return found
 
 
 def gui_run(c: dict[str, Any]) -> GuiRun:
-    """The run the GUI starts for the full config `c` (every LoRA key present) with `sdxl` checked."""
+    """The run the GUI starts for the full config `c` (every LoRA key present)."""
     refusals = _refusals(c)
+    sdxl, flux = bool(c["sdxl"]), bool(c["flux1_checkbox"])
     max_train_steps = int(c["max_train_steps"])
     lr_warmup, lr_warmup_steps = c["lr_warmup"], c["lr_warmup_steps"]
     steps_from_folders = False
@@ -186,7 +221,7 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
     te, unet = float(c["text_encoder_lr"]), float(c["unet_lr"])
     te_list = [te, float(c["t5xxl_lr"])] if te > 0 and c["t5xxl_lr"] > 0 else ([te, te] if te > 0 else [])
     original, multires = c["noise_offset_type"] == "Original", c["noise_offset_type"] == "Multires"
-    inpainting = bool(c["train_inpainting"])
+    inpainting = bool(c["train_inpainting"]) and not flux  # the FLUX script has no inpainting
     output_dir = c["output_dir"]
     data: dict[str, Any] = {
         "adaptive_noise_scale": c["adaptive_noise_scale"] if c["adaptive_noise_scale"] != 0 and original else None,
@@ -195,7 +230,9 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         "bucket_reso_steps": c["bucket_reso_steps"],
         "cache_latents": c["cache_latents"] and not inpainting,
         "cache_latents_to_disk": c["cache_latents_to_disk"] and not inpainting,
-        "cache_text_encoder_outputs": True if c["sdxl_cache_text_encoder_outputs"] else None,
+        "cache_text_encoder_outputs": True if (sdxl and c["sdxl_cache_text_encoder_outputs"])
+        or (flux and c["flux1_cache_text_encoder_outputs"]) else None,
+        "cache_text_encoder_outputs_to_disk": flux and c["flux1_cache_text_encoder_outputs_to_disk"],
         "caption_dropout_every_n_epochs": int(c["caption_dropout_every_n_epochs"]),
         "caption_dropout_rate": c["caption_dropout_rate"],
         "caption_extension": c["caption_extension"],
@@ -209,6 +246,7 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         "epoch": int(c["epoch"]),
         "flip_aug": c["flip_aug"],
         "fp8_base": c["fp8_base"],
+        "fp8_base_unet": c["fp8_base_unet"] if flux else None,
         "full_bf16": c["full_bf16"],
         "full_fp16": c["full_fp16"],
         "gradient_accumulation_steps": int(c["gradient_accumulation_steps"]),
@@ -238,7 +276,7 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         "max_bucket_reso": c["max_bucket_reso"],
         "max_grad_norm": c["max_grad_norm"],
         "max_timestep": c["max_timestep"] if c["max_timestep"] != 0 else None,
-        "max_token_length": int(c["max_token_length"]),
+        "max_token_length": int(c["max_token_length"]) if not flux else None,
         "max_train_epochs": int(c["max_train_epochs"]) if int(c["max_train_epochs"]) != 0 else None,
         "max_train_steps": max_train_steps if max_train_steps != 0 else None,
         "mem_eff_attn": c["mem_eff_attn"],
@@ -258,7 +296,7 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         "network_train_unet_only": te == 0 and unet != 0,
         "network_train_text_encoder_only": te != 0 and unet == 0,
         "network_weights": c["network_weights"],
-        "no_half_vae": True if c["sdxl_no_half_vae"] else None,
+        "no_half_vae": True if sdxl and c["sdxl_no_half_vae"] else None,
         "noise_offset": c["noise_offset"] if c["noise_offset"] != 0 and original else None,
         "noise_offset_random_strength": c["noise_offset_random_strength"] if original else None,
         "noise_offset_type": c["noise_offset_type"],
@@ -308,13 +346,35 @@ def gui_run(c: dict[str, Any]) -> GuiRun:
         "wandb_run_name": c["wandb_run_name"] if c["wandb_run_name"] != "" else c["output_name"],
         "weighted_captions": c["weighted_captions"],
         "xformers": True if c["xformers"] == "xformers" else None,
+        **(_flux_toml(c) if flux else {}),
     }
     # `value not in ["", False, None]`: 0 and 0.0 equal False, so zeros vanish too (docs/kohya-gui.md §5.1).
     toml = {k: v for k, v in data.items() if not _dropped(v)}
     toml["max_data_loader_n_workers"] = int(c["max_data_loader_n_workers"])
+    if flux and str(c["model_type"]).lower() == CHROMA:
+        # Chroma needs the T5 mask (sd-scripts asserts it) and guidance 0.0, which the zero filter above dropped.
+        toml["apply_t5_attn_mask"] = True
+        toml["guidance_scale"] = float(c["guidance_scale"])
     return GuiRun(toml=dict(sorted(toml.items())), extra_args=_split(c["additional_parameters"]),
                   sample_prompts_text=str(c["sample_prompts"]), refusals=refusals,
                   steps_from_folders=steps_from_folders)
+
+
+def _flux_toml(c: dict[str, Any]) -> dict[str, Any]:
+    """The FLUX.1 fields of the TOML (flux1_checkbox ticked); Chroma gets model_type and no CLIP-L."""
+    chroma = str(c["model_type"]).lower() == CHROMA
+    return {
+        "model_type": CHROMA if chroma else None, "ae": c["ae"], "clip_l": None if chroma else c["clip_l"],
+        "t5xxl": c["t5xxl"], "split_mode": c["split_mode"], "t5xxl_max_token_length": int(c["t5xxl_max_token_length"]),
+        "guidance_scale": float(c["guidance_scale"]), "mem_eff_save": c["mem_eff_save"],
+        "apply_t5_attn_mask": c["apply_t5_attn_mask"], "cpu_offload_checkpointing": c["cpu_offload_checkpointing"],
+        "blocks_to_swap": c["blocks_to_swap"], "single_blocks_to_swap": c["single_blocks_to_swap"],
+        "double_blocks_to_swap": c["double_blocks_to_swap"],
+        "show_timesteps": c["show_timesteps"] or None,
+        "show_timesteps_resolution": c["show_timesteps_resolution"] if c["show_timesteps"] else None,
+        "discrete_flow_shift": float(c["discrete_flow_shift"]), "model_prediction_type": c["model_prediction_type"],
+        "timestep_sampling": c["timestep_sampling"],
+    }
 
 
 def _dropped(value: Any) -> bool:

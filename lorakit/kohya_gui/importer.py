@@ -1,9 +1,10 @@
 """`lorakit import kohya-gui` and `lorakit plan --from-kohya-gui`: a GUI config as a lorakit preset.
 
-The config is read as the GUI loads it (`load`), turned into the sd-scripts arguments the GUI would
-train with (`launch.gui_run`), and those become lorakit values. The preset holds only what differs
-from the SDXL base (`extends = ["sdxl-base"]`), so the two together give sd-scripts the same run as the
-GUI. Keys the GUI leaves unset but the base sets are written as `{ unset = true }`.
+The config is read as the GUI loads it (`load`), its model checkboxes tell the family (SDXL, FLUX.1,
+Chroma or SD 1.5, `families.gui_family`), it is turned into the sd-scripts arguments the GUI would train
+with (`gui_toml.gui_run`), and those become lorakit values. The preset holds only what differs from the
+family's base preset (`extends = ["flux1-dev"]` for a FLUX config), so the two together give sd-scripts
+the same run as the GUI. Keys the GUI leaves unset but the base sets are written as `{ unset = true }`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.presets import BASE_PRESET, ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
+from lorakit.config.family import DEFAULT_FAMILY, FAMILIES, family_named
+from lorakit.config.presets import ImportedPreset, Preset, PresetEntry, PresetHeader, PresetRegistry
 from lorakit.config.schema import RESERVED_KEYS, SECRET_KEYS, ValueProblem, registry
 from lorakit.errors import UserError
 from lorakit.findings import Finding, finding, sort_findings
 from lorakit.kohya_gui.arguments import UNSET_SPELLINGS, command_line_values, differences, sd_scripts_keys, to_lorakit
 from lorakit.kohya_gui.export import direct_keys
-from lorakit.kohya_gui.gui_toml import BLOCK_ARGS, LORAPLUS_ARGS, NON_SDXL_TYPES, gui_run
-from lorakit.kohya_gui.keys import OTHER_MODEL_FLAGS, value_problems
+from lorakit.kohya_gui.families import FLUX_NETWORK_FIELDS, MODEL_FLAGS, allowed_lora_type, gui_family, gui_script, loaded_with_events
+from lorakit.kohya_gui.gui_toml import BLOCK_ARGS, LORAPLUS_ARGS, gui_run
+from lorakit.kohya_gui.keys import value_problems
 from lorakit.kohya_gui.load import GuiConfig, load_gui_config, secret_findings
 from lorakit.util.files import check_output_file
 
@@ -35,16 +38,24 @@ ORIGIN = {
     "lr_warmup_steps": "lr_warmup / lr_warmup_steps", "max_train_steps": "max_train_steps / epoch",
     "max_train_epochs": "max_train_epochs / epoch", "sdpa": "xformers", "xformers": "xformers",
 }
-# Base models for which the GUI unticks SDXL when they are loaded (common_gui V1/V2 model lists, docs/kohya-gui.md §8.3).
-NOT_SDXL_MODELS = frozenset({"CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
-                             "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
-                             "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"})
+# Base models for which the GUI sets its model checkboxes when they are loaded (common_gui's model lists,
+# docs/kohya-gui.md §8.3): SDXL ids tick sdxl, SD 2.x ids tick v2, SD 1.x ids untick everything (train_network.py).
+KNOWN_MODELS = {
+    **dict.fromkeys(("stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/stable-diffusion-xl-refiner-1.0"), "sdxl"),
+    **dict.fromkeys(("stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-base",
+                     "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"), "v2"),
+    **dict.fromkeys(("CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5"), None),
+}
+# The model files a family's plan needs besides the base model; a GUI config that names none gets the base preset's.
+MODEL_FILES = ("ae", "clip_l", "t5xxl")
 # lorakit keys made from other GUI fields than the one of the same name (or the export's renames), for telling
 # which values the config sets itself.
 MADE_FROM: dict[str, tuple[str, ...]] = {
     "network_module": ("LoRA_type",),
     "network_args": ("LoRA_type", "conv_dim", "conv_alpha", "rank_dropout", "module_dropout", *BLOCK_ARGS,
-                     *LORAPLUS_ARGS),
+                     *LORAPLUS_ARGS, *FLUX_NETWORK_FIELDS, "split_mode", "split_qkv", "train_t5xxl", "enable_all_linear"),
+    "apply_t5_attn_mask": ("apply_t5_attn_mask", "model_type"), "guidance_scale": ("guidance_scale", "model_type"),
+    "timestep_sampling": ("timestep_sampling", "model_type"),
     "network_train_unet_only": ("text_encoder_lr",), "network_train_text_encoder_only": ("unet_lr",),
     "lr_warmup_steps": ("lr_warmup", "lr_warmup_steps"),
     "max_train_steps": ("max_train_steps", "max_train_epochs", "epoch"),
@@ -62,14 +73,19 @@ class GuiImport:
     source: Path
     values: dict[str, Any]  # every lorakit key the GUI config decides (None: left unset)
     origins: dict[str, str]  # key → the GUI key(s) it came from
-    entries: dict[str, Any]  # the part of `values` that differs from the SDXL base
+    entries: dict[str, Any]  # the part of `values` that differs from the family's base preset
     findings: list[Finding] = field(default_factory=list)
     owned: frozenset[str] = frozenset()  # keys of `values` the config sets itself (the rest are the GUI's defaults)
     output_name: str | None = None  # the LoRA's file name the config gives; a plan folder's name otherwise
+    family: str = DEFAULT_FAMILY  # the model family the GUI trains with this config
+
+    @property
+    def base(self) -> str:
+        return family_named(self.family).base_preset
 
     def preset(self, skip: frozenset[str] = frozenset()) -> Preset:
         """The config as an in-memory preset (less the keys in `skip`), applied right after the base like any other."""
-        header = PresetHeader(kind="user", extends=[BASE_PRESET],
+        header = PresetHeader(kind="user", extends=[self.base],
                               description=f"Imported from the Kohya GUI config {self.source.name}")
         values = {k: self._entry(k, v) for k, v in self.entries.items() if k not in skip}
         return Preset(name=f"kohya-gui:{self.source.name}", path=self.source, builtin=False, header=header,
@@ -88,31 +104,33 @@ class GuiImport:
         changes none of them, and Gate 3 says what to change when they do not fit). A value whose effect
         equals the base's keeps the base's spelling, so config.toml reads as a preset plan's would.
         """
-        base = _base_values()
+        base = _base_values(self.family)
         owned = {k: self._entry(k, self.entries[k] if k in self.entries else base.get(k)) for k in sorted(self.owned)}
         if self.output_name:
             owned["output_name"] = self._entry("output_name", self.output_name)
-        return ImportedPreset(self.preset(skip=self.owned), list(self.findings), owned)
+        return ImportedPreset(self.preset(skip=self.owned), list(self.findings), owned, family=self.family)
 
 
 def import_gui_config(path: Path) -> GuiImport:
     config = load_gui_config(path)
     findings = list(config.findings)
-    _require_sdxl(config, findings)
+    family = _family(config, findings)
+    config.values, changed = loaded_with_events(config.values)
+    findings += _chroma_switch(changed)
     run = gui_run(config.values)
     findings += _refusals(run.refusals)
-    extra, problems = command_line_values(run.extra_args)
+    extra, problems = command_line_values(run.extra_args, family)
     findings += secret_findings([key for key in SECRET_KEYS if extra.pop(key, None) is not None])
     if problems:
         findings.append(finding("gui/bad-additional-parameters", "warning", GATE,
                                 "additional_parameters has arguments sd-scripts would reject: " + "; ".join(problems) + ".",
                                 "fix or remove them in the GUI config"))
-    origins = {arg: gui for gui, arg in direct_keys().items()} | ORIGIN | {k: "additional_parameters" for k in extra}
+    origins = {arg: gui for gui, arg in direct_keys(family).items()} | ORIGIN | {k: "additional_parameters" for k in extra}
     arguments = {**run.toml, **extra}
     if arguments.get("wandb_run_name") == config.values["output_name"]:
         del arguments["wandb_run_name"]  # the GUI's stand-in for an empty field
-    values = _sd_scripts_values(arguments, findings)
-    _base_model(values, config, findings)
+    values = _sd_scripts_values(arguments, findings, family)
+    _base_model(values, config, findings, family)
     _training_length(values, config, run.steps_from_folders, "max_train_steps" in extra or "max_train_epochs" in extra,
                      findings)
     values.update(_accelerate(config.values, findings))
@@ -120,14 +138,15 @@ def import_gui_config(path: Path) -> GuiImport:
     values.update(dict.fromkeys(NO_INTENT))
     findings += _rule_findings(config) + _missing_paths(config)
     name = config.values["output_name"].strip() if "output_name" in config.given else ""
-    return GuiImport(source=path, values=values, origins=origins, entries=_delta(values), findings=sort_findings(findings),
-                     owned=_owned(values, config.given, set(extra)), output_name=name or None)
+    return GuiImport(source=path, values=values, origins=origins, entries=_delta(values, family),
+                     findings=sort_findings(findings), owned=_owned(values, config.given, set(extra), family),
+                     output_name=name or None, family=family)
 
 
-def _owned(values: dict[str, Any], given: set[str], from_command_line: set[str]) -> frozenset[str]:
+def _owned(values: dict[str, Any], given: set[str], from_command_line: set[str], family: str) -> frozenset[str]:
     """The keys of `values` that fields the config sets decide (the rest come from a fresh GUI's defaults)."""
     fields_of: dict[str, list[str]] = {}
-    for gui, arg in direct_keys().items():
+    for gui, arg in direct_keys(family).items():
         fields_of.setdefault(arg, []).append(gui)
     owned = set()
     for key in values:
@@ -137,42 +156,73 @@ def _owned(values: dict[str, Any], given: set[str], from_command_line: set[str])
     return frozenset(owned)
 
 
-def _require_sdxl(config: GuiConfig, findings: list[Finding]) -> None:
+def _family(config: GuiConfig, findings: list[Finding]) -> str:
+    """The family the GUI trains with this config (its model checkboxes), or a UserError for one lorakit does not plan."""
     c, given = config.values, config.given
-    others = [flag for flag in OTHER_MODEL_FLAGS if flag != "v_parameterization" and c[flag]]
-    if c["pretrained_model_name_or_path"] in NOT_SDXL_MODELS and "pretrained_model_name_or_path" in given:
-        others.append(f"the model {c['pretrained_model_name_or_path']}, for which the GUI unticks SDXL")
-    if others or c["LoRA_type"] in NON_SDXL_TYPES or ("sdxl" in given and not c["sdxl"]):
-        what = ", ".join(others) or (f"LoRA_type {c['LoRA_type']}" if c["LoRA_type"] in NON_SDXL_TYPES else "sdxl false")
-        raise UserError(f"{config.path} is not an SDXL LoRA config ({what}); lorakit trains SDXL LoRAs only.",
-                        fix="import a config with SDXL ticked, or train this one in the GUI")
-    if "sdxl" not in given:
-        c["sdxl"] = True
-        findings.append(finding("gui/sdxl-assumed", "warning", GATE,
-                                "the config does not say whether SDXL is ticked (a partial preset); lorakit assumed "
-                                "SDXL, while the GUI keeps the checkbox as it is.",
-                                "tick SDXL in the GUI when you apply this config there"))
+    model = c["pretrained_model_name_or_path"] if "pretrained_model_name_or_path" in given else ""
+    if model in KNOWN_MODELS:  # loading the model sets the checkboxes (docs/kohya-gui.md §8.3)
+        c.update(dict.fromkeys(MODEL_FLAGS, False))
+        flag = KNOWN_MODELS[model]
+        if flag:
+            c[flag] = True
+    elif not given & set(MODEL_FLAGS) - {"v2", "v_parameterization"}:
+        findings.append(finding("gui/family-assumed", "warning", GATE,
+                                "the config does not say which model it trains (no sdxl or flux1_checkbox: a partial "
+                                "preset); the GUI keeps its checkboxes as they are, and lorakit assumed a fresh GUI's, "
+                                "none ticked: an SD 1.5 LoRA, trained by train_network.py.",
+                                'add "sdxl": true or "flux1_checkbox": true to the file for an SDXL or FLUX.1 config, '
+                                "and tick the same box in the GUI when you apply it there"))
+    family = gui_family(c)
+    if family is None:
+        what = "SD 2.x (v2 ticked)" if gui_script(c) == "train_network.py" else gui_script(c)
+        raise UserError(f"{config.path} is a LoRA config for {what}; lorakit plans "
+                        f"{', '.join(f.title for f in FAMILIES.values())} LoRAs.",
+                        fix="import a config with SDXL or FLUX.1 ticked (or none, for SD 1.5), or train this one in the GUI")
+    if not allowed_lora_type(family, c["LoRA_type"]):
+        raise UserError(f"{config.path} trains a {family_named(family).title} LoRA with LoRA_type {c['LoRA_type']!r}, "
+                        "a network of another model family; the GUI would refuse to start it, or train a network "
+                        "that does not fit the model.",
+                        fix="pick the LoRA type that fits the ticked model in the GUI and save the config again")
+    return family
 
 
-def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Finding]) -> None:
-    if "pretrained_model_name_or_path" not in config.given:
-        del values["pretrained_model_name_or_path"]  # a fresh GUI's SD 1.5 default is no model for an SDXL run
+def _chroma_switch(changed: list[str]) -> list[Finding]:
+    if not changed:
+        return []
+    return [finding("gui/chroma-defaults", "warning", GATE,
+                    f"loading this Chroma config into a GUI that shows Base Model Type 'flux' switches it to 'chroma', "
+                    f"and that switch sets {', '.join(changed)} to Chroma's defaults (guidance 0, T5 attention mask, "
+                    "sigmoid sampling) over the values in the file; lorakit plans what the GUI trains then.",
+                    "to train the file's values, set them again in the GUI after loading, or --set them here")]
+
+
+def _base_model(values: dict[str, Any], config: GuiConfig, findings: list[Finding], family: str) -> None:
+    base = family_named(family).base_preset
+    key = "pretrained_model_name_or_path"
+    if key not in config.given:
+        del values[key]  # a fresh GUI's SD 1.5 id is no model for an SDXL or FLUX run; the base preset names one
         findings.append(finding("gui/no-base-model", "info", GATE,
-                                "the GUI config names no base model (GUI presets leave it out); the plan uses the SDXL "
-                                "base's model.", "--set pretrained_model_name_or_path=... for another SDXL model",
-                                key="pretrained_model_name_or_path"))
-        return
-    model = values["pretrained_model_name_or_path"] or ""
+                                f"the GUI config names no base model (GUI presets leave it out); the plan uses {base}'s "
+                                "model.", f"--set {key}=... for another {family_named(family).title} model", key=key))
+    model = values.get(key) or ""
     if model.lower().endswith(".safetensors") and not Path(model).expanduser().is_file():
+        box = "its model checkboxes" if family == "sd15" else f"{'SDXL' if family == 'sdxl' else 'FLUX.1'}"
         findings.append(finding("gui/model-file", "warning", GATE,
-                                f"the base model {model} does not exist on this machine; the GUI unticks SDXL when it "
-                                "cannot open the file it was given.", "--set pretrained_model_name_or_path=PATH",
-                                key="pretrained_model_name_or_path"))
+                                f"the base model {model} does not exist on this machine; the GUI unticks {box} when it "
+                                "cannot open the file it was given.", f"--set {key}=PATH", key=key))
+    names = [k for k in MODEL_FILES if k in values and not values[k] and k in family_named(family).model_keys]
+    for name in names:
+        del values[name]  # sd-scripts cannot train without the file; the base preset names the usual one
+    if names:
+        findings.append(finding("gui/no-model-files", "info", GATE,
+                                f"the GUI config gives no {', '.join(names)} path; the plan uses {base}'s.",
+                                f"--set {names[0]}=PATH for another file"))
 
 
 def _missing_paths(config: GuiConfig) -> list[Finding]:
     # The GUI refuses to start when one of these files or folders is missing (docs/kohya-gui.md §5.5); so will sd-scripts.
-    missing = [f"{key} {config.values[key]!r}" for key in ("network_weights", "vae", "resume", "log_tracker_config")
+    keys = ("network_weights", "vae", "resume", "log_tracker_config", *(MODEL_FILES if config.values["flux1_checkbox"] else ()))
+    missing = [f"{key} {config.values[key]!r}" for key in keys
                if config.values[key] and not Path(config.values[key]).expanduser().exists()]
     if not missing:
         return []
@@ -191,11 +241,11 @@ def _refusals(refusals: dict[str, str]) -> list[Finding]:
                     "fix these values; lorakit's own checks below say what sd-scripts makes of them")]
 
 
-def _sd_scripts_values(arguments: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
-    specs = registry()
+def _sd_scripts_values(arguments: dict[str, Any], findings: list[Finding], family: str) -> dict[str, Any]:
+    specs = registry(family)
     values: dict[str, Any] = {}
     bad: list[str] = []
-    for name in sd_scripts_keys():
+    for name in sd_scripts_keys(family):
         if name in PLAN_OWNED or name in SECRET_KEYS:  # secrets: emptied on load, see load.secret_findings
             continue
         value = arguments.get(name)
@@ -211,6 +261,8 @@ def _sd_scripts_values(arguments: dict[str, Any], findings: list[Finding]) -> di
     te = values.get("text_encoder_lr")
     if te and len(set(te)) == 1:
         values["text_encoder_lr"] = te[:1]  # the GUI writes [te, te]; networks.lora uses the first only
+    if family_named(family).transformer and "clip_skip" in values:
+        values["clip_skip"] = None  # the GUI passes its default 1 for FLUX too; flux_train_network.py never reads it
     if bad:
         findings.append(finding("gui/value-rejected", "error", GATE,
                                 "sd-scripts would reject these values the GUI passes it: " + "; ".join(bad) + ".",
@@ -299,20 +351,20 @@ def _rule_findings(config: GuiConfig) -> list[Finding]:
 
 
 @cache
-def _base_values() -> dict[str, Any]:
+def _base_values(family: str) -> dict[str, Any]:
     from lorakit.config.resolve import resolve
 
-    resolution = resolve(PresetRegistry(include_user_dir=False), [], [])
+    resolution = resolve(PresetRegistry(include_user_dir=False), [family_named(family).base_preset], [])
     return {key: item.value for key, item in resolution.values.items()}
 
 
-def _delta(values: dict[str, Any]) -> dict[str, Any]:
-    """The values that differ from the SDXL base in what sd-scripts (or lorakit's planning) does with them."""
-    base = _base_values()
-    arguments = set(sd_scripts_keys())
+def _delta(values: dict[str, Any], family: str) -> dict[str, Any]:
+    """The values that differ from the family's base in what sd-scripts (or lorakit's planning) does with them."""
+    base = _base_values(family)
+    arguments = set(sd_scripts_keys(family))
     planning = {k for k in values if k not in arguments}
-    entries = {k: values[k] for k in differences(base, values) if k in values}
-    specs = registry()
+    entries = {k: values[k] for k in differences(base, values, family=family) if k in values}
+    specs = registry(family)
     entries |= {k: values[k] for k in planning if base.get(k, specs[k].default) != values[k]}
     # The GUI always writes unet_lr; one equal to learning_rate is what sd-scripts does without it.
     if "unet_lr" in entries and entries["unet_lr"] == values.get("learning_rate") and base.get("unet_lr") is None:
@@ -320,7 +372,7 @@ def _delta(values: dict[str, Any]) -> dict[str, Any]:
     # Drop unsets whose effect the base already gives (e.g. text_encoder_lr when only the U-Net trains).
     for key in [k for k in entries if k in arguments and entries[k] is None]:
         trial = {**base, **{k: v for k, v in entries.items() if k != key}}
-        if not differences(trial, values, [k for k in arguments if k in values]):
+        if not differences(trial, values, [k for k in arguments if k in values], family):
             del entries[key]
     return dict(sorted(entries.items()))
 
@@ -336,7 +388,7 @@ def render_preset(imported: GuiImport) -> str:
 
     entries = [{"key": k, "value": v, "from": imported.origin(k)} for k, v in imported.entries.items()]
     notes = [f"{f.level}: {f.message}" for f in imported.findings if f.level != "info"]
-    return render("preset.toml.j2", source=str(imported.source), version=__version__, base=BASE_PRESET,
+    return render("preset.toml.j2", source=str(imported.source), version=__version__, base=imported.base,
                   description=f"Imported from the Kohya GUI config {imported.source.name}", notes=notes,
                   entries=entries, name=preset_name(imported.source))
 

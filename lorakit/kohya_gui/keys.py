@@ -21,10 +21,6 @@ from lorakit.util.resources import PACKAGE_DIR
 VERSIONS = {"master": "master", "v26": "v26.0.0", "v25": "v25.2.2", "v24": "v24.1.7"}
 NEWEST = "master"
 
-# Model-family checkboxes: an SDXL LoRA has `sdxl` on and every other one off (docs/kohya-gui.md §2.3).
-SDXL_FLAG = "sdxl"
-OTHER_MODEL_FLAGS = ("v2", "v_parameterization", "flux1_checkbox", "sd3_checkbox", "hunyuan_image_checkbox",
-                     "anima_checkbox", "lumina_checkbox")
 LYCORIS_BIG_DIMS = frozenset({"LyCORIS/LoHa", "LyCORIS/LoKr", "LyCORIS/BOFT", "LyCORIS/Diag-OFT"})
 ARGS_PATTERN = re.compile(r"^(\S+=\S+)( \S+=\S+)*$|^$")  # the GUI's validate_args_setting
 FORMATS = {
