@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from lorakit.models.source import ModelSection
     from lorakit.plan.build import Plan, VramPart
     from lorakit.plan.datacheck import DatasetReport
-    from lorakit.plan.estimate import VramReport
+    from lorakit.plan.vramreport import VramReport
     from lorakit.run.calibrate import CalibrationUpdate
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -141,6 +141,8 @@ def estimate_lines(plan: Plan) -> list[str]:
         verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
         lines.append(f"{memory}: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
                      f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
+        if vram.ram_gib is not None and plan.target.device != "cpu":
+            lines.append(ram_line(vram))
     if time is not None and time.seconds_per_step is not None and time.total_hours is not None:
         if time.mfu is None or time.peak_tflops is None:
             where = time.efficiency_source  # the CPU target's rough figure
@@ -151,6 +153,13 @@ def estimate_lines(plan: Plan) -> list[str]:
     elif time is not None:
         lines.append("ETA: unknown (the GPU is not in the catalog, so its peak FLOP/s is unknown)")
     return lines
+
+
+def ram_line(vram: VramReport) -> str:
+    """The system RAM the run needs (block swap keeps transformer blocks there)."""
+    swap = f"; blocks_to_swap {vram.blocks_to_swap} keeps {vram.swapped_gib:.1f} GiB of the model there" if vram.blocks_to_swap else ""
+    have = f" of the {vram.ram_available_gib:.1f} GiB available" if vram.ram_available_gib is not None else ""
+    return f"system RAM: needs ~[bold]{vram.ram_gib:.0f} GiB[/]{have} (loading the model files{swap})"
 
 
 def vram_table(plan: Plan, vram: VramReport, parts: list[VramPart]):
