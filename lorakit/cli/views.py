@@ -142,7 +142,7 @@ def estimate_lines(plan: Plan) -> list[str]:
         lines.append(f"{memory}: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
                      f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
         if vram.ram_gib is not None and plan.target.device != "cpu":
-            lines.append(ram_line(vram))
+            lines.append(f"system RAM: {vram.ram_text()}")
     if time is not None and time.seconds_per_step is not None and time.total_hours is not None:
         if time.mfu is None or time.peak_tflops is None:
             where = time.efficiency_source  # the CPU target's rough figure
@@ -153,13 +153,6 @@ def estimate_lines(plan: Plan) -> list[str]:
     elif time is not None:
         lines.append("ETA: unknown (the GPU is not in the catalog, so its peak FLOP/s is unknown)")
     return lines
-
-
-def ram_line(vram: VramReport) -> str:
-    """The system RAM the run needs (block swap keeps transformer blocks there)."""
-    swap = f"; blocks_to_swap {vram.blocks_to_swap} keeps {vram.swapped_gib:.1f} GiB of the model there" if vram.blocks_to_swap else ""
-    have = f" of the {vram.ram_available_gib:.1f} GiB available" if vram.ram_available_gib is not None else ""
-    return f"system RAM: needs ~[bold]{vram.ram_gib:.0f} GiB[/]{have} (loading the model files{swap})"
 
 
 def vram_table(plan: Plan, vram: VramReport, parts: list[VramPart]):

@@ -380,23 +380,20 @@ RAM_PROCESS_GIB = 2.0  # Python, torch, the CUDA libraries' host side [assumed]
 
 
 def ram_gib(setup: TrainingSetup) -> float:
-    """System RAM the run needs: the process plus the larger of what loading and the steady state hold.
+    """System RAM the run needs: the process plus the weights sd-scripts keeps in RAM.
 
-    FLUX: sd-scripts loads the transformer (cast to fp8 on the CPU with fp8_base), then CLIP-L, T5-XXL and
-    the AE, all into RAM, before anything moves to the GPU; through training the swapped blocks stay there,
-    and so do the encoders and the AE it moved back. The U-Net families build their models in fp32 on the
-    CPU before casting them.
+    FLUX: sd-scripts loads the transformer (cast to fp8 on the CPU with fp8_base), CLIP-L, T5-XXL and the AE
+    into RAM before anything moves to the GPU; the encoders and the AE go back there after caching, and the
+    swapped blocks stay there through training. The files are memory-mapped, so their pages beyond that are
+    reclaimable cache (unless disable_mmap_load_safetensors). The U-Net families build their models in fp32
+    on the CPU before casting them (the measured CPU run, docs/estimator.md §8).
     """
     arch = setup.arch
     if not arch.transformer:
         return RAM_PROCESS_GIB + (arch.params + arch.text_encoder_params + arch.vae_params) * 4 / GIB
-    file_bytes = 1 if setup.transformer_fp8_file else 2
-    weight_bytes = _weight_bytes(setup, setup.fp8_unet)
     others = sum(te.params * text_encoder_bytes(setup, te, training=False) for te in arch.text_encoders) \
         + arch.vae_params * 2
-    loading = max(arch.params * file_bytes, arch.params * weight_bytes + others) / GIB
-    steady = swapped_gib(setup) + others / GIB
-    return RAM_PROCESS_GIB + max(loading, steady)
+    return RAM_PROCESS_GIB + (arch.params * _weight_bytes(setup, setup.fp8_unet) + others) / GIB
 
 
 # --- from lorakit's values ------------------------------------------------------------------------

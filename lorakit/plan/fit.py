@@ -164,7 +164,11 @@ def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions:
 
 
 def _better(a: Choice, b: Choice, mode: str) -> bool:
-    # seconds per image are equal beyond the batch where the efficiency stops growing: ties go to less memory
+    # Block swap is the last resort and its time is an assumption (docs/estimator.md §9.3): the fewest
+    # blocks win before speed. Seconds per image are equal beyond the batch where the efficiency stops
+    # growing: ties go to less memory.
+    if a.setup.blocks_to_swap != b.setup.blocks_to_swap:
+        return a.setup.blocks_to_swap < b.setup.blocks_to_swap
     speed = (round(a.seconds_per_sample, 6), a.vram_gib) < (round(b.seconds_per_sample, 6), b.vram_gib)
     memory = (round(a.vram_gib, 6), a.seconds_per_sample) < (round(b.vram_gib, 6), b.seconds_per_sample)
     return speed if mode == "speed" else memory

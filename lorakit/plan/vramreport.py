@@ -37,6 +37,13 @@ class VramReport(BaseModel):
     ram_gib: float | None = None  # system RAM the run needs (docs/estimator.md §9.5)
     ram_available_gib: float | None = None  # what the probed machine had free when planning (None: a catalog card)
 
+    def ram_text(self) -> str:
+        """The plan summary's line on system RAM (block swap keeps transformer blocks there)."""
+        swap = f"; blocks_to_swap {self.blocks_to_swap} keeps {self.swapped_gib:.1f} GiB of the model there" \
+            if self.blocks_to_swap else ""
+        have = f" of the {self.ram_available_gib:.1f} GiB available" if self.ram_available_gib is not None else ""
+        return f"needs ~{self.ram_gib or 0:.0f} GiB{have} (loading the model files{swap})"
+
 
 def vram_report(setup: TrainingSetup, *, overhead_gib: float, budget_gib: float, vram_total_gib: float,
                 calibrated: bool, overhead_source: str, fit: str, ram_available_gib: float | None = None) -> VramReport:
