@@ -36,9 +36,17 @@ from lorakit.dataset.steps import Placed, StepMath, batch1_steps, compute_steps
 from lorakit.findings import Finding, finding
 from lorakit.machine.probe import TargetGpu
 from lorakit.plan.assumptions import Assumptions
-from lorakit.plan.estimate import TrainingSetup, largest_batch, ram_gib, setup_from_values, swapped_gib, vram_gib
+from lorakit.plan.estimate import (
+    TrainingSetup,
+    activation_gib_per_sample,
+    largest_batch,
+    ram_gib,
+    setup_from_values,
+    swapped_gib,
+    vram_gib,
+)
 from lorakit.plan.levers import SWAP, Lever, apply_levers, combinations, memory_levers, size_swap, speedup_levers
-from lorakit.plan.timing import seconds_per_sample, step_time
+from lorakit.plan.timing import seconds_per_sample, step_time, tflop_per_sample
 
 FitMode = Literal["speed", "memory", "off"]
 FIT_MODES = ("speed", "memory", "off")
@@ -98,7 +106,7 @@ def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, m
             change(key, value, source, why)
     if images >= LARGE_DATASET_IMAGES and values["cache_latents"] and not values["cache_latents_to_disk"]:
         change("cache_latents_to_disk", True, "auto:large-dataset",
-               f"{images} images: latents are cached to disk (sd-scripts writes *_sdxl.npz files beside the images), "
+               f"{images} images: latents are cached to disk (sd-scripts writes .npz files beside the images), "
                "so later runs skip encoding them and RAM stays free")
 
     base = setup_from_values(values)
@@ -121,8 +129,7 @@ def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, m
     change("train_batch_size", choice.setup.batch_size, source,
            f"{how} on {target.name}: batch {choice.setup.batch_size} {gc_text} gradient checkpointing, {fits}")
     change("gradient_checkpointing", gc, source,
-           f"{how}: " + ("checkpointing trades ~43% more work per step for ~13× less activation memory" if gc else
-                         "without checkpointing a step is ~30% less work, and it fits") + f" ({fits})")
+           f"{how}: " + _checkpointing_note(choice.setup) + f" ({fits})")
     _scale_for_batch(values, old_batch, choice.setup.batch_size, change)
     result.findings += _quality_findings(target, choice)
     return result
@@ -161,6 +168,16 @@ def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions:
         if best is not None:
             return best
     return None
+
+
+def _checkpointing_note(setup: TrainingSetup) -> str:
+    """What checkpointing costs and saves for this model and size (docs/estimator.md §2.2, §5.1, §9.4, §9.6)."""
+    on, off = setup.with_(gradient_checkpointing=True), setup.with_(gradient_checkpointing=False)
+    work = tflop_per_sample(on) / tflop_per_sample(off) - 1
+    memory = activation_gib_per_sample(off) / activation_gib_per_sample(on)
+    if setup.gradient_checkpointing:
+        return f"checkpointing trades ~{work:.0%} more work per step for ~{memory:.0f}× less activation memory"
+    return f"without checkpointing a step is ~{work / (1 + work):.0%} less work, and it fits"
 
 
 def _better(a: Choice, b: Choice, mode: str) -> bool:

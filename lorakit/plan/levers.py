@@ -19,7 +19,7 @@ from lorakit.config.family import family_named
 from lorakit.config.presets import PresetRegistry
 from lorakit.config.schema import registry
 from lorakit.config.values import Values
-from lorakit.plan.estimate import TrainingSetup, canonical_optimizer, max_swap, smallest_swap
+from lorakit.plan.estimate import TrainingSetup, canonical_optimizer, max_swap, smallest_swap, text_encoders_gib
 
 LOW_VRAM_PRESET = "lowvram-8gb"
 SWAP = "block swap"
@@ -84,7 +84,7 @@ def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
             and has_key(values, "cache_text_encoder_outputs"):
         out.append(Lever("cached text-encoder outputs", 0, (
             ("cache_text_encoder_outputs", True, "the text encoders are not trained: their outputs are computed once "
-                                                 "and their 1.5 GiB of weights leave the GPU"),),
+                                                 f"and their {text_encoders_gib(setup):.1f} GiB of weights leave the GPU"),),
             lambda s: s.with_(cache_text_encoder_outputs=True)))
     return out
 
