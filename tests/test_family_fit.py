@@ -116,7 +116,10 @@ def test_ram_over_the_probed_machines_is_a_gate_3_error_with_the_fix(runner, cha
     env = {"LORAKIT_FAKE_GPU": "rtx3060-12gb", "LORAKIT_FAKE_RAM_GIB": "12"}
     result = runner.invoke(cli, ["plan", str(character_dataset), *FLUX, "--out", str(tmp_path / "p")], env=env)
     assert result.exit_code == 1 and "hardware/ram-over-budget" in result.output
-    assert "12.0 GiB available" in result.output and "t5xxl_fp8_e4m3fn" in result.output
+    assert "12.0 GiB available" in result.output and "close other programs" in result.output
+    bf16_t5 = runner.invoke(cli, ["plan", str(character_dataset), *FLUX, "--set", "fp8_base=false", "--out", str(tmp_path / "b")],
+                            env={**env, "LORAKIT_FAKE_GPU": "a100-80gb"})
+    assert "--set fp8_base=true" in bf16_t5.output and "--set t5xxl=comfyanonymous/flux_text_encoders:t5xxl_fp8" in bf16_t5.output
     plan, output = plan_json(runner, character_dataset, tmp_path, *FLUX, env={**env, "LORAKIT_FAKE_RAM_GIB": "32"}, name="q")
     assert plan["target"]["ram_available_gib"] == 32 and "of the 32.0 GiB available" in output
 

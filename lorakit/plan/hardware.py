@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from lorakit.config.values import Values
 from lorakit.findings import Finding, finding
 from lorakit.machine.probe import VRAM_MARGIN
+from lorakit.plan.arch import T5XXL
 from lorakit.plan.assumptions import Assumptions
 from lorakit.plan.context import CheckContext
 from lorakit.plan.cpu import is_cpu, ram_budget
@@ -28,7 +29,7 @@ from lorakit.plan.estimate import (
     swapped_gib,
     vram_gib,
 )
-from lorakit.plan.levers import Lever, apply_levers, checkpointing_lever, combinations, memory_levers, size_swap, speedup_levers
+from lorakit.plan.levers import FP8_T5, Lever, apply_levers, checkpointing_lever, combinations, memory_levers, size_swap, speedup_levers
 
 GATE = 3
 MAX_ADVICE_LEVERS = 4  # FLUX's guide steps are four: fp8 base, 8-bit AdamW, block swap, fp8 T5-XXL
@@ -127,12 +128,12 @@ def ram_budget_rule(ctx: CheckContext) -> list[Finding]:
         return []
     swap = (f", of which blocks_to_swap {setup.blocks_to_swap} holds {swapped_gib(setup):.1f} GiB through training"
             if setup.blocks_to_swap else "")
-    fixes = ["close other programs", "train on a machine with more RAM"]
-    if setup.arch.transformer:
-        fixes.insert(0, "use fp8 model files (the transformer and t5xxl_fp8_e4m3fn.safetensors for T5-XXL), which "
-                        "sd-scripts loads as they are")
-        if setup.blocks_to_swap:
-            fixes.insert(1, "swap fewer blocks on a card with more VRAM (--set blocks_to_swap=N)")
+    fixes = []  # what shrinks the weights held in RAM (swapping fewer blocks does not: they were loaded anyway)
+    if setup.arch.transformer and not setup.fp8_unet:
+        fixes.append("--set fp8_base=true (the transformer is cast to fp8 as it loads: half its RAM)")
+    if setup.arch.transformer and T5XXL in setup.arch.text_encoders and not setup.t5_fp8_file:
+        fixes.append(f"--set t5xxl={FP8_T5} (half T5-XXL's RAM)")
+    fixes += ["close other programs", "train on a machine with more RAM"]
     return [finding(
         "hardware/ram-over-budget", "error", GATE,
         f"the run needs about {need:.1f} GiB of system RAM (the process's {RAM_PROCESS_GIB:g} GiB and the model files "
