@@ -3,7 +3,8 @@
     python benchmarks/bench_estimate.py [--calls 20000] [--runs 50]
 
 Target (issue 3): the estimator is pure Python at microseconds per call, and a fit search (every batch
-size × checkpointing × memory lever the card allows) takes well under 50 ms. The fit is timed on fresh
+size × checkpointing × memory lever the card allows) takes well under 50 ms, for every family (issue 15:
+FLUX adds the block-swap search). The fit is timed on fresh
 resolved values for each run (resolving the presets is not part of it); the worst case is a plan that
 cannot fit, which tries every combination of levers and then searches Gate 3's advice.
 """
@@ -37,6 +38,13 @@ CASES = [  # (presets, overrides, GPU): typical plans, low-VRAM searches, and on
     (["style"], [], "rtx3080-10gb"),
     (["style"], [], "rtx3070-8gb"),
     (["character"], ["train_batch_size=16", "gradient_checkpointing=false"], "rtx3070-8gb"),
+    # the other families (issue 15): FLUX's ladder with the block-swap search, Chroma, SD 1.5's speed search
+    (["flux1-dev", "character"], [], "rtx4090"),
+    (["flux1-dev", "character"], [], "rtx3060-12gb"),
+    (["flux1-dev", "style"], [], "rtx3070-8gb"),
+    (["chroma", "character"], [], "rtx4060ti-16gb"),
+    (["sd15", "character"], [], "rtx4090"),
+    (["sd15", "style"], [], "rtx3070-8gb"),
 ]
 
 
@@ -84,6 +92,10 @@ def main() -> None:
     budget = choose_target("rtx3070-8gb").budget_gib
     advice = per_call_us(lambda: smallest_change(stuck, stuck_setup, budget, 1.0), 50) / 1e3
     print(f"Gate 3 advice (smallest change that fits), cannot-fit case: {advice:6.2f} ms")
+    flux = resolve(registry, ["flux1-dev", "style"], ["train_batch_size=4"]).values
+    flux_setup = setup_from_values(flux)
+    advice = per_call_us(lambda: smallest_change(flux, flux_setup, budget, 1.0), 20) / 1e3
+    print(f"Gate 3 advice, FLUX style batch 4 on an 8 GB card:         {advice:6.2f} ms")
 
 
 if __name__ == "__main__":

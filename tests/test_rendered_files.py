@@ -21,14 +21,7 @@ GPUS = ["rtx3070-8gb", "rtx3060-12gb", "rtx4090", "a100-80gb", "t4"]
 MODEL = "/models/pony-v6.safetensors"
 
 
-def _estimated_as_sdxl(preset: str, gpu: str) -> list:
-    """The VRAM estimate still sizes every family as SDXL; the family-aware fit is issue 15's fit part."""
-    other = "+" in preset or preset in ("flux1-dev", "chroma", "sd15")
-    return [pytest.mark.xfail(reason="the estimator sizes this family as SDXL", strict=False)] if other and gpu != "a100-80gb" else []
-
-
-@pytest.mark.parametrize(("preset", "gpu"), [pytest.param(p, g, marks=_estimated_as_sdxl(p, g))
-                                             for p in builtin_preset_cases() for g in GPUS])
+@pytest.mark.parametrize(("preset", "gpu"), [(p, g) for p in builtin_preset_cases() for g in GPUS])
 def test_every_preset_on_every_gpu_renders_valid_files(character_dataset, tmp_path, preset, gpu):
     result = make_plan(PlanRequest(dataset=character_dataset, presets=preset.split("+"), target_gpu=gpu, out=tmp_path / "p",
                                    overrides=[f"pretrained_model_name_or_path={MODEL}"]))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lorakit.models.source import ModelSection
     from lorakit.plan.build import Plan, VramPart
     from lorakit.plan.datacheck import DatasetReport
-    from lorakit.plan.estimate import VramReport
+    from lorakit.plan.vramreport import VramReport
     from lorakit.run.calibrate import CalibrationUpdate
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -142,6 +142,8 @@ def estimate_lines(plan: Plan) -> list[str]:
         verdict = "[green]fits[/]" if vram.fits else f"[bold red]over by {vram.estimate_gib - vram.budget_gib:.1f} GiB[/]"
         lines.append(f"{memory}: est. [bold]{vram.estimate_gib:.1f} GiB[/] of the {vram.budget_gib:.1f} GiB budget — {verdict} "
                      f"(--fit {vram.fit}; overhead {'calibrated' if vram.calibrated else 'assumed'}; --explain-vram shows the parts)")
+        if vram.ram_gib is not None and plan.target.device != "cpu":
+            lines.append(f"system RAM: {vram.ram_text()}")
     if time is not None and time.seconds_per_step is not None and time.total_hours is not None:
         if time.mfu is None or time.peak_tflops is None:
             where = time.efficiency_source  # the CPU target's rough figure

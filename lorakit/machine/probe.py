@@ -1,7 +1,8 @@
 """What this machine has: NVIDIA GPUs through pynvml, RAM/CPU/disk through psutil.
 
 `LORAKIT_FAKE_GPU` replaces the driver for tests and dry planning: a comma-separated list of
-catalog names (`rtx4090,rtx4090`), or `none` for a machine without a GPU.
+catalog names (`rtx4090,rtx4090`), or `none` for a machine without a GPU. With it, `LORAKIT_FAKE_RAM_GIB`
+(default 64) is the machine's RAM, total and available, so a plan does not depend on where it is made.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from lorakit.machine.gpus import GIB, MIB
 
 VRAM_MARGIN = 0.20  # docs/recommendations.md §8: "We always calculate with a 20% VRAM safety margin"
 FAKE_ENV = "LORAKIT_FAKE_GPU"
+FAKE_RAM_ENV = "LORAKIT_FAKE_RAM_GIB"
+FAKE_RAM_GIB = 64.0
 
 
 class GpuInfo(BaseModel):
@@ -70,14 +73,17 @@ def probe(disk_path: Path | None = None) -> HostInfo:
     else:
         gpus, driver, reason = _nvml_gpus()
     memory = psutil.virtual_memory()
+    total, available = memory.total / GIB, memory.available / GIB
+    if fake is not None:
+        total = available = _fake_ram_gib()
     where = _existing_parent(disk_path or Path.cwd())
     return HostInfo(
         gpus=gpus,
         driver=driver,
         no_gpu_reason=reason,
         fake=fake is not None,
-        ram_total_gib=memory.total / GIB,
-        ram_available_gib=memory.available / GIB,
+        ram_total_gib=total,
+        ram_available_gib=available,
         cpu_count=psutil.cpu_count() or 1,
         disk_free_gib=free_disk_gib(where),
         disk_path=str(where),
@@ -94,6 +100,19 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
+
+
+def _fake_ram_gib() -> float:
+    text = os.environ.get(FAKE_RAM_ENV)
+    if text is None:
+        return FAKE_RAM_GIB
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UserError(f"{FAKE_RAM_ENV}={text!r} is not a number of GiB.", fix=f"{FAKE_RAM_ENV}=32, or unset it")
+    return value
 
 
 def _fake_gpus(spec: str) -> list[GpuInfo]:
@@ -183,6 +202,9 @@ class TargetGpu(BaseModel):
     # "cpu": `--target-gpu cpu`, training on this machine's CPU; vram_* then hold its RAM, and cpu_count its cores
     device: Literal["cuda", "cpu"] = "cuda"
     cpu_count: int | None = None
+    # the probed machine's system RAM (a catalog card's machine is unknown: None); Gate 3 holds the run's RAM to it
+    ram_total_gib: float | None = None
+    ram_available_gib: float | None = None
 
     @property
     def budget_gib(self) -> float:
@@ -252,4 +274,6 @@ def choose_target(target_gpu: str | None, host: HostInfo | None = None) -> Targe
         compute_capability=gpu.compute_capability,
         bf16=gpu.bf16,
         bf16_tflops=gpu.bf16_tflops,
+        ram_total_gib=round(host.ram_total_gib, 2),
+        ram_available_gib=round(host.ram_available_gib, 2),
     )

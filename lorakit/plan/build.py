@@ -36,7 +36,7 @@ from lorakit.plan.check import check_parameters
 from lorakit.plan.cpu import fit_for_cpu, is_cpu
 from lorakit.plan.cpu import ram_gib as cpu_ram_gib
 from lorakit.plan.cpu import time_report as cpu_time_report
-from lorakit.plan.estimate import VramReport, estimate_vram, explain_vram, setup_from_values, vram_report
+from lorakit.plan.estimate import estimate_vram, setup_from_values
 from lorakit.plan.fit import FIT_MODES, FitResult, fit_to_gpu
 from lorakit.plan.hardware import check_hardware
 from lorakit.plan.paths import anchor_paths, here, located
@@ -44,6 +44,7 @@ from lorakit.plan.prompts import sample_prompt_lines
 from lorakit.plan.render import render_config, render_dataset, render_launch, render_prompts
 from lorakit.plan.state import plan_periodic_state
 from lorakit.plan.timing import TimeReport, time_report
+from lorakit.plan.vramreport import VramReport, explain_vram, vram_report
 from lorakit.util.files import check_output_folder, write_text_atomic
 from lorakit.util.lock import PLAN_LOCK_FILE, PidLock
 from lorakit.util.reading import read_json
@@ -286,7 +287,7 @@ def estimates(values: Values, target: TargetGpu, assumptions: Assumptions, total
     breakdown = estimate_vram(setup, assumptions.overhead_gib)
     vram = vram_report(setup, overhead_gib=assumptions.overhead_gib, budget_gib=target.budget_gib,
                        vram_total_gib=target.vram_total_gib, calibrated=assumptions.vram_calibrated,
-                       overhead_source=overhead, fit=fit)
+                       overhead_source=overhead, fit=fit, ram_available_gib=target.ram_available_gib)
     if is_cpu(target):  # the run's RAM: the same parts, never less than the measured CPU run (lorakit.plan.cpu)
         ram = round(cpu_ram_gib(setup, assumptions.overhead_gib), 3)
         vram = vram.model_copy(update={"estimate_gib": ram, "fits": ram <= vram.budget_gib})

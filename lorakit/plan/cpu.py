@@ -15,13 +15,14 @@ from lorakit.config.values import Values
 from lorakit.findings import Finding, finding
 from lorakit.machine.probe import VRAM_MARGIN, TargetGpu
 from lorakit.plan.estimate import TrainingSetup, setup_from_values, vram_gib
-from lorakit.plan.timing import TimeReport, tflop_per_step
+from lorakit.plan.estimate import ram_gib as system_ram_gib
+from lorakit.plan.timing import TimeReport, tflop_per_sample, tflop_per_step
 
 SOURCE = "auto:cpu-smoke"
 SMOKE_STEPS = 10
 SMOKE_SIDE = 512
 GATE = 3
-# The measured CPU run (docs/estimator.md §8): 2 cores, 256², batch 1, gradient checkpointing, SDPA.
+# The measured CPU run (docs/estimator.md §8): SDXL, 2 cores, 256², batch 1, gradient checkpointing, SDPA.
 MEASURED_CORES = 2
 MEASURED_PIXELS = 256 * 256
 MEASURED_SECONDS_PER_STEP = {"bf16": 3.7, "no": 12.5}
@@ -56,8 +57,8 @@ def fit_for_cpu(values: Values, target: TargetGpu) -> list[Finding]:
     if not values["xformers"] and not values["mem_eff_attn"]:
         change("sdpa", True, "PyTorch's own attention, which runs on the CPU (xformers does not)")
     for key in ("sample_every_n_steps", "sample_every_n_epochs"):
-        change(key, None, "no sample images: a SDXL sample takes minutes on the CPU")
-    change("sample_at_first", False, "no sample images: a SDXL sample takes minutes on the CPU")
+        change(key, None, "no sample images: a sample image takes minutes on the CPU")
+    change("sample_at_first", False, "no sample images: a sample image takes minutes on the CPU")
     if values["mixed_precision"] == "fp16":
         change("mixed_precision", "bf16", "fp16 stalls on the CPU (docs/estimator.md §8); bf16 was the fastest measured")
     if values["full_fp16"]:
@@ -76,10 +77,12 @@ def fit_for_cpu(values: Values, target: TargetGpu) -> list[Finding]:
 
 
 def seconds_per_step(setup: TrainingSetup, cores: int | None) -> float:
-    """The measured CPU step (docs/estimator.md §8) scaled by pixels × batch and by cores: a rough figure."""
+    """The measured SDXL CPU step (docs/estimator.md §8) scaled by pixels × batch and by cores, and for another
+    family by its FLOPs against SDXL's at the same size (docs/estimator.md §9.6): a rough figure."""
     measured = MEASURED_SECONDS_PER_STEP["bf16" if setup.mixed_precision == "bf16" else "no"]
     pixels = setup.width * setup.height * setup.batch_size * setup.gradient_accumulation_steps
-    return measured * pixels / MEASURED_PIXELS * MEASURED_CORES / max(1, cores or 1)
+    family = tflop_per_sample(setup) / tflop_per_sample(setup.with_(family="sdxl")) if setup.family != "sdxl" else 1.0
+    return measured * pixels / MEASURED_PIXELS * MEASURED_CORES / max(1, cores or 1) * family
 
 
 def time_report(setup: TrainingSetup, target: TargetGpu, total_steps: int) -> TimeReport:
@@ -94,7 +97,9 @@ def time_report(setup: TrainingSetup, target: TargetGpu, total_steps: int) -> Ti
 
 
 def ram_gib(setup: TrainingSetup, overhead_gib: float) -> float:
-    return max(vram_gib(setup, overhead_gib), MEASURED_RAM_GIB)
+    """A FLUX run also holds its cached-away encoders in RAM (docs/estimator.md §9.5); SDXL was measured."""
+    held = system_ram_gib(setup) if setup.arch.transformer else 0.0
+    return max(vram_gib(setup, overhead_gib), MEASURED_RAM_GIB, held)
 
 
 def ram_budget(values: Values, target: TargetGpu, overhead_gib: float) -> list[Finding]:

@@ -1,9 +1,9 @@
-"""Peak VRAM of an sd-scripts `sdxl_train_network.py` run, and what it is computed from.
+"""Peak VRAM (and system RAM) of an sd-scripts LoRA run of any family, and what it is computed from.
 
-Pure arithmetic on docs/estimator.md: parameter counts (docs/estimator.md §1) and the VRAM estimator with its fitted
-constants (docs/estimator.md §5.2). A call takes microseconds, so the fit can try every batch size and memory setting.
-The constant overhead C (GiB) depends on the machine and can be replaced by a measured calibration
-(lorakit.plan.assumptions). Seconds per step are lorakit.plan.timing's.
+Pure arithmetic on docs/estimator.md: parameter counts (docs/estimator.md §1, §9 for FLUX.1, Chroma and SD 1.5,
+read through lorakit.plan.arch) and the VRAM estimator with its fitted constants (docs/estimator.md §5.2). A call
+takes microseconds, so the fit can try every batch size and memory setting. The constant overhead C (GiB) depends
+on the machine and can be replaced by a measured calibration (lorakit.plan.assumptions). Seconds per step are lorakit.plan.timing's.
 """
 
 from __future__ import annotations
@@ -14,31 +14,34 @@ from dataclasses import asdict, dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from lorakit.plan.arch import (
+    CONTEXT,
+    CONTEXT_TOKENS,
+    GIB,
+    PER_SAMPLE,
+    SDXL_LORA_TABLE,
+    T5XXL,
+    Arch,
+    TextEncoder,
+    arch_for,
+    dit_saved_gib,
+    dit_tokens,
+    unet_saved_gib,
+)
 
 if TYPE_CHECKING:
     from lorakit.config.values import Values
 
-GIB = 2**30
+__all__ = ["CONTEXT", "CONTEXT_TOKENS", "PER_SAMPLE", "GIB"]
 
-# docs/estimator.md §1.1 [computed]
-UNET_PARAMS = 2_567_463_684
-TEXT_ENCODER_PARAMS = 817_720_320  # TE1 + TE2
-VAE_PARAMS = 83_653_863
+# docs/estimator.md §1.1 [computed]: SDXL (the other families' counts are lorakit.plan.arch's)
+UNET_PARAMS = arch_for("sdxl").params
+TEXT_ENCODER_PARAMS = arch_for("sdxl").text_encoder_params  # TE1 + TE2
+VAE_PARAMS = arch_for("sdxl").vae_params
 UNET_LARGEST_TENSOR = 29_500_000
 
-# docs/estimator.md §1.2: the modules networks.lora wraps, as (in, out, count, where). `where` is the latent downscale the
-# module runs at (2: the 640-wide level, 4: the 1280-wide level; 1: full latent size) or CONTEXT for
-# attn2's k/v on the 77-token text context. Σ(in+out)·count = 2,659,840 per rank (722 modules).
-CONTEXT = 0
-CONTEXT_TOKENS = 77
-PER_SAMPLE = -1  # the time-embedding Linear: one token per sample
-UNET_LORA_MODULES = (
-    (1280, 1280, 372, 4), (2048, 1280, 120, CONTEXT), (640, 640, 70, 2), (1280, 10240, 60, 4),
-    (5120, 1280, 60, 4), (2048, 640, 20, CONTEXT), (640, 5120, 10, 2), (2560, 640, 10, 2),
-)
-TEXT_ENCODER_LORA_PER_RANK = 165_888 + 737_280  # TE1 + TE2 (docs/estimator.md §1.2)
-TEXT_ENCODER_LORA_MODULES = 72 + 192
+# docs/estimator.md §1.2: the modules networks.lora wraps in SDXL's U-Net, as (in, out, count, where)
+UNET_LORA_MODULES = SDXL_LORA_TABLE
 # With conv_dim, networks.lora also wraps ResnetBlock2D, Downsample2D and Upsample2D (sd-scripts
 # networks/lora.py): their 3×3 convs at conv_dim (lora_down is 3×3, lora_up 1×1), and inside each
 # ResnetBlock2D the time-embedding Linear (1280 → out) and the 1×1 skip conv (in ≠ out) at network_dim.
@@ -59,6 +62,8 @@ K_GC = 1.40  # peak/saved ratio, fitted on F1→F2 and F3→F4
 K_NO_GC = 1.2  # not fitted; bounded 0.7–1.7 by user reports
 FP32_ACTIVATIONS = 1.6  # mixed_precision=no
 TEXT_ENCODER_ACTIVATIONS_GIB = 0.1  # per sample when the text encoders train
+T5_ACTIVATIONS_GIB = 0.5  # per sample when T5-XXL trains (train_t5xxl) [assumed]
+CACHING_TRANSIENT_GIB = 0.2  # the text encoders' own activations while caching their outputs [assumed]
 VAE_ENCODE_GIB_PER_MP = {True: 1.0, False: 0.5}  # fp32 VAE (no_half_vae) or half [estimate, unverified]
 ADAFACTOR_FACTORED_STATES = 0.095  # × params, fine-tuning's fused Adafactor (docs/estimator.md §5.2, computed)
 
@@ -106,6 +111,12 @@ class TrainingSetup:
     # sdxl_train.py fine-tuning with the fused Adafactor (docs/estimator.md §5.2's variant). lorakit plans LoRA only;
     # this reproduces the published fine-tuning points the constants were fitted on.
     full_finetune: bool = False
+    family: str = "sdxl"
+    blocks_to_swap: int = 0  # DiTs: transformer blocks kept in system RAM (docs/estimator.md §9.3)
+    t5_fp8_file: bool = False  # the t5xxl file holds fp8 weights (t5xxl_fp8_e4m3fn.safetensors)
+    transformer_fp8_file: bool = False  # the transformer file holds fp8 weights
+    train_t5: bool = False  # network_args train_t5xxl=True
+    text_tokens: int = 512  # T5's sequence (t5xxl_max_token_length)
 
     @property
     def megapixels(self) -> float:
@@ -114,6 +125,10 @@ class TrainingSetup:
     @property
     def text_encoders_resident(self) -> bool:
         return self.train_text_encoders or not self.cache_text_encoder_outputs
+
+    @property
+    def arch(self) -> Arch:
+        return arch_for(self.family)
 
     def with_(self, **changes) -> TrainingSetup:
         return replace(self, **changes)
@@ -132,16 +147,25 @@ class VramBreakdown:
     optimizer_state: float
     cast_copies: float
     text_encoder_activations: float
-    unet_activations: float
+    unet_activations: float  # the denoiser's (U-Net or transformer; sd-scripts calls both "unet")
+    # Not a part of the step: the peak while the text encoders cache their outputs, before training starts
+    # (FLUX moves the transformer to the CPU for it, and T5-XXL onto the GPU).
+    caching_peak: float = 0.0
 
     @property
-    def total(self) -> float:
+    def step(self) -> float:
         return (self.cuda_overhead + self.unet_weights + self.text_encoders + self.vae + self.trainable_weights
                 + self.gradients + self.optimizer_state + self.cast_copies + self.text_encoder_activations
                 + self.unet_activations)
 
+    @property
+    def total(self) -> float:
+        return max(self.step, self.caching_peak)
+
     def components(self) -> dict[str, float]:
-        return asdict(self)
+        parts = asdict(self)
+        del parts["caching_peak"]
+        return parts
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -169,25 +193,39 @@ def _conv_params(dim: int, conv_dim: int) -> int:
     return sum(p for p, _ in conv_modules(dim, conv_dim))
 
 
+def trained_text_encoders(setup: TrainingSetup) -> tuple[TextEncoder, ...]:
+    """The encoders that get LoRA modules: all of them for the U-Nets; for FLUX CLIP-L, and T5-XXL only with
+    train_t5xxl (networks.lora_flux)."""
+    if not setup.train_text_encoders:
+        return ()
+    encoders = setup.arch.text_encoders
+    if setup.arch.transformer:
+        return tuple(te for te in encoders if te is not T5XXL or setup.train_t5)
+    return encoders
+
+
+def has_conv(setup: TrainingSetup) -> bool:
+    # conv_dim is networks.lora's, and lorakit counts its modules on SDXL's U-Net only (docs/estimator.md §9.1)
+    return bool(setup.conv_dim) and setup.family == "sdxl"
+
+
 def lora_params(setup: TrainingSetup) -> int:
-    """Trainable LoRA parameters (networks.lora), exact."""
+    """Trainable LoRA parameters (networks.lora / networks.lora_flux), exact."""
     r = setup.network_dim
     total = 0
     if setup.train_unet:
-        total += UNET_LORA_PER_RANK * r
-        if setup.conv_dim:
-            total += _conv_params(r, setup.conv_dim)
-    if setup.train_text_encoders:
-        total += TEXT_ENCODER_LORA_PER_RANK * r
+        total += setup.arch.lora_per_rank * r
+        if has_conv(setup):
+            total += _conv_params(r, setup.conv_dim or 0)
+    total += sum(te.lora_per_rank for te in trained_text_encoders(setup)) * r
     return total
 
 
 def lora_modules(setup: TrainingSetup) -> int:
     count = 0
     if setup.train_unet:
-        count += UNET_LORA_MODULE_COUNT + (len(conv_modules(1, 1)) if setup.conv_dim else 0)
-    if setup.train_text_encoders:
-        count += TEXT_ENCODER_LORA_MODULES
+        count += setup.arch.lora_modules + (len(conv_modules(1, 1)) if has_conv(setup) else 0)
+    count += sum(te.lora_modules for te in trained_text_encoders(setup))
     return count
 
 
@@ -218,18 +256,45 @@ def default_overhead_gib() -> float:
 
 
 def activation_gib_per_sample(setup: TrainingSetup) -> float:
-    """Peak UNet activations per sample: k · S(MP, checkpointing, attention, precision) (docs/estimator.md §5.1–5.2)."""
-    mp = setup.megapixels
-    naive = setup.attention == "none"
-    if setup.gradient_checkpointing:
-        saved = 0.61 * mp + (0.8 * mp * mp if naive else 0.0)
-        k = K_GC
+    """Peak denoiser activations per sample: k · S(size, checkpointing, attention, precision) (docs/estimator.md §5.1–5.2,
+    §9.4). FLUX always runs SDPA (flux_models calls it whatever the sdpa flag says)."""
+    blocks = setup.arch.blocks
+    if blocks is not None:
+        tokens = dit_tokens(setup.width, setup.height, setup.text_tokens)
+        saved = dit_saved_gib(blocks, tokens, setup.gradient_checkpointing)
     else:
-        saved = 0.21 + 7.46 * mp + (15.5 * mp * mp if naive else 0.0)
-        k = K_NO_GC
+        saved = unet_saved_gib(setup.family, setup.megapixels, setup.gradient_checkpointing, setup.attention == "none")
+    k = K_GC if setup.gradient_checkpointing else K_NO_GC
     if setup.mixed_precision == "no":
         saved *= FP32_ACTIVATIONS
     return k * saved
+
+
+def swapped_gib(setup: TrainingSetup) -> float:
+    """The transformer blocks blocks_to_swap keeps in system RAM, at the weights' precision."""
+    blocks = setup.arch.blocks
+    if blocks is None or not setup.blocks_to_swap:
+        return 0.0
+    return blocks.swapped_params(setup.blocks_to_swap) * _weight_bytes(setup, setup.fp8_unet) / GIB
+
+
+def text_encoder_bytes(setup: TrainingSetup, te: TextEncoder, *, training: bool) -> int:
+    """T5-XXL stays fp8 when its file is; fp8_base makes resident encoders fp8 for the step (not while caching)."""
+    if te is T5XXL and setup.t5_fp8_file:
+        return 1
+    return _weight_bytes(setup, setup.fp8_text_encoders and training)
+
+
+def text_encoders_gib(setup: TrainingSetup) -> float:
+    return sum(te.params * text_encoder_bytes(setup, te, training=True) for te in setup.arch.text_encoders) / GIB
+
+
+def caching_peak_gib(setup: TrainingSetup, overhead_gib: float) -> float:
+    """FLUX caches the text-encoder outputs with the transformer and AE on the CPU and the encoders on the GPU."""
+    if not setup.arch.transformer or setup.text_encoders_resident:
+        return 0.0
+    weights = sum(te.params * text_encoder_bytes(setup, te, training=False) for te in setup.arch.text_encoders)
+    return overhead_gib + weights / GIB + CACHING_TRANSIENT_GIB
 
 
 def _weight_bytes(setup: TrainingSetup, fp8: bool) -> int:
@@ -243,13 +308,11 @@ def estimate_vram(setup: TrainingSetup, overhead_gib: float) -> VramBreakdown:
     vae = 0.0
     if not setup.cache_latents:
         vae_bytes = 4 if setup.vae_fp32 else 2
-        vae = VAE_PARAMS * vae_bytes / GIB + b * setup.megapixels * VAE_ENCODE_GIB_PER_MP[setup.vae_fp32]
-    text_encoders = 0.0
-    if setup.text_encoders_resident:
-        text_encoders = TEXT_ENCODER_PARAMS * _weight_bytes(setup, setup.fp8_text_encoders) / GIB
+        vae = setup.arch.vae_params * vae_bytes / GIB + b * setup.megapixels * VAE_ENCODE_GIB_PER_MP[setup.vae_fp32]
+    text_encoders = text_encoders_gib(setup) if setup.text_encoders_resident else 0.0
     param_bytes = 2 if setup.full_half else 4
     if setup.full_finetune:
-        # the UNet's own weights train (counted under unet_weights); fused Adafactor keeps one gradient
+        # the U-Net's own weights train (counted under unet_weights); fused Adafactor keeps one gradient
         # tensor at a time and factored states
         trainable, cast = 0.0, 0.0
         gradients = UNET_LARGEST_TENSOR * param_bytes / GIB
@@ -262,17 +325,20 @@ def estimate_vram(setup: TrainingSetup, overhead_gib: float) -> VramBreakdown:
         # autocast keeps a 16-bit copy of each fp32 LoRA weight for the step
         cast = 0.0 if setup.full_half or setup.mixed_precision == "no" else n * 2 / GIB
     unet_weight_bytes = param_bytes if setup.full_finetune else _weight_bytes(setup, setup.fp8_unet)
+    te_activations = (TEXT_ENCODER_ACTIVATIONS_GIB + (T5_ACTIVATIONS_GIB if setup.train_t5 else 0.0)) * b \
+        if trained_text_encoders(setup) else 0.0
     return VramBreakdown(
         cuda_overhead=overhead_gib,
-        unet_weights=UNET_PARAMS * unet_weight_bytes / GIB,
+        unet_weights=setup.arch.params * unet_weight_bytes / GIB - swapped_gib(setup),
         text_encoders=text_encoders,
         vae=vae,
         trainable_weights=trainable,
         gradients=gradients,
         optimizer_state=optimizer,
         cast_copies=cast,
-        text_encoder_activations=TEXT_ENCODER_ACTIVATIONS_GIB * b if setup.train_text_encoders else 0.0,
+        text_encoder_activations=te_activations,
         unet_activations=b * activation_gib_per_sample(setup),
+        caching_peak=caching_peak_gib(setup, overhead_gib),
     )
 
 
@@ -282,13 +348,52 @@ def vram_gib(setup: TrainingSetup, overhead_gib: float) -> float:
 
 def largest_batch(setup: TrainingSetup, overhead_gib: float, budget_gib: float, limit: int = 64) -> int:
     """The largest batch size whose estimate fits the budget (0: not even batch 1). VRAM is linear in batch."""
-    one = vram_gib(setup.with_(batch_size=1), overhead_gib)
-    if one > budget_gib:
+    one = estimate_vram(setup.with_(batch_size=1), overhead_gib)
+    if one.total > budget_gib:
         return 0
-    per_sample = vram_gib(setup.with_(batch_size=2), overhead_gib) - one
+    per_sample = estimate_vram(setup.with_(batch_size=2), overhead_gib).step - one.step
     if per_sample <= 0:
         return limit
-    return max(1, min(limit, 1 + math.floor((budget_gib - one) / per_sample + 1e-9)))
+    return max(1, min(limit, 1 + math.floor((budget_gib - one.step) / per_sample + 1e-9)))
+
+
+def max_swap(setup: TrainingSetup) -> int:
+    blocks = setup.arch.blocks
+    return blocks.max_swap if blocks is not None else 0
+
+
+def smallest_swap(setup: TrainingSetup, overhead_gib: float, budget_gib: float) -> int | None:
+    """The fewest blocks_to_swap with which the step fits (None: not even the most sd-scripts allows).
+    Swapping takes its blocks' weights off the step's estimate and nothing else."""
+    unswapped = estimate_vram(setup.with_(blocks_to_swap=0), overhead_gib)
+    if unswapped.caching_peak > budget_gib:
+        return None
+    for n in range(max_swap(setup) + 1):
+        if unswapped.step - swapped_gib(setup.with_(blocks_to_swap=n)) <= budget_gib:
+            return n
+    return None
+
+
+# --- system RAM (docs/estimator.md §9.5) ------------------------------------------------------------
+
+RAM_PROCESS_GIB = 2.0  # Python, torch, the CUDA libraries' host side [assumed]
+
+
+def ram_gib(setup: TrainingSetup) -> float:
+    """System RAM the run needs: the process plus the weights sd-scripts keeps in RAM.
+
+    FLUX: sd-scripts loads the transformer (cast to fp8 on the CPU with fp8_base), CLIP-L, T5-XXL and the AE
+    into RAM before anything moves to the GPU; the encoders and the AE go back there after caching, and the
+    swapped blocks stay there through training. The files are memory-mapped, so their pages beyond that are
+    reclaimable cache (unless disable_mmap_load_safetensors). The U-Net families build their models in fp32
+    on the CPU before casting them (the measured CPU run, docs/estimator.md §8).
+    """
+    arch = setup.arch
+    if not arch.transformer:
+        return RAM_PROCESS_GIB + (arch.params + arch.text_encoder_params + arch.vae_params) * 4 / GIB
+    others = sum(te.params * text_encoder_bytes(setup, te, training=False) for te in arch.text_encoders) \
+        + arch.vae_params * 2
+    return RAM_PROCESS_GIB + (arch.params * _weight_bytes(setup, setup.fp8_unet) + others) / GIB
 
 
 # --- from lorakit's values ------------------------------------------------------------------------
@@ -304,14 +409,13 @@ def attention_backend(values: Values) -> str:
 def conv_dim(values: Values) -> int | None:
     if values["network_module"] != "networks.lora":
         return None
-    for item in values["network_args"] or []:
-        key, _, text = item.partition("=")
-        if key.strip() == "conv_dim":
-            try:
-                return int(text.strip()) or None
-            except ValueError:
-                return None  # Gate 2 reports the malformed argument
-    return None
+    text = network_arg(values, "conv_dim")
+    if text is None:
+        return None
+    try:
+        return int(text) or None
+    except ValueError:
+        return None  # Gate 2 reports the malformed argument
 
 
 def setup_from_values(values: Values) -> TrainingSetup:
@@ -320,6 +424,7 @@ def setup_from_values(values: Values) -> TrainingSetup:
 
     width, height = resolution_tuple(values["resolution"])
     precision = values["mixed_precision"] or "no"
+    fp8_base = bool(values["fp8_base"] or values["fp8_base_unet"])
     return TrainingSetup(
         width=width,
         height=height,
@@ -328,8 +433,9 @@ def setup_from_values(values: Values) -> TrainingSetup:
         gradient_checkpointing=bool(values["gradient_checkpointing"]),
         mixed_precision=precision,
         full_half=bool(values["full_bf16"] or values["full_fp16"]),
-        fp8_unet=bool(values["fp8_base"] or values["fp8_base_unet"]),
-        fp8_text_encoders=bool(values["fp8_base"]),
+        fp8_unet=fp8_base,
+        # train_network: fp8_base_unet keeps the text encoders at 16 bits
+        fp8_text_encoders=fp8_base and not values["fp8_base_unet"],
         train_unet=not values["network_train_text_encoder_only"],
         train_text_encoders=not values["network_train_unet_only"],
         cache_text_encoder_outputs=bool(values["cache_text_encoder_outputs"] or values["cache_text_encoder_outputs_to_disk"]),
@@ -339,74 +445,23 @@ def setup_from_values(values: Values) -> TrainingSetup:
         conv_dim=conv_dim(values),
         optimizer=optimizer_name(values),
         attention=attention_backend(values),
+        family=values.family,
+        blocks_to_swap=values["blocks_to_swap"] or 0,
+        t5_fp8_file=fp8_file(values["t5xxl"]),
+        transformer_fp8_file=fp8_file(values["pretrained_model_name_or_path"]) and arch_for(values.family).transformer,
+        train_t5=network_arg(values, "train_t5xxl") == "True",
+        text_tokens=values["t5xxl_max_token_length"] or 512,
     )
 
 
-# --- what plan.json stores ------------------------------------------------------------------------
-
-class VramReport(BaseModel):
-    """plan.json `vram`: the estimate against the budget, by component (GiB)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    estimate_gib: float
-    budget_gib: float
-    vram_total_gib: float
-    fits: bool
-    calibrated: bool  # the constant overhead comes from a measured calibration
-    overhead_source: str
-    fit: str  # the --fit mode that chose the settings
-    components: dict[str, float]
+def fp8_file(name: object) -> bool:
+    """sd-scripts loads fp8 files as they are; the name says which they are (t5xxl_fp8_e4m3fn.safetensors)."""
+    return isinstance(name, str) and "fp8" in name.lower()
 
 
-def vram_report(setup: TrainingSetup, *, overhead_gib: float, budget_gib: float, vram_total_gib: float,
-                calibrated: bool, overhead_source: str, fit: str) -> VramReport:
-    breakdown = estimate_vram(setup, overhead_gib)
-    return VramReport(
-        estimate_gib=round(breakdown.total, 3),
-        budget_gib=round(budget_gib, 3),
-        vram_total_gib=round(vram_total_gib, 3),
-        fits=breakdown.total <= budget_gib,
-        calibrated=calibrated,
-        overhead_source=overhead_source,
-        fit=fit,
-        components={name: round(gib, 3) for name, gib in breakdown.components().items()},
-    )
-
-
-def explain_vram(setup: TrainingSetup, breakdown: VramBreakdown, overhead_source: str) -> list[tuple[str, float, str]]:
-    """(component, GiB, how it was counted) for `lorakit plan --explain-vram`."""
-    def dtype(fp8: bool) -> str:
-        return "fp8" if fp8 else ("fp32" if setup.mixed_precision == "no" else setup.mixed_precision)
-
-    b = setup.batch_size
-    n = lora_params(setup)
-    param = "16-bit" if setup.full_half else "fp32"
-    parts = " + ".join(p for p, on in (("U-Net", setup.train_unet), ("text encoders", setup.train_text_encoders)) if on)
-    conv = f", conv_dim {setup.conv_dim}" if setup.conv_dim else ""
-    if setup.full_finetune:
-        trained = "fine-tuning: the U-Net's own weights (counted above)"
-    else:
-        trained = f"LoRA rank {setup.network_dim}{conv} on the {parts}: {n / 1e6:.1f} M parameters in {param}"
-    te = ("resident: trained" if setup.train_text_encoders else "resident: outputs not cached") + f", {dtype(setup.fp8_text_encoders)}"
-    vae = ("latents cached: the VAE waits on the CPU" if setup.cache_latents else
-           f"{'fp32' if setup.vae_fp32 else '16-bit'} weights + encoding {b} image(s) of {setup.megapixels:.2f} MP")
-    gc = "with" if setup.gradient_checkpointing else "without"
-    attention = "plain attention (no backend)" if setup.attention == "none" else setup.attention
-    return [
-        ("cuda_overhead", breakdown.cuda_overhead, f"CUDA context, cuBLAS/cuDNN workspaces, allocator reserve: {overhead_source}"),
-        ("unet_weights", breakdown.unet_weights, f"frozen U-Net, {UNET_PARAMS / 1e9:.2f} B parameters in {dtype(setup.fp8_unet)}"),
-        ("text_encoders", breakdown.text_encoders,
-         te if setup.text_encoders_resident else "outputs cached: the text encoders wait on the CPU"),
-        ("vae", breakdown.vae, vae),
-        ("trainable_weights", breakdown.trainable_weights, trained),
-        ("gradients", breakdown.gradients, "one gradient per trainable parameter" if not setup.full_finetune
-         else "fused backward pass: one tensor's gradient at a time"),
-        ("optimizer_state", breakdown.optimizer_state, "fused Adafactor, factored states" if setup.full_finetune else
-         f"{setup.optimizer}: {optimizer_bytes_per_param(setup.optimizer, 2 if setup.full_half else 4):g} bytes per parameter"),
-        ("cast_copies", breakdown.cast_copies, "16-bit copies of the fp32 LoRA weights under autocast"),
-        ("text_encoder_activations", breakdown.text_encoder_activations,
-         f"{TEXT_ENCODER_ACTIVATIONS_GIB} GiB × batch {b}" if setup.train_text_encoders else "the text encoders are not trained"),
-        ("unet_activations", breakdown.unet_activations,
-         f"batch {b} × {setup.width}×{setup.height}, {gc} gradient checkpointing, {attention}"),
-    ]
+def network_arg(values: Values, key: str) -> str | None:
+    for item in values["network_args"] or []:
+        name, _, text = item.partition("=")
+        if name.strip() == key:
+            return text.strip()
+    return None

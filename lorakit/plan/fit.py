@@ -10,7 +10,9 @@ The fit changes only values you did not `--set`, each with source `auto:<reason>
    budget, `--fit memory` the smallest estimate; `--fit off` changes nothing;
 4. only when nothing fits, memory savers in order of what they cost in quality: train the U-Net only
    (any card), then, on 8–10 GB cards, the seeds' low-VRAM steps (rank 16 with alpha 1, fp8 base
-   weights, 768², 512²) with a quality warning.
+   weights, 768², 512²) with a quality warning. FLUX.1 and Chroma take sd-scripts' own steps first, in
+   its guide's order (lorakit.plan.levers): fp8 base weights, 8-bit AdamW, then the fewest `blocks_to_swap`
+   that fit (same quality, slower steps, system RAM), with the fp8 T5-XXL file where T5 is what is over.
 
 Batch rule: an epoch stays one pass over images × repeats whatever the batch, so a larger batch means
 proportionally fewer steps and every image is still seen repeats × epochs times. When the fit changes
@@ -23,16 +25,12 @@ covers the same share of the run. The seeds' step targets are read at batch 1 (l
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Literal
 
-from lorakit.config.derived import caption_augmentations, image_augmentations, is_adaptive
-from lorakit.config.presets import PresetRegistry
-from lorakit.config.schema import registry
+from lorakit.config.derived import image_augmentations, is_adaptive
 from lorakit.config.values import Values
 from lorakit.dataset.steps import Placed, StepMath, batch1_steps, compute_steps
 from lorakit.findings import Finding, finding
@@ -40,19 +38,21 @@ from lorakit.machine.probe import TargetGpu
 from lorakit.plan.assumptions import Assumptions
 from lorakit.plan.estimate import (
     TrainingSetup,
-    canonical_optimizer,
+    activation_gib_per_sample,
     largest_batch,
+    ram_gib,
     setup_from_values,
+    swapped_gib,
     vram_gib,
 )
-from lorakit.plan.timing import seconds_per_sample
+from lorakit.plan.levers import SWAP, Lever, apply_levers, combinations, memory_levers, size_swap, speedup_levers
+from lorakit.plan.timing import seconds_per_sample, step_time, tflop_per_sample
 
 FitMode = Literal["speed", "memory", "off"]
 FIT_MODES = ("speed", "memory", "off")
 MAX_BATCH = 16
 LOW_VRAM_MAX_GIB = 10.5  # "8–10 GB cards": a 10 GB card reports 10.0 GiB
 LARGE_DATASET_IMAGES = 1000
-LOW_VRAM_PRESET = "lowvram-8gb"
 NOMINAL_TFLOPS = 100.0  # ranks settings by speed for a card whose peak the catalog does not know
 LR_KEYS = ("learning_rate", "unet_lr", "text_encoder_lr")
 
@@ -70,145 +70,6 @@ class FitResult:
     changes: list[FitChange] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     fits: bool = True
-
-
-@dataclass(frozen=True)
-class Lever:
-    """One change to the values and what it does to the estimator's setup."""
-
-    name: str
-    cost: int  # quality given up: 0 none; the fit tries cheaper levers first
-    settings: tuple[tuple[str, object, str], ...]  # (key, value, why)
-    apply: Callable[[TrainingSetup], TrainingSetup]
-    fit_uses: str = "never"  # "any" card, "low-vram" (8–10 GB) cards only, or "never" (Gate 3 advice only)
-    group: str = ""  # levers of one group exclude each other (768² or 512²)
-    quality: str = ""  # what it costs, for the fit's warning
-
-    def keys(self) -> list[str]:
-        return [key for key, _, _ in self.settings]
-
-    def flags(self) -> str:
-        return " ".join(f"--set {key}={_flag(value)}" for key, value, _ in self.settings)
-
-
-def _flag(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-# --- levers ---------------------------------------------------------------------------------------
-
-def checkpointing_lever(setup: TrainingSetup) -> list[Lever]:
-    if setup.gradient_checkpointing:
-        return []
-    return [Lever("gradient checkpointing", 0, (
-        ("gradient_checkpointing", True, "recomputes activations in the backward pass: ~13× less activation memory"),),
-        lambda s: s.with_(gradient_checkpointing=True))]
-
-
-def speedup_levers(values: Values, setup: TrainingSetup) -> list[Lever]:
-    """Changes that save memory and time at no cost in quality: an attention backend, caching."""
-    out = []
-    if setup.attention == "none":
-        out.append(Lever("SDPA attention", 0, (
-            ("sdpa", True, "no attention backend was set; plain attention needs ~17 GiB more at 1024² and runs "
-                           "memory-bound (docs/estimator.md §5.1, §6)"),),
-            lambda s: s.with_(attention="sdpa")))
-    if not setup.cache_latents and not image_augmentations(values):
-        out.append(Lever("cached latents", 0, (
-            ("cache_latents", True, "the VAE encodes each image once and leaves the GPU: −25% work per step, "
-                                    "no VAE in VRAM (docs/estimator.md §6)"),),
-            lambda s: s.with_(cache_latents=True)))
-    if not setup.train_text_encoders and not setup.cache_text_encoder_outputs and not caption_augmentations(values) \
-            and has_key(values, "cache_text_encoder_outputs"):
-        out.append(Lever("cached text-encoder outputs", 0, (
-            ("cache_text_encoder_outputs", True, "the text encoders are not trained: their outputs are computed once "
-                                                 "and their 1.5 GiB of weights leave the GPU"),),
-            lambda s: s.with_(cache_text_encoder_outputs=True)))
-    return out
-
-
-def has_key(values: Values, key: str) -> bool:
-    """Whether the plan's training script has `key` (train_network.py, SD 1.5's, cannot cache text-encoder outputs)."""
-    return key in registry(values.family)
-
-
-@cache
-def _seed_recipe() -> dict[str, str]:
-    """Where the low-VRAM steps come from: the built-in lowvram-8gb preset's citations of docs/recommendations.md §8."""
-    return {key: entry.from_ for key, entry in PresetRegistry(include_user_dir=False).get(LOW_VRAM_PRESET).values.items()}
-
-
-def memory_levers(values: Values, setup: TrainingSetup, *, respect_user: bool) -> list[Lever]:
-    """Changes that trade quality for memory, cheapest first; with `respect_user`, none touches a value you set."""
-    out = []
-    if setup.train_text_encoders and setup.train_unet:
-        settings: list[tuple[str, object, str]] = [(
-            "network_train_unet_only", True,
-            "training the text encoders does not fit: they stay frozen (sd-scripts docs highly recommend U-Net-only "
-            "training for SDXL LoRA)")]
-        can_cache = not caption_augmentations(values) and not (respect_user and values.user_set("cache_text_encoder_outputs")) \
-            and has_key(values, "cache_text_encoder_outputs")
-        if can_cache:
-            settings.append(("cache_text_encoder_outputs", True,
-                             "frozen text encoders: their outputs are cached and their weights leave the GPU"))
-        out.append(Lever("train the U-Net only", 1, tuple(settings),
-                         lambda s: s.with_(train_text_encoders=False, cache_text_encoder_outputs=can_cache or s.cache_text_encoder_outputs),
-                         fit_uses="any", quality="the text encoders do not learn the trigger word (the U-Net alone does)"))
-    if canonical_optimizer(setup.optimizer) == "adamw":
-        out.append(Lever("8-bit AdamW", 1, (
-            ("optimizer_type", "AdamW8bit", "8-bit optimizer states (bitsandbytes): 2 bytes per parameter instead of 8"),),
-            lambda s: s.with_(optimizer="AdamW8bit")))
-    if setup.mixed_precision in ("bf16", "fp16") and not setup.full_half:
-        key = "full_bf16" if setup.mixed_precision == "bf16" else "full_fp16"
-        out.append(Lever(f"{key}", 2, (
-            (key, True, "LoRA weights, gradients and optimizer states in 16 bits"),),
-            lambda s: s.with_(full_half=True)))
-    recipe = _seed_recipe()
-    if setup.network_dim > 16:
-        out.append(Lever("rank 16, alpha 1", 2, (
-            ("network_dim", 16, recipe["network_dim"]),
-            ("network_alpha", 1.0, recipe["network_alpha"])),
-            lambda s: s.with_(network_dim=16), fit_uses="low-vram",
-            quality="rank 16 holds less detail, and alpha 1 scales each update down"))
-    if not setup.fp8_unet and setup.mixed_precision != "no":
-        out.append(Lever("fp8 base weights", 4, (
-            ("fp8_base", True, "sd-scripts docs (docs/sd-scripts.md §12): fp8 U-Net and text-encoder weights, experimental; "
-                               "halves the frozen model's memory"),),
-            lambda s: s.with_(fp8_unet=True, fp8_text_encoders=True), fit_uses="low-vram",
-            quality="the LoRA trains against fp8 copies of the frozen weights (experimental in sd-scripts)"))
-    def at_side(side: int) -> Callable[[TrainingSetup], TrainingSetup]:
-        return lambda s: s.with_(width=side, height=side)
-
-    for side, cost, low, high in ((768, 5, 256, 1536), (512, 8, 256, 1024)):
-        if setup.megapixels > side * side / 1e6 + 1e-9:
-            out.append(Lever(f"{side}² resolution", cost, (
-                ("resolution", f"{side},{side}", recipe["resolution"]),
-                ("min_bucket_reso", low, recipe["min_bucket_reso"]),
-                ("max_bucket_reso", high, recipe["max_bucket_reso"])),
-                at_side(side), fit_uses="low-vram", group="resolution",
-                quality=f"{side}² images lose detail against SDXL's native 1024²"))
-    if respect_user:
-        out = [lever for lever in out if not any(values.user_set(key) for key in lever.keys())]
-    return out
-
-
-def combinations(levers: list[Lever], max_size: int | None = None) -> list[tuple[Lever, ...]]:
-    """Every compatible set of levers, cheapest (then smallest) first; the empty set comes first."""
-    found = []
-    for size in range(0, (max_size if max_size is not None else len(levers)) + 1):
-        for combo in itertools.combinations(levers, size):
-            groups = [lever.group for lever in combo if lever.group]
-            if len(groups) == len(set(groups)):
-                found.append(combo)
-    return sorted(found, key=lambda c: (sum(lever.cost for lever in c), len(c)))
-
-
-def apply_levers(setup: TrainingSetup, levers: tuple[Lever, ...]) -> TrainingSetup:
-    for lever in levers:
-        setup = lever.apply(setup)
-    return setup
 
 
 # --- the fit --------------------------------------------------------------------------------------
@@ -245,7 +106,7 @@ def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, m
             change(key, value, source, why)
     if images >= LARGE_DATASET_IMAGES and values["cache_latents"] and not values["cache_latents_to_disk"]:
         change("cache_latents_to_disk", True, "auto:large-dataset",
-               f"{images} images: latents are cached to disk (sd-scripts writes *_sdxl.npz files beside the images), "
+               f"{images} images: latents are cached to disk (sd-scripts writes .npz files beside the images), "
                "so later runs skip encoding them and RAM stays free")
 
     base = setup_from_values(values)
@@ -268,10 +129,9 @@ def fit_to_gpu(values: Values, target: TargetGpu, assumptions: Assumptions, *, m
     change("train_batch_size", choice.setup.batch_size, source,
            f"{how} on {target.name}: batch {choice.setup.batch_size} {gc_text} gradient checkpointing, {fits}")
     change("gradient_checkpointing", gc, source,
-           f"{how}: " + ("checkpointing trades ~43% more work per step for ~13× less activation memory" if gc else
-                         "without checkpointing a step is ~30% less work, and it fits") + f" ({fits})")
+           f"{how}: " + _checkpointing_note(choice.setup) + f" ({fits})")
     _scale_for_batch(values, old_batch, choice.setup.batch_size, change)
-    result.findings += _quality_findings(target, choice.levers)
+    result.findings += _quality_findings(target, choice)
     return result
 
 
@@ -295,11 +155,14 @@ def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions:
             else:
                 batches = range(trial.batch_size, trial.batch_size + 1)
             for batch in batches:
-                candidate = trial.with_(batch_size=batch)
+                sized = size_swap(combo, trial.with_(batch_size=batch), assumptions.overhead_gib, budget)
+                if sized is None:
+                    continue
+                chosen, candidate = sized
                 gib = vram_gib(candidate, assumptions.overhead_gib)
                 if gib > budget:
                     continue
-                option = Choice(combo, candidate, gib, seconds_per_sample(candidate, peak, assumptions.efficiency))
+                option = Choice(chosen, candidate, gib, seconds_per_sample(candidate, peak, assumptions.efficiency))
                 if best is None or _better(option, best, mode):
                     best = option
         if best is not None:
@@ -307,8 +170,22 @@ def _search(values: Values, base: TrainingSetup, target: TargetGpu, assumptions:
     return None
 
 
+def _checkpointing_note(setup: TrainingSetup) -> str:
+    """What checkpointing costs and saves for this model and size (docs/estimator.md §2.2, §5.1, §9.4, §9.6)."""
+    on, off = setup.with_(gradient_checkpointing=True), setup.with_(gradient_checkpointing=False)
+    work = tflop_per_sample(on) / tflop_per_sample(off) - 1
+    memory = activation_gib_per_sample(off) / activation_gib_per_sample(on)
+    if setup.gradient_checkpointing:
+        return f"checkpointing trades ~{work:.0%} more work per step for ~{memory:.0f}× less activation memory"
+    return f"without checkpointing a step is ~{work / (1 + work):.0%} less work, and it fits"
+
+
 def _better(a: Choice, b: Choice, mode: str) -> bool:
-    # seconds per image are equal beyond the batch where the efficiency stops growing: ties go to less memory
+    # Block swap is the last resort and its time is an assumption (docs/estimator.md §9.3): the fewest
+    # blocks win before speed. Seconds per image are equal beyond the batch where the efficiency stops
+    # growing: ties go to less memory.
+    if a.setup.blocks_to_swap != b.setup.blocks_to_swap:
+        return a.setup.blocks_to_swap < b.setup.blocks_to_swap
     speed = (round(a.seconds_per_sample, 6), a.vram_gib) < (round(b.seconds_per_sample, 6), b.vram_gib)
     memory = (round(a.vram_gib, 6), a.seconds_per_sample) < (round(b.vram_gib, 6), b.seconds_per_sample)
     return speed if mode == "speed" else memory
@@ -347,23 +224,47 @@ def _precision_for_card(values: Values, target: TargetGpu, change: Callable[...,
                     key="mixed_precision")]
 
 
-def _quality_findings(target: TargetGpu, levers: tuple[Lever, ...]) -> list[Finding]:
+def _quality_findings(target: TargetGpu, choice: Choice) -> list[Finding]:
+    levers = choice.levers
     if not levers:
         return []
-    names = ", ".join(lever.name for lever in levers)
+    names = ", ".join(_lever_name(lever) for lever in levers)
     costs = "; ".join(lever.quality for lever in levers)
+    swap = _swap_text(choice.setup, target) if any(lever.name == SWAP for lever in levers) else ""
     if _on_low_vram_card(target):
         return [finding(
             "hardware/low-vram-recipe", "warning", 3,
             f"{target.name} has {target.vram_total_gib:.0f} GiB: to fit the {target.budget_gib:.1f} GiB budget lorakit "
-            f"applied the low-VRAM steps ({names}). Low-VRAM training trades quality for memory: {costs}.",
+            f"applied the low-VRAM steps ({names}). Low-VRAM training trades quality for memory: {costs}.{swap}",
             "train on a card with 12 GB or more for full quality (or plan for one with --target-gpu)")]
+    if choice.setup.arch.transformer and not any(lever.name.startswith("train the") for lever in levers):
+        return [finding(
+            "hardware/flux-memory-steps", "warning", 3,
+            f"the {choice.setup.arch.denoiser} does not fit {target.name}'s {target.budget_gib:.1f} GiB budget as the "
+            f"preset has it, so lorakit took sd-scripts' FLUX memory steps in the guide's order (docs/families.md §5): "
+            f"{names}. What they cost: {costs}.{swap}",
+            "plan for a card with more VRAM (--target-gpu), or --set any of these yourself (--fit off keeps the preset)")]
     return [finding(
         "hardware/text-encoders-not-trained", "warning", 3,
         f"the plan does not fit {target.name}'s {target.budget_gib:.1f} GiB budget with the text encoders trained, so "
-        f"lorakit applied: {names}. Quality: {costs}.",
+        f"lorakit applied: {names}. Quality: {costs}.{swap}",
         "--set network_train_unet_only=false together with a change that frees the memory (see `lorakit plan --explain-vram`), "
         "or a card with more VRAM", key="network_train_unet_only")]
+
+
+def _lever_name(lever: Lever) -> str:
+    return f"blocks_to_swap {lever.settings[0][1]}" if lever.name == SWAP else lever.name
+
+
+def _swap_text(setup: TrainingSetup, target: TargetGpu) -> str:
+    """What block swap costs: time per step and system RAM (docs/estimator.md §9.3, §9.5)."""
+    peak = target.bf16_tflops or NOMINAL_TFLOPS
+    step = step_time(setup, peak)
+    unswapped = step_time(setup.with_(blocks_to_swap=0), peak)
+    return (f" blocks_to_swap {setup.blocks_to_swap} keeps {swapped_gib(setup):.1f} GiB of the transformer in system RAM "
+            f"and moves it over PCIe twice a step (≈{step.swap_seconds:.1f} s, partly hidden behind the compute: est. "
+            f"{step.seconds_per_step:.1f} s/step against {unswapped.seconds_per_step:.1f}); the run needs about "
+            f"{ram_gib(setup):.0f} GiB of system RAM.")
 
 
 def _scale_for_batch(values: Values, old: int, new: int, change: Callable[..., None]) -> None:

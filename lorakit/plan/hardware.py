@@ -1,5 +1,6 @@
 """Gate 3: hardware. The VRAM estimate against the budget (with the smallest change that fits when it
-does not), bf16 on cards that lack it, and disk space for the checkpoints. Each rule is a small function
+does not), the system RAM the run needs against what the probed machine has, bf16 on cards that lack it,
+and disk space for the checkpoints. Each rule is a small function
 of the CheckContext, as in Gate 2 (lorakit.plan.check); none changes a value.
 """
 
@@ -11,28 +12,33 @@ from dataclasses import dataclass
 from lorakit.config.values import Values
 from lorakit.findings import Finding, finding
 from lorakit.machine.probe import VRAM_MARGIN
+from lorakit.plan.arch import T5XXL
 from lorakit.plan.assumptions import Assumptions
 from lorakit.plan.context import CheckContext
 from lorakit.plan.cpu import is_cpu, ram_budget
 from lorakit.plan.estimate import (
     GIB,
+    RAM_PROCESS_GIB,
     TrainingSetup,
     largest_batch,
     lora_file_bytes,
     lora_params,
     optimizer_bytes_per_param,
+    ram_gib,
     setup_from_values,
+    swapped_gib,
     vram_gib,
 )
-from lorakit.plan.fit import Lever, apply_levers, checkpointing_lever, combinations, memory_levers, speedup_levers
+from lorakit.plan.levers import FP8_T5, Lever, apply_levers, checkpointing_lever, combinations, memory_levers, size_swap, speedup_levers
 
 GATE = 3
-MAX_ADVICE_LEVERS = 3
+MAX_ADVICE_LEVERS = 4  # FLUX's guide steps are four: fp8 base, 8-bit AdamW, block swap, fp8 T5-XXL
 # values whose --set can push a plan over its budget, named in the message when you set them
 MEMORY_KEYS = (
     "train_batch_size", "resolution", "network_dim", "network_args", "gradient_checkpointing", "mixed_precision",
     "full_bf16", "full_fp16", "fp8_base", "fp8_base_unet", "network_train_unet_only", "cache_latents",
     "cache_text_encoder_outputs", "optimizer_type", "sdpa", "xformers", "mem_eff_attn", "no_half_vae",
+    "blocks_to_swap", "t5xxl",
 )
 
 
@@ -71,8 +77,11 @@ def smallest_change(values: Values, setup: TrainingSetup, budget_gib: float, ove
         flags = sum(len(lever.settings) for lever in combo) + (batch is not None)
         rank = (sum(lever.cost for lever in combo), flags)
         if best is None or rank < best[0]:
-            fitted = changed.with_(batch_size=batch or setup.batch_size)
-            best = (rank, Advice(combo, batch, vram_gib(fitted, overhead_gib)))
+            sized = size_swap(combo, changed.with_(batch_size=batch or setup.batch_size), overhead_gib, budget_gib)
+            if sized is None:
+                continue
+            chosen, fitted = sized
+            best = (rank, Advice(chosen, batch, vram_gib(fitted, overhead_gib)))
     return best[1] if best else None
 
 
@@ -106,6 +115,31 @@ def vram_budget(ctx: CheckContext) -> list[Finding]:
     else:
         fix = f"no change of up to {MAX_ADVICE_LEVERS} settings fits this card; plan for {card}"
     return [finding("hardware/vram-over-budget", "error", GATE, message, fix)]
+
+
+def ram_budget_rule(ctx: CheckContext) -> list[Finding]:
+    """The system RAM the run needs (docs/estimator.md §9.5) against what the probed machine has available."""
+    target = ctx.target
+    if target is None or is_cpu(target) or target.ram_available_gib is None:
+        return []  # a catalog card's machine is not this one; the CPU target's RAM is the VRAM rule's
+    setup = setup_from_values(ctx.values)
+    need = ram_gib(setup)
+    if need <= target.ram_available_gib:
+        return []
+    swap = (f", of which blocks_to_swap {setup.blocks_to_swap} holds {swapped_gib(setup):.1f} GiB through training"
+            if setup.blocks_to_swap else "")
+    fixes = []  # what shrinks the weights held in RAM (swapping fewer blocks does not: they were loaded anyway)
+    if setup.arch.transformer and not setup.fp8_unet:
+        fixes.append("--set fp8_base=true (the transformer is cast to fp8 as it loads: half its RAM)")
+    if setup.arch.transformer and T5XXL in setup.arch.text_encoders and not setup.t5_fp8_file:
+        fixes.append(f"--set t5xxl={FP8_T5} (half T5-XXL's RAM)")
+    fixes += ["close other programs", "train on a machine with more RAM"]
+    return [finding(
+        "hardware/ram-over-budget", "error", GATE,
+        f"the run needs about {need:.1f} GiB of system RAM (the process's {RAM_PROCESS_GIB:g} GiB and the model files "
+        f"sd-scripts loads into RAM before training{swap}), but this machine has {target.ram_available_gib:.1f} GiB "
+        f"available ({target.ram_total_gib or 0:.1f} GiB in all): loading would swap or be killed.",
+        "; or ".join(fixes), key="blocks_to_swap" if setup.blocks_to_swap else None)]
 
 
 def bf16_support(ctx: CheckContext) -> list[Finding]:
@@ -164,4 +198,4 @@ def disk_space(ctx: CheckContext) -> list[Finding]:
                     "or --set output_dir=... on a larger disk", key="output_dir")]
 
 
-HARDWARE_RULES: list[Callable[[CheckContext], list[Finding]]] = [vram_budget, bf16_support, disk_space]
+HARDWARE_RULES: list[Callable[[CheckContext], list[Finding]]] = [vram_budget, ram_budget_rule, bf16_support, disk_space]
