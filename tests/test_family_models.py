@@ -38,7 +38,7 @@ FILES = {  # key → (repo, file, contents)
 }
 FLUX_TOKENIZERS = {"openai/clip-vit-large-patch14": tokenizer_files(),
                    "google/t5-v1_1-xxl": {"spiece.model": b"\x00sentencepiece", "tokenizer_config.json": b"{}"}}
-ONE_STEP = ["--set", "max_train_steps=6", "--set", "train_batch_size=4", "--set", "sample_every_n_steps=none"]
+ONE_STEP = ["--set", "max_train_steps=6", "--set", "train_batch_size=1", "--set", "sample_every_n_steps=none"]
 
 
 def cache_flux(hf_home: Path, *, leave_out: tuple[str, ...] = ()) -> None:

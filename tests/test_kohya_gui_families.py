@@ -13,12 +13,13 @@ from test_kohya_gui_export import planned
 
 from lorakit.cli.main import cli
 from lorakit.config.schema import PATH_KEYS, registry
-from lorakit.config.values import ResolvedValue
+from lorakit.config.values import ResolvedValue, Values
 from lorakit.errors import UserError
 from lorakit.kohya_gui.arguments import effective
 from lorakit.kohya_gui.export import direct_keys, export_plan, gui_arguments, gui_value
 from lorakit.kohya_gui.importer import import_gui_config
 from lorakit.kohya_gui.keys import gui_keys
+from lorakit.models.source import resolve_sources
 from lorakit.plan.build import PlanRequest, make_plan
 
 FAMILY_PRESETS = REPO / "tests" / "fixtures" / "kohya_gui_presets" / "families"
@@ -191,7 +192,9 @@ def test_flux_mapping_rows_both_ways(flux_plan, tmp_path, gui_key):
     arg = direct_keys("flux1")[gui_key]
     value = _flux_value(arg)
     values = {**flux_plan.values, arg: ResolvedValue(value=value, source="set")}
-    exported = export_plan(flux_plan.model_copy(update={"values": values}))
+    # a model file reaches the GUI as the plan resolved it (plan.json's model section), as in a real plan
+    model = resolve_sources(Values(values), Path(flux_plan.plan_dir))
+    exported = export_plan(flux_plan.model_copy(update={"values": values, "model": model}))
     if arg != "cache_text_encoder_outputs":  # the plan caches already; _to_disk is the distinct one
         assert exported.config[gui_key] == gui_value(gui_keys()[gui_key], value)
     assert exported.config["additional_parameters"] == ""

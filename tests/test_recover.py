@@ -431,3 +431,18 @@ def test_the_notches_keep_the_recipe_first_and_never_touch_your_values():
     with_quality = notches(values, quality=True)
     assert [n.name for n in with_quality][:len(names)] == names and all(n.quality for n in with_quality[len(names):])
     assert "rank 16, alpha 1" in [n.name for n in with_quality]
+
+
+def test_a_flux_plan_recovers_by_swapping_blocks_before_anything_that_changes_the_recipe():
+    from lorakit.config.presets import PresetRegistry
+    from lorakit.config.resolve import resolve
+    from lorakit.plan.revise import notches
+
+    values = resolve(PresetRegistry(), ["flux1-dev", "character"], []).values
+    values.set("blocks_to_swap", 10, "auto:fit-speed")
+    free = notches(values, quality=False)
+    swap = next(n for n in free if n.keys() == ["blocks_to_swap"])
+    assert swap.settings[0][1] == 18 and not swap.quality
+    assert not {"fp8_base", "optimizer_type", "network_dim", "resolution"} & {k for n in free for k in n.keys()}
+    values.set("blocks_to_swap", 35, "auto:fit-speed")
+    assert not [n for n in notches(values, quality=False) if n.keys() == ["blocks_to_swap"]]

@@ -200,8 +200,7 @@ def print_plan(out: Console, plan: Plan, *, explain: bool = False, written: bool
 
     values = plan.value_set
     target = plan.target
-    family = FAMILIES.get(plan.family)
-    trains = f"{escape(family.title)} ({plan.script}), " if family else ""
+    trains = f"{escape(FAMILIES[plan.family].title)} ({plan.script}), " if plan.family in FAMILIES else ""
     out.print(f"[bold]Plan {escape(plan.name)}[/] — {trains}presets: {', '.join(plan.presets)}")
     if target.device == "cpu":
         out.print(f"Device: {escape(target.name)}: trains on the CPU (accelerate --cpu), RAM budget "
@@ -321,9 +320,8 @@ def print_presets(out: Console, presets: list[Preset], shadowed: set[str]) -> No
         title = (escape(f"{FAMILIES[home].title} (--preset {FAMILIES[home].base_preset} picks it)") if home in FAMILIES
                  else f"for {home}" if home else "for every family (with a family's own values where noted)")
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        table.add_column("preset", style="bold")
-        table.add_column("kind")
-        table.add_column("extends")
+        for column, style in (("preset", "bold"), ("kind", None), ("extends", None)):
+            table.add_column(column, style=style)
         table.add_column("description", overflow="fold")
         for p in groups[home]:
             origin = "" if p.builtin else (" (user, replaces built-in)" if p.name in shadowed else " (user)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lorakit.config.family import family_named
 from lorakit.findings import Finding, finding
+from lorakit.models.roles import KNOWN_REPOS
 from lorakit.models.source import ModelSource, fetch_fix
 from lorakit.plan.build import Plan
 
@@ -37,8 +38,8 @@ def kept_hub_id(source: ModelSource) -> str | None:
     """The plain Hub id the GUI gets instead of a path, where sd-scripts loading that id itself takes the same model."""
     if source.kind != "hub" or source.value != source.repo_id:
         return None  # a revision or a file was asked for: only lorakit's path gives sd-scripts exactly that
-    if source.role == "base" and source.repo_id == SDXL_BASE_ID:
-        return SDXL_BASE_ID
+    if source.role == "base" and source.repo_id in KNOWN_REPOS:
+        return source.repo_id  # its diffusers copy, which sd-scripts downloads itself, is the same model
     if source.layout != "checkpoint" and GUI_HUB_ID.match(source.repo_id or ""):
         return source.repo_id  # a diffusers repo at its default branch, which sd-scripts downloads itself
     return None
@@ -47,11 +48,12 @@ def kept_hub_id(source: ModelSource) -> str | None:
 def gui_model(source: ModelSource, plan: Plan, findings: list[Finding]) -> str:
     """The GUI field's value for one model file, with what the user should know about it."""
     kept = kept_hub_id(source)
-    if kept == SDXL_BASE_ID:
+    if kept in KNOWN_REPOS:
+        known = " which it knows as SDXL," if kept == SDXL_BASE_ID else ""
         findings.append(finding(
             "gui/model-hub-id", "info", GATE,
-            f"the GUI gets the base model as the Hub id {kept}, which it knows as SDXL. sd-scripts started by the GUI "
-            "loads that repo's diffusers copy of SDXL 1.0 base (a download into the GUI machine's Hugging Face cache "
+            f"the GUI gets the base model as the Hub id {kept},{known} and sd-scripts started by the GUI "
+            "loads that repo's diffusers copy (a download into the GUI machine's Hugging Face cache "
             f"on first use), where `lorakit launch` loads the repo's single-file checkpoint {source.filename}: "
             "the same model from other files.", None, key=source.key))
     if kept:

@@ -167,13 +167,14 @@ def model_type(ctx: CheckContext) -> list[Finding]:
 
 
 def sd_only_keys(ctx: CheckContext) -> list[Finding]:
-    """Stable Diffusion arguments the transformer families' script parses and ignores: refused, so a plan never
-    promises a setting that training will not apply."""
+    """Stable Diffusion arguments the transformer families' script parses and ignores: a warning, so a plan never
+    promises a setting that training will not apply (a warning, not an error: the run trains, without them, and
+    the Kohya GUI's own FLUX presets carry some)."""
     v = ctx.values
     family = family_of(ctx)
     if not family.transformer:
         return []
-    return [finding("params/sd-only-key", "error", GATE,
+    return [finding("params/sd-only-key", "warning", GATE,
                     f"{key} is {v[key]}, a Stable Diffusion argument that {family.script} ignores for {family.title}"
                     + (" (use t5xxl_max_token_length)." if key == "max_token_length" else "."),
                     f"--set {key}=none", key=key)

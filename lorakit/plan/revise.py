@@ -6,8 +6,9 @@ The notches come in the order of what they cost, cheapest first; each is one cha
 1. changes that keep the recipe: the same effective batch through gradient accumulation (batch 4 →
    2 × accumulation 2 keeps the images per optimizer step, so the learning rate, the step count and the
    schedule stay), gradient checkpointing, cached latents and text-encoder outputs (where the fit would
-   allow them: no augmentation that changes the images or captions every epoch), a leaner attention
-   backend (SDPA where none is set);
+   allow them: no augmentation that changes the images or captions every epoch), for FLUX and Chroma
+   eight more transformer blocks swapped to system RAM (the same training, slower steps), a leaner
+   attention backend (SDPA where none is set);
 2. only when asked (`--recover quality`): the fit's memory levers (lorakit.plan.fit.memory_levers), which
    give up quality: the text encoders frozen, 8-bit AdamW, 16-bit LoRA weights, rank 16, fp8 base
    weights, 768² then 512².
@@ -30,8 +31,8 @@ from lorakit.config.presets import Preset, PresetHeader
 from lorakit.config.resolve import Resolution
 from lorakit.config.values import Values
 from lorakit.plan.build import HISTORY_DIR, Plan, PlanRequest, PlanResult, make_plan, write_plan
-from lorakit.plan.estimate import setup_from_values
-from lorakit.plan.fit import checkpointing_lever, has_key, memory_levers, speedup_levers
+from lorakit.plan.estimate import TrainingSetup, max_swap, setup_from_values
+from lorakit.plan.levers import checkpointing_lever, has_key, memory_levers, speedup_levers
 
 RECOVERY_SOURCE = "auto:oom-recovery"
 Setting = tuple[str, object, str]  # key, value, why
@@ -59,7 +60,10 @@ def notches(values: Values, *, quality: bool, respect_user: bool = True) -> list
     found += [Notch(lever.name, lever.settings) for lever in checkpointing_lever(setup)]
     # caching first, the attention backend last: the order the recipe-keeping changes are tried in
     free = sorted(speedup_levers(values, setup), key=lambda lever: lever.name == "SDPA attention")
-    found += [Notch(lever.name, lever.settings) for lever in free]
+    found += [Notch(lever.name, lever.settings) for lever in free if lever.name != "SDPA attention"]
+    swap = swap_notch(values, setup)
+    found += [swap] if swap is not None else []
+    found += [Notch(lever.name, lever.settings) for lever in free if lever.name == "SDPA attention"]
     if quality:
         found += [Notch(lever.name, lever.settings, lever.quality or lever.name)
                   for lever in sorted(memory_levers(values, setup, respect_user=False), key=lambda lever: lever.cost)]
@@ -67,6 +71,21 @@ def notches(values: Values, *, quality: bool, respect_user: bool = True) -> list
     if respect_user:
         found = [notch for notch in found if not any(values.user_set(key) for key in notch.keys())]
     return found
+
+
+SWAP_STEP = 8  # blocks moved to system RAM per recovery: a clear step down without swapping all at once
+
+
+def swap_notch(values: Values, setup: TrainingSetup) -> Notch | None:
+    """FLUX and Chroma: more transformer blocks waiting in system RAM; the recipe stays, the steps get slower."""
+    top = max_swap(setup)
+    now = values["blocks_to_swap"] or 0
+    if not top or now >= top or values["cpu_offload_checkpointing"]:
+        return None
+    more = min(top, now + SWAP_STEP)
+    why = (f"out of memory with {now} block(s) swapped: {more} of the transformer's blocks wait in system RAM and move "
+           "onto the GPU as they run; the same training, slower steps (docs/families.md §5)")
+    return Notch(f"swap {more} transformer blocks", (("blocks_to_swap", more, why),))
 
 
 def blocked_notches(values: Values, *, quality: bool) -> list[tuple[Notch, list[str]]]:
