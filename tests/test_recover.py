@@ -124,6 +124,8 @@ def test_the_setup_that_ran_out_of_memory_is_over_the_budget_for_the_next_plan(r
     point = calibration["gpus"]["rtx4090"]["out_of_memory"][0]
     assert point["setup"].startswith("batch 4 × accumulation 1, with gradient checkpointing, 1024×1024")
     assert vram_gib(failed, assumptions_for(target).overhead_gib) > target.budget_gib
+    assert point["family"] == "sdxl"  # an SDXL run's point: FLUX plans for the card keep their own overhead
+    assert assumptions_for(target, family="flux1").overhead_gib < assumptions_for(target).overhead_gib
     # and `lorakit calibrate` learns it again from run.json, e.g. for a calibration file made anew
     Path(os.environ["LORAKIT_CALIBRATION"]).unlink()
     assert runner.invoke(cli, ["calibrate", str(plan)]).exit_code == 0

@@ -52,6 +52,8 @@ class OutOfMemoryPoint(BaseModel):
     rest_gib: float  # the estimate without the overhead C
     budget_gib: float  # the budget it was planned for
     at: str
+    # The family's estimate it corrects: a FLUX run that ran out of memory says nothing of SDXL's estimate.
+    family: str = "sdxl"
 
     @property
     def overhead_floor_gib(self) -> float:
@@ -123,13 +125,15 @@ def gpu_key(target: TargetGpu) -> str:
     return target.catalog_id or target.name
 
 
-def assumptions_for(target: TargetGpu, path: Path | None = None) -> Assumptions:
-    """The calibrated overhead and efficiency for this GPU where the file has them, else the defaults."""
+def assumptions_for(target: TargetGpu, path: Path | None = None, family: str = "sdxl") -> Assumptions:
+    """The calibrated overhead and efficiency for this GPU where the file has them, else the defaults; the
+    "did not fit" points raise the overhead of plans of their own family only."""
     path = path or calibration_path()
     entry = load_calibration(path).gpus.get(gpu_key(target))
     overhead = entry.overhead_gib if entry else None
     efficiency = entry.efficiency if entry else None
-    floor = max((point.overhead_floor_gib for point in entry.out_of_memory), default=None) if entry else None
+    floors = [point.overhead_floor_gib for point in entry.out_of_memory if point.family == family] if entry else []
+    floor = max(floors, default=None)
     if floor is not None and floor > (overhead if overhead is not None else default_overhead_gib()):
         overhead = min(OVERHEAD_RANGE_GIB[1], floor)  # a setup that ran out of memory is over the budget from now on
     return Assumptions(

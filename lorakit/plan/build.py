@@ -174,7 +174,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     if request.fit not in FIT_MODES:
         raise UserError(f"--fit {request.fit!r} is not one of {', '.join(FIT_MODES)}.", fix="--fit speed (the default)")
     target = choose_target(request.target_gpu)
-    assumptions = assumptions_for(target)
+    assumptions = assumptions_for(target, family=values.family)
     name = _plan_name(request)
     plan_dir = (request.out or Path("plans") / name).expanduser().resolve()
     anchor_paths(values, plan_dir, Path.cwd(), skip_source=PLAN_FOLDER)

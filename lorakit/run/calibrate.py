@@ -145,7 +145,7 @@ def out_of_memory_point(plan: Plan) -> OutOfMemoryPoint:
              f"rank {setup.network_dim}, {setup.mixed_precision}, attention {setup.attention}")
     return OutOfMemoryPoint(plan=plan.plan_dir, setup=words, estimate_gib=round(plan.vram.estimate_gib if plan.vram else rest, 3),
                             rest_gib=round(rest, 3), budget_gib=round(plan.target.budget_gib, 3),
-                            at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                            at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), family=plan.family)
 
 
 def record_out_of_memory(plan: Plan, path: Path | None = None) -> OutOfMemoryPoint:
