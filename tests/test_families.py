@@ -167,3 +167,12 @@ def test_presets_name_shows_a_task_preset_resolved_for_a_family(runner):
     report = json.loads(result.output)
     assert report["chain"] == ["flux1-dev", "character-standard", "character"]
     assert report["values"]["max_train_epochs"]["value"] == 6
+
+
+def test_a_chroma_plan_asks_for_no_flux_dev_licence():
+    """Chroma takes FLUX.1's autoencoder from the ungated schnell repository, and not flux1-dev's licence note."""
+    chroma = resolve(PresetRegistry(), ["chroma", "character"], [])
+    flux = resolve(PresetRegistry(), ["flux1-dev", "character"], [])
+    assert chroma.values["ae"] == "black-forest-labs/FLUX.1-schnell:ae.safetensors"
+    assert any("Non-Commercial" in note for note in flux.notes)
+    assert not any("Non-Commercial" in note for note in chroma.notes)

@@ -127,7 +127,8 @@ def resolve(registry: PresetRegistry, preset_names: Sequence[str], overrides: Se
             values.set(key, entry.value, f"preset:{preset.name}", entry.from_)
         for key, entry in owned.get(preset.name, {}).items():
             values.set(key, entry.value, f"{IMPORT_SOURCE}{preset.name}", entry.from_)
-        notes += preset.header.notes
+        if preset.header.kind != "base" or preset is based_on(presets):  # a base extended by another keeps its notes
+            notes += preset.header.notes
         required += [k for k in preset.header.requires if k not in required]
     for key, value in parsed.items():
         values.set(key, value, USER_SOURCE)
