@@ -448,3 +448,17 @@ def test_a_flux_plan_recovers_by_swapping_blocks_before_anything_that_changes_th
     assert not {"fp8_base", "optimizer_type", "network_dim", "resolution"} & {k for n in free for k in n.keys()}
     values.set("blocks_to_swap", 35, "auto:fit-speed")
     assert not [n for n in notches(values, quality=False) if n.keys() == ["blocks_to_swap"]]
+
+
+def test_a_calibration_file_lorakit_cannot_write_does_not_stop_the_recovery(runner, tmp_path, fake_trainer, monkeypatch):
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("a file where the calibration folder would be", encoding="utf-8")
+    monkeypatch.setenv("LORAKIT_CALIBRATION", str(blocker / "calibration.toml"))
+    plan = oom_plan(runner, tmp_path)
+    monkeypatch.setenv("FAKE_SDSCRIPTS_OOM_ABOVE_BATCH", "2")
+    result = launch(runner, plan)
+    assert result.exit_code == 0, result.output
+    data = record(plan)
+    assert data["state"] == "succeeded" and len(data["attempts"]) == 2
+    assert any("was not recorded in the calibration file" in w for w in data["warnings"])
+    assert blocker.read_text(encoding="utf-8") == "a file where the calibration folder would be"

@@ -77,7 +77,7 @@ def launch(plan_dir: Path, options: LaunchOptions | None = None, recover: Recove
         while recoverable(record):
             with stopper.training():  # Ctrl-C while re-planning asks the stopper, so nothing more starts
                 try:
-                    record_out_of_memory(load_plan(folder))  # first: Gate 3 judges the revision with it, and the next plans
+                    warnings += _remember_out_of_memory(folder)
                     if len(attempts) > recover.max_recoveries:
                         raise GiveUp(f"it ran out of GPU memory in {len(attempts)} attempts; lorakit stopped after "
                                      f"--max-recoveries {recover.max_recoveries}",
@@ -101,6 +101,17 @@ def launch(plan_dir: Path, options: LaunchOptions | None = None, recover: Recove
             record.duration_s = round(sum(a.duration_s or 0.0 for a in attempts), 2)
             write_record(folder, record)
         return record
+
+
+def _remember_out_of_memory(folder: Path) -> list[str]:
+    """Record the setup that did not fit first, so Gate 3 judges the revision with it (and so do the next plans);
+    a calibration file lorakit cannot write costs the lesson, not the run."""
+    try:
+        record_out_of_memory(load_plan(folder))
+    except OSError as exc:
+        return [f"the setup that ran out of GPU memory was not recorded in the calibration file "
+                f"({exc.strerror or exc}: {exc.filename or ''}); the next plan for this card may choose it again"]
+    return []
 
 
 def recoverable(record: RunRecord) -> bool:
